@@ -1,0 +1,50 @@
+"""Shape glossary and records shared across gkdrl.
+
+Every tensor in gkdrl is batch-major and uses these letters in its shape
+comments:
+
+    B  batch size (rows; several samples of one prompt are consecutive rows)
+    P  prompt length (left-padded: real prompt tokens sit at the right end)
+    T  completion length (right-padded: generated tokens start at index 0)
+    L  full sequence length, L = P + T
+    V  vocabulary size
+    D  model width (hidden size)
+
+Position-wise divergences take logits `[..., V]` and return values `[...]`.
+Sequence maths takes values `[B, T]` with a `[B, T]` mask (1 = valid token).
+If a `lax.scan` produces time-major arrays they are transposed once, at the
+boundary, never inside a loss.
+"""
+
+from typing import NamedTuple
+
+import jax
+
+Array = jax.Array
+PRNGKey = jax.Array
+Metrics = dict[str, Array]
+
+
+class Samples(NamedTuple):
+  """Completions drawn by the sampler for a batch of prompts."""
+
+  tokens: Array  # [B, T] int32 sampled tokens (pad after the end)
+  logp_a: Array  # [B, T] float32 log pi(token) at temperature 1
+  mask: Array  # [B, T] bool, generated tokens up to and including EOS
+  lengths: Array  # [B] int32 number of valid tokens in each row
+
+
+class Batch(NamedTuple):
+  """A training batch: prompts, completions and everything scored on them.
+
+  This is the one record that carries every per-token quantity through a
+  step (sampler -> scoring -> learner). Fields that a given agent does not
+  need are None.
+  """
+
+  prompt_tokens: Array  # [B, P] int32, left-padded
+  prompt_mask: Array  # [B, P] bool
+  completion_tokens: Array  # [B, T] int32, right-padded
+  completion_mask: Array  # [B, T] bool
+  behaviour_logp_a: Array | None = None  # [B, T] log-prob under the sampler
+  rewards: Array | None = None  # [B] float32 sequence-level rewards
