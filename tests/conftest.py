@@ -1,0 +1,30 @@
+"""Shared test configuration.
+
+Tests that need PyTorch (Hugging Face parity) or a fetched model asset skip
+when it is missing, unless GKDRL_REQUIRE_OPTIONAL=1 is set (as CI does), in
+which case a missing dependency is a failure, so CI never passes by skipping.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+REQUIRE_OPTIONAL = os.environ.get("GKDRL_REQUIRE_OPTIONAL", "0") == "1"
+
+
+def skip_or_fail(reason: str):
+  """Skips the calling test, or fails it when optional deps are required."""
+  if REQUIRE_OPTIONAL:
+    pytest.fail(f"{reason} (GKDRL_REQUIRE_OPTIONAL=1 forbids skipping)")
+  pytest.skip(reason)
+
+
+@pytest.fixture
+def torch():
+  """The torch module, or a skip (a failure in CI) when it is missing."""
+  if importlib.util.find_spec("torch") is None:
+    skip_or_fail("torch is not installed: pip install torch==2.13.0")
+  import torch as torch_module  # pylint: disable=g-import-not-at-top
+  torch_module.manual_seed(0)
+  return torch_module
