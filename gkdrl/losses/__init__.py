@@ -1,0 +1,50 @@
+"""gkdrl.losses: pure loss functions of arrays (no haiku, no state).
+
+Divergences are position-wise (`[..., V]` logits in, `[...]` out); sequence
+objectives take `[B, T]` values with a `[B, T]` mask. P = teacher,
+Q = student. See DESIGN.md for the conventions.
+"""
+
+from gkdrl.losses.divergences import DIVERGENCE_PARAMETERS
+from gkdrl.losses.divergences import DIVERGENCES
+from gkdrl.losses.divergences import divergence
+from gkdrl.losses.divergences import forward_kl
+from gkdrl.losses.divergences import generalized_jsd
+from gkdrl.losses.divergences import reverse_kl
+from gkdrl.losses.divergences import sampled_kl
+from gkdrl.losses.divergences import skew_forward_kl
+from gkdrl.losses.divergences import skew_reverse_kl
+from gkdrl.losses.divergences import total_variation
+from gkdrl.losses.objectives import distillation_loss
+from gkdrl.losses.objectives import gkd_rl_loss
+from gkdrl.losses.objectives import KL_MODES
+from gkdrl.losses.policy_gradient import BASELINES
+from gkdrl.losses.policy_gradient import policy_gradient_loss
+from gkdrl.losses.policy_gradient import ppo_clip_loss
+from gkdrl.losses.policy_gradient import sequence_advantages
+from gkdrl.losses.reductions import masked_mean
+from gkdrl.losses.reductions import masked_reduce
+from gkdrl.losses.reductions import REDUCTIONS
+
+__all__ = [
+    "BASELINES",
+    "DIVERGENCES",
+    "DIVERGENCE_PARAMETERS",
+    "KL_MODES",
+    "REDUCTIONS",
+    "distillation_loss",
+    "divergence",
+    "forward_kl",
+    "generalized_jsd",
+    "gkd_rl_loss",
+    "masked_mean",
+    "masked_reduce",
+    "policy_gradient_loss",
+    "ppo_clip_loss",
+    "reverse_kl",
+    "sampled_kl",
+    "sequence_advantages",
+    "skew_forward_kl",
+    "skew_reverse_kl",
+    "total_variation",
+]

@@ -1,0 +1,239 @@
+"""Sequence objectives: distillation, and GKD combined with RL (paper Eq. 5).
+
+    J(theta) = (1 - alpha) * E_{y ~ student}[ r(y) ]
+               - alpha * E_{y ~ sg(student)}[ D(teacher || student)(y | x) ]
+
+`gkd_rl_loss` returns -J as a loss to minimise, optionally plus
+ref_kl_coef * KL(student || reference), the KL-to-initial-policy penalty of
+ordinary RLHF, which is separate from alpha.
+
+See "On-Policy Distillation of Language Models: Learning from Self-Generated
+Mistakes", Agarwal et al., ICLR 2024 (https://arxiv.org/abs/2306.13649),
+Eq. 2 (sequence-averaged divergence) and Eq. 5 (RL + GKD).
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from gkdrl.losses import _checks
+from gkdrl.losses import divergences
+from gkdrl.losses import policy_gradient
+from gkdrl.losses import reductions
+
+Array = jax.Array
+
+KL_MODES = ("analytic", "sampled")
+# Default beta when distillation_loss is asked for "jsd" without one: the
+# symmetric JSD, as in Hugging Face TRL's GKDTrainer.
+DEFAULT_DISTILLATION_BETA = 0.5
+
+
+def _check_logits(student_logits, teacher_logits, mask) -> None:
+  chex.assert_rank([student_logits, mask], [3, 2])
+  chex.assert_equal_shape_prefix([student_logits, mask], 2)
+  if teacher_logits is not None:
+    chex.assert_equal_shape([student_logits, teacher_logits])
+
+
+def _temperatures(divergence_kwargs) -> dict[str, float]:
+  return {k: divergence_kwargs[k]
+          for k in ("student_temperature", "teacher_temperature")
+          if k in divergence_kwargs}
+
+
+def _teacher_kl_metric(student_logits, teacher_logits, mask, reduction,
+                       temperatures) -> Array:
+  """Reverse KL(student || teacher) per sequence, for logging only."""
+  kl = divergences.reverse_kl(
+      jax.lax.stop_gradient(student_logits),
+      jax.lax.stop_gradient(teacher_logits), **temperatures)
+  return reductions.masked_reduce(kl, mask, reduction=reduction)
+
+
+def distillation_loss(student_logits: Array, teacher_logits: Array,
+                      mask: Array, *, divergence: str = "jsd",
+                      reduction: str = "sequence", **divergence_kwargs
+                      ) -> tuple[Array, dict[str, Array]]:
+  """Token-level distillation loss averaged over sequences (paper Eq. 2).
+
+      loss = reduce_{b, t}( D(p_T(. | y_<t, x) || p_S(. | y_<t, x)) )
+
+  Used by supervised KD (forward KL on dataset targets) and GKD (any
+  divergence on student samples).
+
+  Args:
+    student_logits: `[B, T, V]` student logits at the completion positions.
+    teacher_logits: `[B, T, V]` teacher logits (no gradient is taken).
+    mask: `[B, T]` 0/1 or bool, 1 at valid completion tokens.
+    divergence: a name of `DIVERGENCES`.
+    reduction: "sequence" (Eq. 2), "token" or "sum".
+    **divergence_kwargs: beta / normalized / skew and the temperatures. With
+      divergence="jsd" and no beta, beta = 0.5.
+
+  Returns:
+    (loss, metrics) with "loss/divergence" and "kl/teacher" (reverse KL to
+    the teacher, for logging).
+  """
+  _check_logits(student_logits, teacher_logits, mask)
+  if divergence == "jsd":
+    divergence_kwargs.setdefault("beta", DEFAULT_DISTILLATION_BETA)
+  teacher_logits = jax.lax.stop_gradient(teacher_logits)
+  values = divergences.divergence(divergence, student_logits, teacher_logits,
+                                  **divergence_kwargs)  # [B, T]
+  loss = reductions.masked_reduce(values, mask, reduction=reduction)
+  metrics = {
+      "loss/divergence": loss,
+      "kl/teacher": _teacher_kl_metric(student_logits, teacher_logits, mask,
+                                       reduction,
+                                       _temperatures(divergence_kwargs)),
+  }
+  return loss, metrics
+
+
+def _take(log_probs: Array, actions: Array) -> Array:
+  """log_probs[b, t, actions[b, t]]: `[B, T, V]`, `[B, T]` -> `[B, T]`."""
+  return jnp.take_along_axis(log_probs, actions[..., None], axis=-1)[..., 0]
+
+
+def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
+                actions: Array, mask: Array, rewards: Array | None, *,
+                alpha, divergence: str = "jsd", beta: float = 0.9,
+                baseline: str = "mean", group_size: int = 1,
+                kl_mode: str = "analytic", ref_logits: Array | None = None,
+                ref_kl_coef: float = 0.0, reduction: str = "sequence",
+                **divergence_kwargs) -> tuple[Array, dict[str, Array]]:
+  """GKD + RL (paper Eq. 5) as a loss to minimise.
+
+      loss = (1 - alpha) * L_pg + alpha * L_div
+             + ref_kl_coef * reduce(KL(student || reference))
+      L_pg  = -reduce( sg(r - b) * log p_S(a_t) )        (REINFORCE)
+      L_div = reduce( D(teacher || student) )             (kl_mode analytic)
+
+  With kl_mode="sampled" the divergence is instead folded into a per-token
+  advantage (as in later on-policy-distillation work):
+
+      loss = -reduce( sg((1 - alpha) (r - b) - alpha * k1_t) * log p_S(a_t) ),
+      k1_t = log p_S(a_t) - log p_T(a_t),
+
+  which follows the reverse-KL gradient in expectation and needs only the
+  teacher's log-probability of the taken token.
+
+  alpha = 1 is pure GKD (rewards may be None and are never read), alpha = 0
+  is pure RL (teacher_logits may be None; when given they only feed the
+  "kl/teacher" metric). alpha may be a traced scalar (to vmap over alphas);
+  then both inputs are needed, and at alpha = 0 or 1 the unused one is
+  replaced before use, so neither the loss nor its gradient depends on it.
+
+  Args:
+    student_logits: `[B, T, V]` student logits at the completion positions.
+    teacher_logits: `[B, T, V]` teacher logits, or None when alpha = 0.
+    actions: `[B, T]` int sampled completion tokens.
+    mask: `[B, T]` 0/1 or bool, 1 at generated tokens (EOS included).
+    rewards: `[B]` sequence rewards, or None when alpha = 1.
+    alpha: teacher weight in [0, 1] (Python number or traced scalar).
+    divergence: a name of `DIVERGENCES` (analytic mode).
+    beta: the JSD coefficient (used when divergence="jsd").
+    baseline: "none", "mean" or "rloo".
+    group_size: consecutive rows sampled from one prompt (for baselines).
+    kl_mode: "analytic" or "sampled".
+    ref_logits: `[B, T, V]` logits of the reference (initial) student.
+    ref_kl_coef: weight of KL(student || reference), >= 0.
+    reduction: "sequence", "token" or "sum".
+    **divergence_kwargs: skew / normalized and the temperatures.
+
+  Returns:
+    (loss, metrics) with "loss/total", "loss/pg", "loss/divergence",
+    "reward/mean" (when rewards are given), "kl/teacher" (when teacher
+    logits are given) and "kl/reference" (when reference logits are given).
+  """
+  _check_logits(student_logits, teacher_logits, mask)
+  chex.assert_equal_shape([actions, mask])
+  _checks.check_unit_interval("alpha", alpha)
+  _checks.check_unit_interval("beta", beta)
+  _checks.check_choice("kl_mode", kl_mode, KL_MODES)
+  _checks.check_choice("divergence", divergence, divergences.DIVERGENCES)
+  _checks.check_non_negative("ref_kl_coef", ref_kl_coef)
+  static_alpha = _checks.is_static_number(alpha)
+  use_teacher = not (static_alpha and alpha == 0.0)
+  use_rewards = not (static_alpha and alpha == 1.0)
+  if use_teacher and teacher_logits is None:
+    raise ValueError(f"teacher_logits is None but alpha={alpha!r} needs the "
+                     "teacher; only alpha=0 runs without it.")
+  if use_rewards and rewards is None:
+    raise ValueError(f"rewards is None but alpha={alpha!r} needs rewards; "
+                     "only alpha=1 runs without them.")
+  if rewards is not None:
+    chex.assert_shape(rewards, (student_logits.shape[0],))
+
+  metrics = {}
+  temperatures = _temperatures(divergence_kwargs)
+  if teacher_logits is not None:
+    teacher_logits = jax.lax.stop_gradient(teacher_logits)
+    metrics["kl/teacher"] = _teacher_kl_metric(
+        student_logits, teacher_logits, mask, reduction, temperatures)
+  if rewards is not None:
+    metrics["reward/mean"] = jnp.mean(
+        jax.lax.stop_gradient(rewards).astype(jnp.float32))
+  if not static_alpha:
+    # Double-where: at the endpoints the unused input is swapped for a
+    # harmless one, so not even a NaN in it reaches the loss or gradient.
+    rewards = jnp.where(alpha == 1.0, 0.0, rewards)
+    teacher_logits = jnp.where(
+        alpha == 0.0, jax.lax.stop_gradient(student_logits), teacher_logits)
+
+  student_log_probs = jax.nn.log_softmax(
+      student_logits.astype(jnp.float32), axis=-1)  # [B, T, V]
+  logp_a = _take(student_log_probs, actions)  # [B, T]
+  if use_rewards:
+    advantages = policy_gradient.sequence_advantages(
+        rewards, baseline=baseline, group_size=group_size)  # [B]
+  else:
+    advantages = jnp.zeros(student_logits.shape[:1], jnp.float32)  # [B]
+  pg_loss = reductions.masked_reduce(
+      -advantages[:, None] * logp_a, mask, reduction=reduction)
+
+  if kl_mode == "analytic":
+    if use_teacher:
+      kwargs = dict(divergence_kwargs)
+      if divergence == "jsd":
+        kwargs.setdefault("beta", beta)
+      values = divergences.divergence(divergence, student_logits,
+                                      teacher_logits, **kwargs)  # [B, T]
+      div_loss = reductions.masked_reduce(values, mask, reduction=reduction)
+    else:
+      div_loss = jnp.zeros((), jnp.float32)
+    total = (1.0 - alpha) * pg_loss + alpha * div_loss
+  else:
+    if use_teacher:
+      st = divergence_kwargs.get("student_temperature", 1.0)
+      tt = divergence_kwargs.get("teacher_temperature", 1.0)
+      student_logp_t = _take(jax.nn.log_softmax(
+          student_logits.astype(jnp.float32) / st, axis=-1), actions)
+      teacher_logp_t = _take(jax.nn.log_softmax(
+          teacher_logits.astype(jnp.float32) / tt, axis=-1), actions)
+      k1 = jax.lax.stop_gradient(divergences.sampled_kl(
+          student_logp_t, teacher_logp_t, estimator="k1"))  # [B, T]
+    else:
+      k1 = jnp.zeros_like(logp_a)
+    div_loss = reductions.masked_reduce(k1, mask, reduction=reduction)
+    token_advantages = (1.0 - alpha) * advantages[:, None] - alpha * k1
+    total = reductions.masked_reduce(
+        -jax.lax.stop_gradient(token_advantages) * logp_a, mask,
+        reduction=reduction)
+
+  if ref_logits is not None:
+    chex.assert_equal_shape([student_logits, ref_logits])
+    ref_kl = reductions.masked_reduce(
+        divergences.reverse_kl(student_logits,
+                               jax.lax.stop_gradient(ref_logits)),
+        mask, reduction=reduction)
+    total = total + ref_kl_coef * ref_kl
+    metrics["kl/reference"] = jax.lax.stop_gradient(ref_kl)
+
+  metrics.update({
+      "loss/total": total,
+      "loss/pg": jax.lax.stop_gradient(pg_loss),
+      "loss/divergence": jax.lax.stop_gradient(div_loss),
+  })
+  return total, metrics
