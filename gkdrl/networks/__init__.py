@@ -1,1 +1,19 @@
-"""gkdrl.networks."""
+"""gkdrl.networks: decoder-only Haiku language models and their weights.
+
+  ModelConfig     shape and family switches (GPT-2, Llama, Qwen2, SmolLM2).
+  make_model      config -> LanguageModel(init, apply, hidden, unembedding,
+                  init_cache, prefill, decode).
+  KVCache         the decoding cache pytree (see gkdrl/networks/model.py).
+"""
+
+from gkdrl.networks.config import ModelConfig
+from gkdrl.networks.model import KVCache
+from gkdrl.networks.model import LanguageModel
+from gkdrl.networks.model import make_model
+
+__all__ = [
+    "KVCache",
+    "LanguageModel",
+    "ModelConfig",
+    "make_model",
+]

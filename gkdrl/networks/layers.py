@@ -1,0 +1,154 @@
+"""Haiku building blocks of the decoder: norms, rotary embeddings, attention.
+
+One set of blocks serves every family; `ModelConfig` switches pick LayerNorm
+or RMSNorm, learned or rotary positions, a plain or gated MLP, biases, and
+grouped-query attention.
+
+Shapes (see gkdrl/types.py): B batch, L new tokens in this call, S cached
+slots, D width, H query heads, K key/value heads (H_kv), G = H / K query heads
+per key/value head, Dh head width, F MLP width.
+"""
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gkdrl.networks.config import ModelConfig
+
+Array = jax.Array
+
+# Finite rather than -inf so that a query with no valid key (a left-padding
+# position) gets a uniform, finite distribution instead of NaN.
+_MASKED = -1e30
+
+
+class Norm(hk.Module):
+  """LayerNorm (`norm="layer"`) or RMSNorm (`norm="rms"`), in float32."""
+
+  def __init__(self, config: ModelConfig, name: str):
+    super().__init__(name=name)
+    self._config = config
+
+  def __call__(self, x: Array) -> Array:
+    """Normalises the last axis of `x` [..., D]; returns the dtype of `x`."""
+    d = x.shape[-1]
+    scale = hk.get_parameter("scale", [d], init=jnp.ones)
+    x32 = x.astype(jnp.float32)
+    if self._config.norm == "layer":
+      x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(variance + self._config.norm_eps)
+    y = y * scale.astype(jnp.float32)
+    if self._config.norm == "layer":
+      offset = hk.get_parameter("offset", [d], init=jnp.zeros)
+      y = y + offset.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def rotary(x: Array, positions: Array, theta: float) -> Array:
+  """Rotary position embedding in Hugging Face's `rotate_half` layout.
+
+  The first and second halves of each head are the two coordinates of every
+  rotated pair: `x * cos + rotate_half(x) * sin`, `rotate_half([a, b]) =
+  [-b, a]`, frequencies `theta ** (-2i / Dh)`. See Su et al. 2021, RoFormer
+  (https://arxiv.org/abs/2104.09864), Eq. 34.
+
+  Args:
+    x: queries or keys [B, L, heads, Dh].
+    positions: integer positions [B, L].
+    theta: base frequency (`rope_theta`).
+
+  Returns:
+    Rotated `x` [B, L, heads, Dh] in the dtype of `x`.
+  """
+  dh = x.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, Dh/2]
+  cos = jnp.cos(angles)[:, :, None, :]  # [B, L, 1, Dh/2]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1 = x[..., : dh // 2].astype(jnp.float32)
+  x2 = x[..., dh // 2:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def _linear(size: int, bias: bool, name: str) -> hk.Linear:
+  return hk.Linear(size, with_bias=bias, name=name)
+
+
+def attention(
+    config: ModelConfig,
+    x: Array,
+    positions: Array,
+    mask: Array,
+    past: tuple[Array, Array, Array] | None,
+) -> tuple[Array, Array, Array]:
+  """Causal grouped-query self-attention over cached slots and new tokens.
+
+  Args:
+    config: the model configuration.
+    x: normed inputs [B, L, D] of the L new tokens.
+    positions: positions of the new tokens [B, L] (rotary models).
+    mask: [B, L] bool, which new tokens are real (False = padding).
+    past: None, or `(keys [B, S, K, Dh], values [B, S, K, Dh], mask [B, S])`
+      of earlier tokens; every valid slot precedes all new tokens.
+
+  Returns:
+    `(out [B, L, D], keys [B, L, K, Dh], values [B, L, K, Dh])`, the keys and
+    values being those of the new tokens, for the cache.
+  """
+  b, l, _ = x.shape
+  h, k_heads, dh = config.n_heads, config.n_kv_heads, config.head_dim
+  with hk.name_scope("attention"):
+    q = _linear(h * dh, config.qkv_bias, "query")(x).reshape(b, l, h, dh)
+    k = _linear(k_heads * dh, config.qkv_bias, "key")(x)
+    v = _linear(k_heads * dh, config.qkv_bias, "value")(x)
+    k = k.reshape(b, l, k_heads, dh)
+    v = v.reshape(b, l, k_heads, dh)
+    if config.position == "rope":
+      q = rotary(q, positions, config.rope_theta)
+      k = rotary(k, positions, config.rope_theta)
+    causal = jnp.tril(jnp.ones((l, l), dtype=bool))  # [L, L]
+    allowed = causal[None] & mask[:, None, :]  # [B, L, L]
+    all_k, all_v = k, v
+    if past is not None:
+      past_k, past_v, past_mask = past
+      all_k = jnp.concatenate([past_k.astype(k.dtype), k], axis=1)  # [B, S+L..]
+      all_v = jnp.concatenate([past_v.astype(v.dtype), v], axis=1)
+      past_allowed = jnp.broadcast_to(
+          past_mask[:, None, :], (b, l, past_mask.shape[1]))  # [B, L, S]
+      allowed = jnp.concatenate([past_allowed, allowed], axis=-1)
+    # q head j * G + g reads key/value head j (HF's repeat_kv layout).
+    q = q.reshape(b, l, k_heads, h // k_heads, dh)  # [B, L, K, G, Dh]
+    scores = jnp.einsum("blkgd,bskd->bkgls", q, all_k,
+                        preferred_element_type=jnp.float32)
+    scores = scores / np.sqrt(dh).astype(np.float32)  # [B, K, G, L, S+L]
+    scores = jnp.where(allowed[:, None, None], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(all_v.dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs, all_v)  # [B, L, K, G, Dh]
+    out = _linear(config.d_model, config.out_bias, "out")(
+        out.reshape(b, l, h * dh))
+  return out, k, v
+
+
+_ACTIVATIONS = {
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+def mlp(config: ModelConfig, x: Array) -> Array:
+  """`down(act(gate(x)) * up(x))` (gated) or `down(act(up(x)))`, [B, L, D]."""
+  act = _ACTIVATIONS[config.activation]
+  with hk.name_scope("mlp"):
+    up = _linear(config.d_ff, config.mlp_bias, "up")(x)  # [B, L, F]
+    if config.gated_mlp:
+      # SwiGLU: the activation goes on the gate, the up projection is linear.
+      gate = _linear(config.d_ff, config.mlp_bias, "gate")(x)  # [B, L, F]
+      hidden = act(gate) * up
+    else:
+      hidden = act(up)
+    return _linear(config.d_model, config.mlp_bias, "down")(hidden)

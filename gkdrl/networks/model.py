@@ -1,0 +1,233 @@
+"""Decoder-only language model: `make_model(config) -> LanguageModel`.
+
+`LanguageModel` is a NamedTuple of pure functions (plus its `config`):
+
+    params = model.init(key)
+    logits = model.apply(params, tokens, mask)       # [B, L, V] float32
+    hidden = model.hidden(params, tokens, mask)      # [B, L, D] final-normed
+    logits = hidden @ model.unembedding(params)      # [D, V]
+
+Padding. Batches are left-padded: `mask[B, L]` is 1/True on real tokens. A
+token's position is the number of real tokens before it
+(`cumsum(mask) - 1`, clipped at 0), and padded keys are never attended to,
+so each row's logits at its real positions equal those of the same row
+without padding. Logits at padded positions are finite but meaningless.
+
+Layers are stacked (`hk.layer_stack`): every per-layer parameter has a
+leading [n_layers] axis and the layers run in a `lax.scan`, so compile time
+does not grow with depth.
+
+KV cache (used by gkdrl.sampling):
+
+    cache = model.init_cache(batch_size=B, max_length=S, dtype=jnp.float32)
+    logits, cache = model.prefill(params, prompt[B, P], prompt_mask[B, P],
+                                  cache)                  # [B, P, V]
+    logits, cache = model.decode(params, token[B], cache)  # [B, V]
+
+`KVCache` is a pytree with fixed shapes, so it can be the carry of
+`lax.while_loop`. Slots are filled left to right from `cache.index`, one
+slot per token of every row: `prefill` writes P slots (padding included,
+marked invalid in `cache.mask`), each `decode` call writes one valid slot per
+row at that row's next position (`cache.next_positions`), and every query
+attends to the valid slots before it. `prefill` + n `decode` steps give the
+same logits as one `apply` on the concatenated left-padded sequence.
+`prefill` may be called on a non-empty cache (chunked prompts). Writing
+beyond `max_length` is not checked (it cannot be inside jit): size the
+cache for P plus the number of decode steps.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+
+from gkdrl.networks import layers
+from gkdrl.networks.config import ModelConfig
+
+Array = jax.Array
+Params = hk.Params
+
+# Haiku module paths of the parameters that live outside the layer stack.
+EMBED = "lm/embed"
+POSITION_EMBED = "lm/position_embed"
+FINAL_NORM = "lm/final_norm"
+UNEMBED = "lm/unembed"
+LAYERS = "lm/layers"
+
+
+class KVCache(NamedTuple):
+  """Keys and values of every processed token, per layer.
+
+  N layers, B rows, S = max_length slots, K key/value heads, Dh head width.
+  """
+
+  keys: Array  # [N, B, S, K, Dh] in the cache dtype
+  values: Array  # [N, B, S, K, Dh] in the cache dtype
+  mask: Array  # [B, S] bool, slot holds a real (non-padding) token
+  index: Array  # [] int32, next slot to write (same for every row)
+  next_positions: Array  # [B] int32, position of each row's next token
+
+
+class LanguageModel(NamedTuple):
+  """A decoder-only language model as pure functions. See module docstring."""
+
+  config: ModelConfig
+  init: Callable[[Array], Params]
+  apply: Callable[..., Array]
+  hidden: Callable[..., Array]
+  unembedding: Callable[[Params], Array]
+  init_cache: Callable[..., KVCache]
+  prefill: Callable[..., tuple[Array, KVCache]]
+  decode: Callable[..., tuple[Array, KVCache]]
+
+
+def _decoder(config: ModelConfig, tokens: Array, positions: Array,
+             mask: Array, past: tuple[Array, Array, Array] | None):
+  """Haiku body: final-normed hidden states and the new keys/values.
+
+  Args:
+    config: the model configuration.
+    tokens: [B, L] int32 token ids.
+    positions: [B, L] int32 positions.
+    mask: [B, L] bool, real tokens.
+    past: None or `(keys [N, B, S, K, Dh], values [N, B, S, K, Dh],
+      mask [B, S])`.
+
+  Returns:
+    `(hidden [B, L, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
+    unembedding [D, V])`.
+  """
+  init = hk.initializers.TruncatedNormal(stddev=0.02)
+  with hk.name_scope("lm"):
+    embed = hk.Embed(config.vocab_size, config.d_model, w_init=init,
+                     name="embed")
+    x = embed(tokens)  # [B, L, D]
+    if config.position == "learned":
+      x = x + hk.Embed(config.max_positions, config.d_model, w_init=init,
+                       name="position_embed")(positions)
+
+    def layer(x, *past_layer):
+      past_kv = (past_layer[0], past_layer[1], past[2]) if past_layer else None
+      h = layers.Norm(config, name="attn_norm")(x)
+      attn_out, k, v = layers.attention(config, h, positions, mask, past_kv)
+      x = x + attn_out
+      x = x + layers.mlp(config, layers.Norm(config, name="mlp_norm")(x))
+      return x, (k, v)
+
+    stack = hk.layer_stack(config.n_layers, with_per_layer_inputs=True,
+                           name="layers")
+    past_layers = () if past is None else (past[0], past[1])
+    x, (keys, values) = stack(layer)(x, *past_layers)
+    x = layers.Norm(config, name="final_norm")(x)
+    if config.tie_embeddings:
+      unembedding = embed.embeddings.T
+    else:
+      with hk.name_scope("unembed"):
+        unembedding = hk.get_parameter(
+            "w", [config.d_model, config.vocab_size], x.dtype,
+            init=hk.initializers.TruncatedNormal(
+                stddev=config.d_model ** -0.5))
+  return x, keys, values, unembedding
+
+
+def _positions(mask: Array, start: Array | int = 0) -> Array:
+  """Positions [B, L] of left-padded tokens: start + cumsum(mask) - 1 >= 0."""
+  return jnp.maximum(
+      start + jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def make_model(config: ModelConfig) -> LanguageModel:
+  """Builds the pure functions of the model described by `config`.
+
+  Args:
+    config: the model configuration.
+
+  Returns:
+    A `LanguageModel`; see the module docstring for each function.
+  """
+  transformed = hk.without_apply_rng(hk.transform(
+      lambda *args: _decoder(config, *args)))
+
+  def init(key: Array) -> Params:
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    return transformed.init(key, tokens, tokens, tokens == 0, None)
+
+  def _run(params, tokens, positions, mask, past):
+    chex.assert_rank(tokens, 2)
+    chex.assert_equal_shape([tokens, mask, positions])
+    return transformed.apply(params, tokens, positions, mask.astype(bool), past)
+
+  def hidden(params: Params, tokens: Array, mask: Array | None = None) -> Array:
+    """Final-normed hidden states [B, L, D] of tokens [B, L] (left-padded)."""
+    mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
+    h, _, _, _ = _run(params, tokens, _positions(mask), mask, None)
+    return h
+
+  def unembedding(params: Params) -> Array:
+    """The [D, V] matrix with logits = hidden @ unembedding."""
+    if config.tie_embeddings:
+      return params[EMBED]["embeddings"].T
+    return params[UNEMBED]["w"]
+
+  def _logits(h: Array, w: Array) -> Array:
+    return jnp.einsum("...d,dv->...v", h, w,
+                      preferred_element_type=jnp.float32)
+
+  def apply(params: Params, tokens: Array, mask: Array | None = None) -> Array:
+    """Float32 logits [B, L, V] of tokens [B, L] with optional mask [B, L]."""
+    mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
+    h, _, _, w = _run(params, tokens, _positions(mask), mask, None)
+    return _logits(h, w)
+
+  def init_cache(batch_size: int, max_length: int,
+                 dtype: Any = jnp.float32) -> KVCache:
+    """An empty cache for `batch_size` rows of up to `max_length` tokens."""
+    if batch_size <= 0 or max_length <= 0:
+      raise ValueError(f"batch_size={batch_size} and max_length={max_length} "
+                       "must be positive.")
+    shape = (config.n_layers, batch_size, max_length, config.n_kv_heads,
+             config.head_dim)
+    return KVCache(
+        keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype),
+        mask=jnp.zeros((batch_size, max_length), bool),
+        index=jnp.zeros((), jnp.int32),
+        next_positions=jnp.zeros((batch_size,), jnp.int32))
+
+  def prefill(params: Params, tokens: Array, mask: Array,
+              cache: KVCache) -> tuple[Array, KVCache]:
+    """Runs tokens [B, P] (left-padded, mask [B, P]) and caches them.
+
+    Returns:
+      `(logits [B, P, V] float32, cache)` with slots index..index+P-1 written.
+    """
+    mask = mask.astype(bool)
+    chex.assert_equal_shape_prefix([tokens, cache.mask], 1)
+    positions = _positions(mask, cache.next_positions[:, None])
+    h, keys, values, w = _run(params, tokens, positions, mask,
+                              (cache.keys, cache.values, cache.mask))
+    start = cache.index
+    new_cache = KVCache(
+        keys=jax.lax.dynamic_update_slice(
+            cache.keys, keys.astype(cache.keys.dtype), (0, 0, start, 0, 0)),
+        values=jax.lax.dynamic_update_slice(
+            cache.values, values.astype(cache.values.dtype),
+            (0, 0, start, 0, 0)),
+        mask=jax.lax.dynamic_update_slice(cache.mask, mask, (0, start)),
+        index=start + tokens.shape[1],
+        next_positions=cache.next_positions + jnp.sum(mask, axis=-1,
+                                                      dtype=jnp.int32))
+    return _logits(h, w), new_cache
+
+  def decode(params: Params, tokens: Array,
+             cache: KVCache) -> tuple[Array, KVCache]:
+    """Runs one real token per row, tokens [B]; returns logits [B, V]."""
+    chex.assert_rank(tokens, 1)
+    logits, cache = prefill(params, tokens[:, None],
+                            jnp.ones((tokens.shape[0], 1), bool), cache)
+    return logits[:, 0], cache
+
+  return LanguageModel(config=config, init=init, apply=apply, hidden=hidden,
+                       unembedding=unembedding, init_cache=init_cache,
+                       prefill=prefill, decode=decode)

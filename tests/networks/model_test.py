@@ -1,0 +1,157 @@
+"""Tests for gkdrl.networks.model: padding, KV cache, dtypes, compile-once."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gkdrl import networks
+from tests.networks import hf_models
+
+B, P, T = 3, 6, 4
+PROMPT_MASK = np.array([[1] * P, [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]], bool)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama_gqa_untied"])
+def model_and_params(request):
+  config = hf_models.jax_config(request.param)
+  model = networks.make_model(config)
+  return model, model.init(jax.random.key(0))
+
+
+def _tokens(vocab_size, length, seed=1):
+  return jax.random.randint(jax.random.key(seed), (B, length), 0, vocab_size)
+
+
+def test_padding_does_not_change_valid_logits(model_and_params):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P)
+  logits = jax.jit(model.apply)(params, tokens, PROMPT_MASK)
+  chex.assert_shape(logits, (B, P, model.config.vocab_size))
+  assert logits.dtype == jnp.float32
+  assert np.all(np.isfinite(logits))
+  for row in range(B):
+    start = P - int(PROMPT_MASK[row].sum())
+    unpadded = model.apply(params, tokens[row:row + 1, start:])
+    np.testing.assert_allclose(logits[row:row + 1, start:], unpadded,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_times_unembedding_is_logits(model_and_params):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P)
+  hidden = model.hidden(params, tokens, PROMPT_MASK)
+  chex.assert_shape(hidden, (B, P, model.config.d_model))
+  unembedding = model.unembedding(params)
+  chex.assert_shape(unembedding, (model.config.d_model,
+                                  model.config.vocab_size))
+  np.testing.assert_allclose(hidden @ unembedding,
+                             model.apply(params, tokens, PROMPT_MASK),
+                             atol=1e-5, rtol=1e-5)
+
+
+def test_prefill_and_decode_match_apply(model_and_params):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P + T)
+  full_mask = np.concatenate([PROMPT_MASK, np.ones((B, T), bool)], axis=1)
+  expected = model.apply(params, tokens, full_mask)  # [B, P + T, V]
+
+  # Extra slots stay empty and must not be attended to.
+  cache = model.init_cache(B, P + T + 3)
+  logits, cache = jax.jit(model.prefill)(params, tokens[:, :P], PROMPT_MASK,
+                                         cache)
+  steps = [logits]
+  chex.clear_trace_counter()
+  decode = jax.jit(chex.assert_max_traces(model.decode, n=1))
+  for t in range(T):
+    step_logits, cache = decode(params, tokens[:, P + t], cache)
+    steps.append(step_logits[:, None])
+  got = np.concatenate(steps, axis=1)
+  valid = full_mask[..., None]
+  np.testing.assert_allclose(np.where(valid, got, 0),
+                             np.where(valid, expected, 0), atol=1e-5, rtol=0)
+  assert int(cache.index) == P + T
+  np.testing.assert_array_equal(cache.next_positions,
+                                PROMPT_MASK.sum(-1) + T)
+  np.testing.assert_array_equal(cache.mask[:, :P + T], full_mask)
+  assert not np.any(cache.mask[:, P + T:])
+
+
+def test_decode_runs_inside_while_loop(model_and_params):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P)
+  cache = model.init_cache(B, P + T)
+  logits, cache = model.prefill(params, tokens, PROMPT_MASK, cache)
+
+  @jax.jit
+  def greedy(params, first, cache):
+    def body(carry):
+      i, token, cache, out = carry
+      step_logits, cache = model.decode(params, token, cache)
+      token = jnp.argmax(step_logits, -1).astype(jnp.int32)
+      return i + 1, token, cache, out.at[:, i].set(token)
+    init = (0, first, cache, jnp.zeros((B, T), jnp.int32))
+    return jax.lax.while_loop(lambda c: c[0] < T, body, init)[3]
+
+  first = jnp.argmax(logits[:, -1], -1).astype(jnp.int32)
+  generated = greedy(params, first, cache)
+  # Reference: greedy decoding with full forward passes.
+  sequence = jnp.concatenate([tokens, first[:, None]], axis=1)
+  mask = np.concatenate([PROMPT_MASK, np.ones((B, 1), bool)], axis=1)
+  for _ in range(T):
+    nxt = jnp.argmax(model.apply(params, sequence, mask)[:, -1], -1)
+    sequence = jnp.concatenate([sequence, nxt[:, None]], axis=1)
+    mask = np.concatenate([mask, np.ones((B, 1), bool)], axis=1)
+  np.testing.assert_array_equal(generated, sequence[:, P + 1:])
+
+
+def test_bfloat16_params_give_close_float32_logits(model_and_params):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P)
+  params16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+  logits16 = model.apply(params16, tokens, PROMPT_MASK)
+  logits32 = model.apply(params, tokens, PROMPT_MASK)
+  assert logits16.dtype == jnp.float32
+  valid = PROMPT_MASK[..., None]
+  diff = np.abs(np.where(valid, logits16 - logits32, 0)).max()
+  scale = np.abs(np.where(valid, logits32, 0)).max()
+  # bfloat16 keeps 8 bits of mantissa (relative error ~4e-3 per op).
+  assert diff < 0.05 * scale, (diff, scale)
+  cache = model.init_cache(B, P, dtype=jnp.bfloat16)
+  prefill_logits, cache = model.prefill(params16, tokens, PROMPT_MASK, cache)
+  assert prefill_logits.dtype == jnp.float32
+  assert cache.keys.dtype == jnp.bfloat16
+
+
+def test_init_cache_shapes(model_and_params):
+  model, _ = model_and_params
+  c = model.config
+  cache = model.init_cache(2, 7)
+  chex.assert_shape([cache.keys, cache.values],
+                    (c.n_layers, 2, 7, c.n_kv_heads, c.head_dim))
+  chex.assert_shape(cache.mask, (2, 7))
+  chex.assert_shape(cache.next_positions, (2,))
+  assert cache.index.dtype == jnp.int32
+  with pytest.raises(ValueError, match="max_length"):
+    model.init_cache(2, 0)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("n_kv_heads", 3, "n_kv_heads"),
+    ("norm", "batch", "norm"),
+    ("vocab_size", 0, "vocab_size"),
+    ("activation", "tanh", "activation"),
+    ("eos_token_id", 10_000, "eos_token_id"),
+])
+def test_config_rejects_bad_values(field, value, match):
+  kwargs = dict(vocab_size=100, d_model=16, n_layers=1, n_heads=4, d_ff=32)
+  kwargs[field] = value
+  with pytest.raises(ValueError, match=match):
+    networks.ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("name", hf_models.CONFIG_NAMES)
+def test_config_round_trips_through_hf_dict(name):
+  config = hf_models.jax_config(name)
+  assert networks.ModelConfig.from_hf_config(config.to_hf_config()) == config
