@@ -1,1 +1,95 @@
-"""gkdrl.reward_models."""
+"""gkdrl.reward_models: rewards `[B]` float32 on finished sequences.
+
+One interface for every reward model
+------------------------------------
+
+A reward model is a `RewardModel(name, on_host, init, score)`, a NamedTuple
+of pure functions built by a `make_*` factory (the optax pattern):
+
+    rm = make_rouge_reward("rougeL")
+    params = rm.init(key)                       # () for parameter-free models
+    rewards = rm.score(params, RewardInputs(    # [B] float32
+        sources=prompts, completions=texts, targets=references))
+
+`RewardInputs` carries everything a model may read about B finished
+sequences; fields a model does not need may be None:
+
+    sources            B source documents / prompts (str)
+    completions        B decoded completions (str)
+    targets            B references, e.g. dataset targets (str)
+    prompt_tokens      [B, P] int32, left-padded     prompt_mask      [B, P]
+    completion_tokens  [B, T] int32, right-padded    completion_mask  [B, T]
+
+`on_host` says where `score` runs:
+
+* `on_host=True`: a Python function of decoded text (ROUGE, exact match,
+  task oracles, the entailment model with its own tokenizer). The agent calls
+  it on the host between sampling and the update and gets `np.ndarray [B]
+  float32`.
+* `on_host=False`: a function of the policy's own token arrays only (e.g.
+  `make_length_penalty(unit="tokens")`). It is jittable: call it inside the
+  jitted scoring pass with `inputs.arrays_only()` and get `jax.Array [B]`.
+
+Pretrained models return their loaded weights from `init` (the key is
+unused), and those weights are an argument of every jitted forward, never a
+closed-over constant.
+
+Every score validates its inputs and raises ValueError on missing fields,
+batch fields that disagree on B, a single string where a list is expected,
+or rewards of the wrong shape or with NaN/Inf.
+
+Reward models
+-------------
+
+* `EntailmentReward(path, EntailmentConfig(...))` / `make_entailment_reward`:
+  P(entailment | premise=source, hypothesis=completion) from a local HF
+  BERT/RoBERTa NLI checkpoint run by our Haiku encoder; empty completions
+  score `empty_score` (0.0); optional sentence-level scoring for long
+  documents.
+* `make_rouge_reward(metric)` (`RougeReward`): rouge-score F-measure against
+  `targets`; unknown metric names raise ValueError.
+* `make_exact_match_reward()` (`ExactMatchReward`): GSM8K "####" final
+  answers, compared numerically.
+* `make_python_reward(fn)` (`PythonReward`): any
+  `fn(sources, completions, targets) -> [B]`; `task_reward(fn_or_task)` wraps
+  a built-in task's oracle function the same way.
+* `make_length_penalty(scale, unit)` (`LengthPenalty`):
+  `-scale * max(length - free_length, 0)`, already negative.
+* `weighted_sum([(w, rm), ...])`: `sum_i w_i r_i`. Weights must be finite
+  and >= 0: penalties carry their own sign, so "entailment minus a length
+  penalty" is `weighted_sum([(1.0, ent), (0.01, make_length_penalty())])`.
+
+The encoder (`EncoderConfig`, `make_encoder`, `make_sequence_classifier`,
+`load_encoder`) also loads a plain `BertModel` directory.
+"""
+
+from gkdrl.reward_models.base import as_reward_model
+from gkdrl.reward_models.base import check_inputs
+from gkdrl.reward_models.base import check_rewards
+from gkdrl.reward_models.base import RewardInputs
+from gkdrl.reward_models.base import RewardModel
+from gkdrl.reward_models.base import weighted_sum
+from gkdrl.reward_models.encoder import EncoderConfig
+from gkdrl.reward_models.encoder import make_encoder
+from gkdrl.reward_models.encoder import make_sequence_classifier
+from gkdrl.reward_models.encoder_weights import encoder_config_from_hf
+from gkdrl.reward_models.encoder_weights import load_encoder
+from gkdrl.reward_models.encoder_weights import read_safetensors
+from gkdrl.reward_models.entailment import chunk_document
+from gkdrl.reward_models.entailment import EntailmentConfig
+from gkdrl.reward_models.entailment import EntailmentReward
+from gkdrl.reward_models.entailment import make_entailment_reward
+from gkdrl.reward_models.entailment import split_sentences
+from gkdrl.reward_models.python_reward import make_length_penalty
+from gkdrl.reward_models.python_reward import make_python_reward
+from gkdrl.reward_models.python_reward import task_reward
+from gkdrl.reward_models.text_metrics import extract_final_answer
+from gkdrl.reward_models.text_metrics import make_exact_match_reward
+from gkdrl.reward_models.text_metrics import make_rouge_reward
+from gkdrl.reward_models.text_metrics import normalize_answer
+
+# The names used in the project's issue; the same factories.
+ExactMatchReward = make_exact_match_reward
+LengthPenalty = make_length_penalty
+PythonReward = make_python_reward
+RougeReward = make_rouge_reward

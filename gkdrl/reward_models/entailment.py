@@ -1,0 +1,326 @@
+"""Factuality reward: the entailment probability of an NLI cross-encoder.
+
+reward(source, completion) = P(entailment | premise=source,
+hypothesis=completion) from a Hugging Face BERT/RoBERTa sequence-classification
+checkpoint trained on MNLI/SNLI, run by our Haiku encoder. This is the
+textual-entailment reward of the GKD paper's factuality experiments (Agarwal
+et al. 2024, Sec. 4.1 "RL fine-tuning with a factual consistency reward",
+https://arxiv.org/abs/2306.13649).
+
+Pipeline per batch: tokenize (premise, hypothesis) pairs on the host with the
+checkpoint's own tokenizer, sort them by length, pad each micro-batch to a
+bucketed shape (rows and length rounded up to powers of two), and run one
+jitted forward per bucket, so a run compiles a handful of times.
+
+Empty completions (empty or whitespace only) are not sent to the model: they
+score `EntailmentConfig.empty_score` (0.0 by default), because an NLI model's
+output on an empty hypothesis is arbitrary and rewarding it would teach the
+policy to say nothing.
+
+Sentence-level scoring (`sentence_level=True`, in the manner of SummaC-ZS,
+Laban et al. 2022, https://arxiv.org/abs/2111.09525) handles documents longer
+than the model's input: the source is cut into chunks of whole sentences of at
+most `chunk_tokens` tokens, every completion sentence is scored against every
+chunk, and the reward is the mean over sentences of the max over chunks.
+"""
+
+import dataclasses
+import pathlib
+import re
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+
+from gkdrl.reward_models import base
+from gkdrl.reward_models import encoder
+from gkdrl.reward_models import encoder_weights
+
+ENTAILMENT_LABEL = "entailment"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EntailmentConfig:
+  """Options of `EntailmentReward`.
+
+  Attributes:
+    name: metric name of the reward model.
+    max_length: cap on tokens per (premise, hypothesis) pair, >= 8; None
+      means the model's limit (position table and tokenizer). Longer pairs
+      are truncated longest-first.
+    batch_size: pairs per jitted forward pass, >= 1.
+    min_bucket: smallest padded length, >= 1; lengths are rounded up to
+      powers of two from here.
+    sentence_level: score completion sentences against source chunks.
+    chunk_tokens: tokens per source chunk in sentence-level mode, >= 1; None
+      means half of the pair limit.
+    empty_score: reward of an empty completion, finite.
+  """
+
+  name: str = "entailment"
+  max_length: int | None = None
+  batch_size: int = 32
+  min_bucket: int = 16
+  sentence_level: bool = False
+  chunk_tokens: int | None = None
+  empty_score: float = 0.0
+
+  def __post_init__(self):
+    if not isinstance(self.name, str) or not self.name:
+      raise ValueError(f"name={self.name!r} must be a non-empty string.")
+    if self.max_length is not None and self.max_length < 8:
+      raise ValueError(f"max_length={self.max_length} must be None or >= 8.")
+    if self.batch_size < 1:
+      raise ValueError(f"batch_size={self.batch_size} must be >= 1.")
+    if self.min_bucket < 1:
+      raise ValueError(f"min_bucket={self.min_bucket} must be >= 1.")
+    if self.chunk_tokens is not None and self.chunk_tokens < 1:
+      raise ValueError(
+          f"chunk_tokens={self.chunk_tokens} must be None or >= 1."
+      )
+    if not np.isfinite(self.empty_score):
+      raise ValueError(f"empty_score={self.empty_score} must be finite.")
+
+
+def split_sentences(text: str) -> list[str]:
+  """Sentences of `text`: split after . ! ? + whitespace and at newlines."""
+  return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def chunk_document(
+    text: str, count_tokens: Callable[[Sequence[str]], list[int]],
+    chunk_tokens: int,
+) -> list[str]:
+  """Greedily packs whole sentences into chunks of <= `chunk_tokens` tokens.
+
+  A sentence longer than `chunk_tokens` is a chunk of its own (the tokenizer
+  truncates it later). An empty text is one empty chunk.
+
+  Args:
+    text: the source document.
+    count_tokens: maps sentences to their token counts.
+    chunk_tokens: the chunk budget.
+
+  Returns:
+    The chunks, sentences joined by single spaces.
+  """
+  sentences = split_sentences(text)
+  if not sentences:
+    return [""]
+  chunks, current, used = [], [], 0
+  for sentence, n in zip(sentences, count_tokens(sentences)):
+    if current and used + n > chunk_tokens:
+      chunks.append(" ".join(current))
+      current, used = [], 0
+    current.append(sentence)
+    used += n
+  chunks.append(" ".join(current))
+  return chunks
+
+
+def entailment_index(id2label: dict, where: str = "config.json") -> int:
+  """The class index whose label is "entailment" (case-insensitive)."""
+  labels = {int(k): str(v) for k, v in (id2label or {}).items()}
+  if sorted(labels) != list(range(len(labels))) or len(labels) < 2:
+    raise ValueError(
+        f"{where}: id2label={labels} must map 0..C-1 (C >= 2) to labels."
+    )
+  hits = [i for i, v in labels.items()
+          if v.strip().lower() == ENTAILMENT_LABEL]
+  if len(hits) != 1:
+    raise ValueError(
+        f"{where}: expected exactly one {ENTAILMENT_LABEL!r} label "
+        f"(case-insensitive) in id2label; found labels "
+        f"{[labels[i] for i in sorted(labels)]}."
+    )
+  return hits[0]
+
+
+def _bucket(n: int, minimum: int, maximum: int) -> int:
+  return min(max(minimum, 1 << max(n - 1, 0).bit_length()), maximum)
+
+
+class EntailmentReward:
+  """An NLI cross-encoder checkpoint as a host reward model.
+
+  Attributes:
+    config: the `EntailmentConfig`.
+    encoder_config: the encoder's `EncoderConfig` (with its head).
+    labels: class labels in index order, from config.json `id2label`.
+    entailment_index: index of the entailment class.
+    tokenizer: the checkpoint's transformers tokenizer.
+    max_length: tokens per pair actually used.
+  """
+
+  on_host = True
+
+  def __init__(
+      self, path: str | pathlib.Path, config: EntailmentConfig | None = None
+  ):
+    """Loads config, labels, tokenizer and weights from a local directory.
+
+    Args:
+      path: HF directory of a BERT/RoBERTa `*ForSequenceClassification`
+        checkpoint with safetensors weights and tokenizer files.
+      config: options; defaults to `EntailmentConfig()`.
+
+    Raises:
+      ValueError: no entailment label (naming the labels found), an
+        unsupported architecture, or weights that do not fit the config.
+      FileNotFoundError: missing files (or only pytorch_model.bin).
+    """
+    import transformers  # pylint: disable=g-import-not-at-top
+
+    self.config = config or EntailmentConfig()
+    path = pathlib.Path(path)
+    hf_config = encoder_weights.read_config(path)
+    self.entailment_index = entailment_index(
+        hf_config.get("id2label"), f"{path}/config.json"
+    )
+    self.labels = [hf_config["id2label"][k]
+                   for k in sorted(hf_config["id2label"], key=int)]
+    self.encoder_config, self._params = encoder_weights.load_encoder(
+        path, num_labels=len(self.labels))
+    self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+        str(path), local_files_only=True)
+    if len(self.tokenizer) > self.encoder_config.vocab_size:
+      raise ValueError(
+          f"{path}: the tokenizer has {len(self.tokenizer)} tokens but the "
+          f"model's vocab_size is {self.encoder_config.vocab_size}."
+      )
+    limits = [self.encoder_config.max_tokens, self.config.max_length,
+              getattr(self.tokenizer, "model_max_length", None)]
+    self.max_length = min(int(x) for x in limits if x is not None)
+    self._apply = jax.jit(
+        encoder.make_sequence_classifier(self.encoder_config).apply)
+
+  @property
+  def name(self) -> str:
+    return self.config.name
+
+  def init(self, key=None):
+    """The loaded parameters; `key` is unused (the model is pretrained)."""
+    del key
+    return self._params
+
+  def _encode(self, premises, hypotheses):
+    enc = self.tokenizer(
+        list(premises), list(hypotheses), truncation="longest_first",
+        max_length=self.max_length, padding=False)
+    ids = enc["input_ids"]
+    types = enc.get("token_type_ids")
+    if types is None or self.encoder_config.type_vocab_size == 1:
+      types = [[0] * len(x) for x in ids]
+    return ids, types
+
+  def logits(
+      self, params, premises: Sequence[str], hypotheses: Sequence[str]
+  ) -> np.ndarray:
+    """Classifier logits of (premise, hypothesis) pairs.
+
+    Args:
+      params: from `init`.
+      premises: N strings.
+      hypotheses: N strings.
+
+    Returns:
+      [N, C] float32 logits, classes in `labels` order.
+    """
+    if len(premises) != len(hypotheses):
+      raise ValueError(
+          f"premises has {len(premises)} entries but hypotheses has "
+          f"{len(hypotheses)}; they must match."
+      )
+    num = len(premises)
+    out = np.zeros((num, len(self.labels)), np.float32)  # [N, C]
+    if not num:
+      return out
+    ids, types = self._encode(premises, hypotheses)
+    lengths = np.array([len(x) for x in ids])
+    order = np.argsort(lengths, kind="stable")
+    cfg, pad = self.config, self.tokenizer.pad_token_id
+    for start in range(0, num, cfg.batch_size):
+      rows = order[start:start + cfg.batch_size]
+      length = _bucket(int(lengths[rows].max()), cfg.min_bucket,
+                       self.max_length)
+      n = _bucket(len(rows), 1, cfg.batch_size)
+      input_ids = np.full((n, length), pad, np.int32)  # [n, L]
+      mask = np.zeros((n, length), np.int32)  # [n, L]
+      type_ids = np.zeros((n, length), np.int32)  # [n, L]
+      for j, r in enumerate(rows):
+        input_ids[j, :lengths[r]] = ids[r]
+        mask[j, :lengths[r]] = 1
+        type_ids[j, :lengths[r]] = types[r]
+      logits = self._apply(params, input_ids, mask, type_ids)  # [n, C]
+      out[rows] = np.asarray(logits)[:len(rows)]
+    return out
+
+  def probabilities(self, params, premises, hypotheses) -> np.ndarray:
+    """[N, C] float32 class probabilities (softmax of `logits`)."""
+    logits = self.logits(params, premises, hypotheses).astype(np.float64)
+    logits -= logits.max(axis=-1, keepdims=True)
+    probs = np.exp(logits)
+    return (probs / probs.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+  def _count_tokens(self, texts: Sequence[str]) -> list[int]:
+    enc = self.tokenizer(list(texts), add_special_tokens=False)
+    return [len(x) for x in enc["input_ids"]]
+
+  def _sentence_scores(self, params, sources, completions) -> np.ndarray:
+    chunk_tokens = self.config.chunk_tokens or max(1, self.max_length // 2)
+    premises, hypotheses, shapes = [], [], []
+    for source, completion in zip(sources, completions):
+      chunks = chunk_document(source, self._count_tokens, chunk_tokens)
+      sentences = split_sentences(completion)
+      shapes.append((len(chunks), len(sentences)))
+      for chunk in chunks:
+        premises += [chunk] * len(sentences)
+        hypotheses += sentences
+    probs = self.probabilities(params, premises, hypotheses)[
+        :, self.entailment_index]
+    scores, start = [], 0
+    for n_chunks, n_sentences in shapes:
+      block = probs[start:start + n_chunks * n_sentences]
+      start += n_chunks * n_sentences
+      # [chunks, sentences] -> best chunk per sentence -> mean.
+      scores.append(block.reshape(n_chunks, n_sentences).max(axis=0).mean())
+    return np.asarray(scores, np.float32)
+
+  def score(self, params, inputs: base.RewardInputs) -> np.ndarray:
+    """Entailment rewards of a batch.
+
+    Args:
+      params: from `init`.
+      inputs: needs `sources` (premises) and `completions` (hypotheses).
+
+    Returns:
+      [B] float32 rewards in [0, 1] (or `empty_score` for empty
+      completions).
+    """
+    batch_size = base.check_inputs(
+        inputs, required=["sources", "completions"], model=self.name)
+    sources, completions = list(inputs.sources), list(inputs.completions)
+    rewards = np.full((batch_size,), self.config.empty_score, np.float32)
+    rows = [i for i, c in enumerate(completions) if c.strip()]
+    if rows:
+      srcs = [sources[i] for i in rows]
+      comps = [completions[i] for i in rows]
+      if self.config.sentence_level:
+        rewards[rows] = self._sentence_scores(params, srcs, comps)
+      else:
+        rewards[rows] = self.probabilities(params, srcs, comps)[
+            :, self.entailment_index]
+    return base.check_rewards(rewards, batch_size, self.name)
+
+  def reward_model(self) -> base.RewardModel:
+    """This model as a `RewardModel` NamedTuple (`on_host=True`)."""
+    return base.RewardModel(name=self.name, on_host=True, init=self.init,
+                            score=self.score)
+
+
+def make_entailment_reward(
+    path: str | pathlib.Path, **options
+) -> base.RewardModel:
+  """`EntailmentReward(path, EntailmentConfig(**options)).reward_model()`."""
+  return EntailmentReward(path, EntailmentConfig(**options)).reward_model()
