@@ -1,1 +1,11 @@
-"""gkdrl.sampling."""
+"""gkdrl.sampling: jitted batched generation with a KV cache."""
+
+from gkdrl.sampling.actor import Actor
+from gkdrl.sampling.actor import ActorState
+from gkdrl.sampling.actor import make_actor
+from gkdrl.sampling.logits import filter_logits
+from gkdrl.sampling.logits import sample_token
+from gkdrl.sampling.logits import SamplingConfig
+from gkdrl.sampling.sampler import Rollout
+from gkdrl.sampling.sampler import rollout
+from gkdrl.sampling.sampler import sample

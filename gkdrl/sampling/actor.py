@@ -1,0 +1,103 @@
+"""A language model as an actor in `TextGenerationEnv`.
+
+The actor's recurrent state is the model's KV cache plus the logits of the
+next token. `init` prefills the prompt in one forward pass, `select_action`
+draws a token from those logits, and `observe` feeds the token the
+environment accepted through one cached decode step. Agents that roll out the
+environment themselves compose these three functions; `sampling.rollout`
+does it inside a `lax.while_loop`.
+
+    actor = make_actor(model, max_new_tokens=T, config=SamplingConfig())
+    state = actor.init(params, prompt_tokens, prompt_mask)   # prefill
+    action, logp_a = actor.select_action(key, state)          # sample
+    state = actor.observe(params, state, token)               # decode
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gkdrl import types
+from gkdrl.sampling import logits as logits_lib
+
+Array = types.Array
+Params = Any
+
+
+class ActorState(NamedTuple):
+  """The actor's recurrent state (a pytree)."""
+
+  cache: Any  # the model's KVCache holding every token fed so far
+  logits: Array  # [B, V] float32 logits of the next token
+
+
+class Actor(NamedTuple):
+  """Pure functions of a sampling policy; all jittable.
+
+  Attributes:
+    init: `init(params, prompt_tokens [B, P], prompt_mask [B, P]) ->
+      ActorState`, prefills the prompt into a fresh cache with room for
+      `max_new_tokens` more tokens.
+    select_action: `select_action(key, state) -> (action [B] int32, logp_a [B]
+      float32)`, draws the next token and reports its log-probability at
+      temperature 1.
+    observe: `observe(params, state, token [B]) -> ActorState`, appends one
+      token per row (the token the environment accepted, pad for finished
+      rows) with one cached decode step.
+  """
+
+  init: Callable[[Params, Array, Array], ActorState]
+  select_action: Callable[[types.PRNGKey, ActorState], tuple[Array, Array]]
+  observe: Callable[[Params, ActorState, Array], ActorState]
+
+
+def _floating_dtype(params: Params):
+  for leaf in jax.tree.leaves(params):
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      return leaf.dtype
+  return jnp.float32
+
+
+def make_actor(model, *, max_new_tokens: int,
+               config: logits_lib.SamplingConfig = logits_lib.SamplingConfig(),
+               cache_dtype=None) -> Actor:
+  """Builds the actor of a language model.
+
+  Args:
+    model: a `gkdrl.networks.LanguageModel` (anything with `init_cache`,
+      `prefill` and `decode`).
+    max_new_tokens: T, how many tokens will be fed after the prompt; sets the
+      cache size to P + T.
+    config: temperature, top-k and top-p of `select_action`.
+    cache_dtype: dtype of the cached keys and values; None uses the dtype of
+      the parameters' first floating-point leaf.
+
+  Returns:
+    The actor's `init`, `select_action` and `observe`.
+  """
+  if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
+      or max_new_tokens <= 0):
+    raise ValueError(
+        f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+
+  def init(params, prompt_tokens, prompt_mask):
+    batch_size, prompt_length = prompt_tokens.shape
+    dtype = _floating_dtype(params) if cache_dtype is None else cache_dtype
+    cache = model.init_cache(batch_size, prompt_length + max_new_tokens,
+                             dtype=dtype)
+    logits, cache = model.prefill(params, prompt_tokens.astype(jnp.int32),
+                                  prompt_mask.astype(bool), cache)
+    # Left padding puts every row's last prompt token in the last column.
+    return ActorState(cache=cache,
+                      logits=logits[:, -1].astype(jnp.float32))  # [B, V]
+
+  def select_action(key, state):
+    return logits_lib.sample_token(key, state.logits, config)
+
+  def observe(params, state, token):
+    logits, cache = model.decode(params, token.astype(jnp.int32), state.cache)
+    return ActorState(cache=cache, logits=logits.astype(jnp.float32))
+
+  return Actor(init=init, select_action=select_action, observe=observe)

@@ -1,0 +1,124 @@
+"""Turning next-token logits into a sampled token: temperature, top-k, top-p.
+
+The order is the one Hugging Face `generate` uses: divide by the temperature,
+keep the top-k logits, then keep the smallest set of the remaining tokens
+whose (renormalised) probability reaches top-p. Temperature 0 is greedy
+decoding (argmax of the raw logits). The log-probability reported with each
+token is always that of the untempered, unfiltered policy (temperature 1):
+it is the behaviour log-probability that the learners need, whatever
+distribution the token was drawn from.
+"""
+
+import dataclasses
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from gkdrl import types
+
+Array = types.Array
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamplingConfig:
+  """How to draw a token from next-token logits.
+
+  Attributes:
+    temperature: divides the logits before sampling; 0 means greedy
+      (argmax), must be finite and >= 0.
+    top_k: keep only the k most likely tokens; 0 disables, must be >= 0.
+    top_p: nucleus sampling, keep the smallest set of most likely tokens
+      whose probability reaches top_p; must be in (0, 1], 1 disables.
+  """
+
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    if (isinstance(self.temperature, bool)
+        or not isinstance(self.temperature, (int, float))
+        or not math.isfinite(self.temperature) or self.temperature < 0):
+      raise ValueError(f"temperature must be a finite number >= 0 (0 is "
+                       f"greedy), got {self.temperature!r}")
+    if (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
+        or self.top_k < 0):
+      raise ValueError(
+          f"top_k must be an int >= 0 (0 disables), got {self.top_k!r}")
+    if (isinstance(self.top_p, bool)
+        or not isinstance(self.top_p, (int, float))
+        or not 0 < self.top_p <= 1):
+      raise ValueError(
+          f"top_p must be in (0, 1] (1 disables), got {self.top_p!r}")
+    # Floats so that 1 and 1.0 hash alike as static jit arguments.
+    object.__setattr__(self, "temperature", float(self.temperature))
+    object.__setattr__(self, "top_p", float(self.top_p))
+
+  @property
+  def greedy(self) -> bool:
+    return self.temperature == 0
+
+
+def filter_logits(logits: Array, *, top_k: int = 0,
+                  top_p: float = 1.0) -> Array:
+  """Sets the logits outside the top-k / top-p set to -inf.
+
+  Ties with the smallest kept logit are kept too, so the kept set can be
+  larger than k when logits are exactly equal.
+
+  Args:
+    logits: [..., V] float logits (already divided by the temperature).
+    top_k: number of most likely tokens kept; 0 keeps all.
+    top_p: probability mass kept, in (0, 1]; 1 keeps all.
+
+  Returns:
+    [..., V] logits with the excluded tokens at -inf.
+  """
+  vocab_size = logits.shape[-1]
+  k = min(top_k, vocab_size) if top_k > 0 else vocab_size
+  if k == vocab_size and top_p >= 1.0:
+    return logits
+  if k < vocab_size:
+    values = jax.lax.top_k(logits, k)[0]  # [..., k] descending
+  else:
+    values = -jnp.sort(-logits, axis=-1)  # [..., V] descending
+  if top_p < 1.0:
+    probs = jax.nn.softmax(values.astype(jnp.float32), axis=-1)  # [..., k]
+    # The mass of strictly more likely tokens: a token is kept while that is
+    # below top_p, which gives the smallest set reaching top_p (and never an
+    # empty one, since the most likely token has nothing before it).
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    n_kept = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)  # [..., 1]
+    threshold = jnp.take_along_axis(values, n_kept - 1, axis=-1)
+  else:
+    threshold = values[..., -1:]
+  return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def sample_token(key: types.PRNGKey, logits: Array,
+                 config: SamplingConfig) -> tuple[Array, Array]:
+  """Draws one token per row and reports its untempered log-probability.
+
+  Args:
+    key: PRNG key.
+    logits: [B, V] next-token logits.
+    config: temperature, top-k and top-p.
+
+  Returns:
+    action [B] int32, the drawn tokens, and logp_a [B] float32, their
+    log-probability under softmax(logits) (temperature 1, no filtering).
+  """
+  chex.assert_rank(logits, 2)
+  logits = logits.astype(jnp.float32)  # [B, V]
+  if config.greedy:
+    action = jnp.argmax(logits, axis=-1)
+  else:
+    scaled = logits / config.temperature  # [B, V]
+    scaled = filter_logits(scaled, top_k=config.top_k, top_p=config.top_p)
+    action = jax.random.categorical(key, scaled, axis=-1)
+  action = action.astype(jnp.int32)  # [B]
+  log_probs = jax.nn.log_softmax(logits, axis=-1)  # [B, V]
+  logp_a = jnp.take_along_axis(log_probs, action[:, None], axis=-1)[:, 0]
+  return action, logp_a

@@ -1,0 +1,94 @@
+"""Tests for gkdrl.sampling.logits: the filters against NumPy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gkdrl import sampling
+
+
+def allowed_set(logits, *, temperature=1.0, top_k=0, top_p=1.0):
+  """NumPy float64 reference of the tokens top-k / top-p may emit.
+
+  Args:
+    logits: [..., V] raw logits.
+    temperature: > 0.
+    top_k: 0 or the number of tokens kept.
+    top_p: nucleus mass in (0, 1].
+
+  Returns:
+    [..., V] bool, True for allowed tokens, and [..., V] float64, the
+    renormalised distribution over them.
+  """
+  logits = np.asarray(logits, np.float64) / temperature
+  order = np.argsort(-logits, axis=-1, kind="stable")
+  ranked = np.take_along_axis(logits, order, axis=-1)  # descending
+  vocab_size = logits.shape[-1]
+  keep_ranked = np.ones(ranked.shape, bool)
+  if top_k:
+    keep_ranked[..., min(top_k, vocab_size):] = False
+  probs = np.exp(ranked - ranked.max(-1, keepdims=True)) * keep_ranked
+  probs /= probs.sum(-1, keepdims=True)
+  if top_p < 1:
+    # Smallest prefix of the ranking whose mass reaches top_p.
+    cum = np.cumsum(probs, axis=-1)
+    keep_ranked &= (cum - probs) < top_p
+  allowed = np.zeros(logits.shape, bool)
+  np.put_along_axis(allowed, order, keep_ranked, axis=-1)
+  dist = np.where(allowed, np.exp(logits - logits.max(-1, keepdims=True)), 0)
+  return allowed, dist / dist.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (1, 1.0), (3, 1.0),
+                                          (50, 1.0), (0, 0.5), (0, 0.9),
+                                          (4, 0.7), (0, 1e-6)])
+def test_filter_logits_matches_numpy(top_k, top_p):
+  logits = 2.0 * jax.random.normal(jax.random.key(0), (64, 20))
+  filtered = sampling.filter_logits(logits, top_k=top_k, top_p=top_p)
+  allowed, _ = allowed_set(logits, top_k=top_k, top_p=top_p)
+  np.testing.assert_array_equal(np.isfinite(filtered), allowed)
+  np.testing.assert_array_equal(np.where(allowed, filtered, 0),
+                                np.where(allowed, logits, 0))
+
+
+def test_filter_logits_keeps_at_least_one_token():
+  logits = jnp.array([[10.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+  filtered = sampling.filter_logits(logits, top_p=0.01)
+  assert np.isfinite(filtered[0]).sum() == 1
+  # Equal logits tie with the threshold, so all are kept.
+  assert np.isfinite(filtered[1]).all()
+
+
+def test_greedy_and_logp_a():
+  logits = 3.0 * jax.random.normal(jax.random.key(1), (16, 9))
+  config = sampling.SamplingConfig(temperature=0.0)
+  action, logp_a = sampling.sample_token(jax.random.key(2), logits, config)
+  np.testing.assert_array_equal(action, np.argmax(logits, -1))
+  log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64))
+  np.testing.assert_allclose(
+      logp_a, np.take_along_axis(np.asarray(log_probs), action[:, None],
+                                 -1)[:, 0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperature=-0.1), "temperature.*-0.1"),
+    (dict(temperature=float("nan")), "temperature.*nan"),
+    (dict(temperature=float("inf")), "temperature.*inf"),
+    (dict(top_k=-1), "top_k.*-1"),
+    (dict(top_k=2.5), "top_k.*2.5"),
+    (dict(top_p=0.0), "top_p.*0.0"),
+    (dict(top_p=1.5), "top_p.*1.5"),
+    (dict(top_p=-0.2), "top_p.*-0.2"),
+])
+def test_config_validation(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    sampling.SamplingConfig(**kwargs)
+
+
+def test_config_is_hashable_and_normalised():
+  assert (sampling.SamplingConfig(temperature=1, top_p=1) ==
+          sampling.SamplingConfig())
+  assert hash(sampling.SamplingConfig(temperature=1)) == hash(
+      sampling.SamplingConfig())
+  assert sampling.SamplingConfig(temperature=0).greedy
