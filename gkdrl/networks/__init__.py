@@ -4,8 +4,12 @@
   make_model      config -> LanguageModel(init, apply, hidden, unembedding,
                   init_cache, prefill, decode).
   KVCache         the decoding cache pytree (see gkdrl/networks/model.py).
+  from_pretrained HF directory (safetensors) or GGUF file -> (model, params).
+  save_pretrained (model, params) -> HF directory that transformers loads.
 """
 
+from gkdrl.networks.checkpoint import from_pretrained
+from gkdrl.networks.checkpoint import save_pretrained
 from gkdrl.networks.config import ModelConfig
 from gkdrl.networks.model import KVCache
 from gkdrl.networks.model import LanguageModel
@@ -15,5 +19,7 @@ __all__ = [
     "KVCache",
     "LanguageModel",
     "ModelConfig",
+    "from_pretrained",
     "make_model",
+    "save_pretrained",
 ]

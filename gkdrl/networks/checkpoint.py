@@ -1,0 +1,183 @@
+"""Loading and saving models as Hugging Face directories or GGUF files.
+
+    model, params = from_pretrained("path/to/hf_dir")          # safetensors
+    model, params = from_pretrained("model.Q4_1.gguf", dtype=jnp.bfloat16)
+    save_pretrained(model, params, "out_dir", tokenizer=tokenizer)
+
+A Hugging Face directory holds config.json and either model.safetensors,
+or shards listed in model.safetensors.index.json. Tensors are read with
+safetensors' NumPy API (no PyTorch). `save_pretrained` writes a directory
+that `transformers.AutoModelForCausalLM.from_pretrained` loads.
+"""
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from gkdrl.networks import gguf_io
+from gkdrl.networks import hf_weights
+from gkdrl.networks import model as model_lib
+from gkdrl.networks.config import ModelConfig
+
+PathLike = str | os.PathLike
+_INDEX = "model.safetensors.index.json"
+_SINGLE = "model.safetensors"
+
+
+class _SafetensorsSource:
+  """HF-named tensors from one or several safetensors files, read lazily."""
+
+  def __init__(self, files: dict[str, pathlib.Path], location: pathlib.Path):
+    self._files = files  # tensor name -> file
+    self._location = location
+    self._handles = {}
+
+  def names(self):
+    return self._files.keys()
+
+  def get(self, name: str) -> np.ndarray:
+    path = self._files[name]
+    if path not in self._handles:
+      self._handles[path] = safetensors.safe_open(str(path), framework="np")
+    return self._handles[path].get_tensor(name)
+
+  def where(self, name: str | None = None) -> str:
+    return str(self._files.get(name, self._location))
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}: invalid JSON ({e}).") from e
+
+
+def _directory_source(directory: pathlib.Path) -> _SafetensorsSource:
+  """Finds the safetensors files of an HF directory and indexes tensors."""
+  index = directory / _INDEX
+  if index.exists():
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise ValueError(f"{index}: no 'weight_map' dictionary.")
+    files = {name: directory / shard for name, shard in weight_map.items()}
+    for shard in sorted(set(files.values())):
+      if not shard.exists():
+        raise FileNotFoundError(
+            f"{shard}: shard listed in {index} does not exist.")
+    return _SafetensorsSource(files, directory)
+  paths = [directory / _SINGLE] if (directory / _SINGLE).exists() else sorted(
+      directory.glob("*.safetensors"))
+  if not paths:
+    others = sorted(p.name for p in directory.glob("*.bin"))
+    hint = (f" (found {others}: PyTorch pickles are not read; convert them "
+            "to safetensors)") if others else ""
+    raise FileNotFoundError(
+        f"{directory}: no {_SINGLE}, {_INDEX} or *.safetensors file{hint}.")
+  files = {}
+  for path in paths:
+    with safetensors.safe_open(str(path), framework="np") as f:
+      files.update({name: path for name in f.keys()})
+  return _SafetensorsSource(files, directory)
+
+
+def config_from_directory(directory: PathLike) -> ModelConfig:
+  """The `ModelConfig` of an HF directory's config.json.
+
+  Raises:
+    FileNotFoundError: no config.json.
+    ValueError: unsupported architecture or option, naming the file.
+  """
+  path = pathlib.Path(directory) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: missing; {directory} is not a Hugging "
+                            "Face model directory.")
+  hf = _read_json(path)
+  generation = pathlib.Path(directory) / "generation_config.json"
+  if hf.get("eos_token_id") is None and generation.exists():
+    hf["eos_token_id"] = _read_json(generation).get("eos_token_id")
+  try:
+    return ModelConfig.from_hf_config(hf)
+  except (ValueError, KeyError) as e:
+    raise ValueError(f"{path}: {e}") from e
+
+
+def from_pretrained(
+    path: PathLike, *, dtype: Any = jnp.float32
+) -> tuple[model_lib.LanguageModel, dict]:
+  """Loads a model and its parameters from a HF directory or a GGUF file.
+
+  Args:
+    path: a local Hugging Face directory (config.json + safetensors) or a
+      `.gguf` file (tensors dequantised to `dtype`).
+    dtype: dtype of the returned parameters.
+
+  Returns:
+    `(model, params)`.
+
+  Raises:
+    FileNotFoundError: `path` or a file it needs does not exist.
+    ValueError: unknown architecture, or a missing or misshapen tensor (the
+      message names the file, the tensor and the expected shape).
+  """
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(
+        f"Model path {str(path)!r} does not exist; expected a Hugging Face "
+        "directory (config.json + *.safetensors) or a .gguf file.")
+  if path.is_file():
+    if path.suffix != ".gguf":
+      raise ValueError(f"{path}: not a directory or a .gguf file.")
+    config, source = gguf_io.open_gguf(path)
+  else:
+    config = config_from_directory(path)
+    source = _directory_source(path)
+    unused = hf_weights.unused_tensors(config, source.names())
+    if unused:
+      logging.warning("%s: ignoring %d tensors not used by %s: %s", path,
+                      len(unused), config.architecture, unused[:8])
+  params = hf_weights.load_params(config, source, dtype=dtype)
+  return model_lib.make_model(config), params
+
+
+def save_pretrained(model: model_lib.LanguageModel, params: dict,
+                    out_dir: PathLike, tokenizer=None) -> pathlib.Path:
+  """Writes an HF directory that transformers loads with the same logits.
+
+  Args:
+    model: the model (its config decides names and config.json).
+    params: its parameters (any float dtype; written as they are).
+    out_dir: the directory to write (created if needed).
+    tokenizer: optional transformers tokenizer, saved beside the weights.
+
+  Returns:
+    The output directory.
+  """
+  config = model.config
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  tensors = hf_weights.to_hf_tensors(config, params)
+  dtypes = {str(t.dtype) for t in tensors.values()}
+  hf = config.to_hf_config()
+  if len(dtypes) == 1:
+    hf["dtype"] = dtypes.pop()
+  with open(out_dir / "config.json", "w") as f:
+    json.dump(hf, f, indent=2, sort_keys=True)
+  generation = {k: v for k, v in (("bos_token_id", config.bos_token_id),
+                                  ("eos_token_id", config.eos_token_id),
+                                  ("pad_token_id", config.pad_token_id))
+                if v is not None}
+  with open(out_dir / "generation_config.json", "w") as f:
+    json.dump(generation, f, indent=2, sort_keys=True)
+  safetensors.numpy.save_file(tensors, str(out_dir / _SINGLE),
+                              metadata={"format": "pt"})
+  if tokenizer is not None:
+    tokenizer.save_pretrained(str(out_dir))
+  return out_dir

@@ -1,0 +1,210 @@
+"""Conversion between Hugging Face tensor names/layouts and our parameters.
+
+Our parameters (see gkdrl/networks/model.py) are Haiku modules with a leading
+[n_layers] axis on everything inside "lm/layers". Hugging Face checkpoints
+hold one tensor per layer, named after the PyTorch modules:
+
+  GPT-2 (`transformer.` prefix optional): wte, wpe, h.N.ln_1, h.N.attn.c_attn
+    (fused q|k|v, a Conv1D stored [in, out]), h.N.attn.c_proj, h.N.ln_2,
+    h.N.mlp.c_fc, h.N.mlp.c_proj, ln_f.
+  Llama / Qwen2: model.embed_tokens, model.layers.N.input_layernorm,
+    model.layers.N.self_attn.{q,k,v,o}_proj (nn.Linear, stored [out, in]),
+    model.layers.N.post_attention_layernorm, model.layers.N.mlp.{gate,up,
+    down}_proj, model.norm, lm_head.
+
+A `TensorSource` is anything that returns HF-named NumPy tensors (a
+safetensors directory, or a GGUF file translated to HF names and layouts).
+"""
+
+from typing import Iterable, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gkdrl.networks import model as model_lib
+from gkdrl.networks.config import ModelConfig
+
+
+class TensorSource(Protocol):
+  """Read access to HF-named tensors."""
+
+  def names(self) -> Iterable[str]:
+    """All tensor names."""
+
+  def get(self, name: str) -> np.ndarray:
+    """The tensor `name` in HF layout (raises KeyError when absent)."""
+
+  def where(self, name: str | None = None) -> str:
+    """The file holding `name` (or the checkpoint location) for errors."""
+
+
+class _Spec(NamedTuple):
+  hf_name: str  # "{i}" stands for the layer index
+  kind: str  # "copy", "transpose", or "split0" / "split1" / "split2"
+
+
+_LAYER = model_lib.LAYERS
+_LLAMA = {
+    (model_lib.EMBED, "embeddings"): _Spec("model.embed_tokens.weight",
+                                           "copy"),
+    (model_lib.FINAL_NORM, "scale"): _Spec("model.norm.weight", "copy"),
+    (model_lib.UNEMBED, "w"): _Spec("lm_head.weight", "transpose"),
+    (f"{_LAYER}/attn_norm", "scale"): _Spec(
+        "model.layers.{i}.input_layernorm.weight", "copy"),
+    (f"{_LAYER}/mlp_norm", "scale"): _Spec(
+        "model.layers.{i}.post_attention_layernorm.weight", "copy"),
+}
+for _ours, _theirs in (("attention/query", "self_attn.q_proj"),
+                       ("attention/key", "self_attn.k_proj"),
+                       ("attention/value", "self_attn.v_proj"),
+                       ("attention/out", "self_attn.o_proj"),
+                       ("mlp/gate", "mlp.gate_proj"), ("mlp/up", "mlp.up_proj"),
+                       ("mlp/down", "mlp.down_proj")):
+  _LLAMA[(f"{_LAYER}/{_ours}", "w")] = _Spec(
+      f"model.layers.{{i}}.{_theirs}.weight", "transpose")
+  _LLAMA[(f"{_LAYER}/{_ours}", "b")] = _Spec(
+      f"model.layers.{{i}}.{_theirs}.bias", "copy")
+
+_GPT2 = {
+    (model_lib.EMBED, "embeddings"): _Spec("wte.weight", "copy"),
+    (model_lib.POSITION_EMBED, "embeddings"): _Spec("wpe.weight", "copy"),
+    (model_lib.FINAL_NORM, "scale"): _Spec("ln_f.weight", "copy"),
+    (model_lib.FINAL_NORM, "offset"): _Spec("ln_f.bias", "copy"),
+    (model_lib.UNEMBED, "w"): _Spec("lm_head.weight", "transpose"),
+}
+for _ours, _theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+  _GPT2[(f"{_LAYER}/{_ours}", "scale")] = _Spec(f"h.{{i}}.{_theirs}.weight",
+                                                "copy")
+  _GPT2[(f"{_LAYER}/{_ours}", "offset")] = _Spec(f"h.{{i}}.{_theirs}.bias",
+                                                 "copy")
+for _j, _ours in enumerate(("query", "key", "value")):
+  for _param, _suffix in (("w", "weight"), ("b", "bias")):
+    _GPT2[(f"{_LAYER}/attention/{_ours}", _param)] = _Spec(
+        f"h.{{i}}.attn.c_attn.{_suffix}", f"split{_j}")
+for _ours, _theirs in (("attention/out", "attn.c_proj"), ("mlp/up", "mlp.c_fc"),
+                       ("mlp/down", "mlp.c_proj")):
+  for _param, _suffix in (("w", "weight"), ("b", "bias")):
+    # Conv1D weights are already [in, out], like hk.Linear.
+    _GPT2[(f"{_LAYER}/{_ours}", _param)] = _Spec(
+        f"h.{{i}}.{_theirs}.{_suffix}", "copy")
+
+# Buffers and duplicates that checkpoints may hold and we do not need.
+_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+
+
+def _specs(config: ModelConfig) -> dict[tuple[str, str], _Spec]:
+  return _GPT2 if config.model_type == "gpt2" else _LLAMA
+
+
+def param_shapes(config: ModelConfig) -> dict[tuple[str, str], tuple]:
+  """Shapes of our parameters, keyed by (module, name)."""
+  shapes = jax.eval_shape(model_lib.make_model(config).init,
+                          jax.random.key(0))
+  return {(m, n): tuple(s.shape) for m, ps in shapes.items()
+          for n, s in ps.items()}
+
+
+def _hf_shape(spec: _Spec, ours: tuple[int, ...]) -> tuple[int, ...]:
+  """Expected HF shape of one layer's tensor given our per-layer shape."""
+  if spec.kind == "transpose":
+    return tuple(reversed(ours))
+  if spec.kind.startswith("split"):
+    return ours[:-1] + (3 * ours[-1],)
+  return ours
+
+
+def _gpt2_prefix(names: set[str]) -> str:
+  return "transformer." if "transformer.wte.weight" in names else ""
+
+
+def load_params(config: ModelConfig, source: TensorSource,
+                dtype=jnp.float32) -> dict:
+  """Reads our parameters from HF-named tensors.
+
+  Args:
+    config: the model configuration (decides names and expected shapes).
+    source: where the tensors come from.
+    dtype: dtype of the returned parameters.
+
+  Returns:
+    A Haiku params dict, every leaf a `dtype` jax array.
+
+  Raises:
+    ValueError: a tensor is missing or has the wrong shape; the message names
+      the file, the tensor and the expected shape.
+  """
+  names = set(source.names())
+  prefix = _gpt2_prefix(names) if config.model_type == "gpt2" else ""
+  specs = _specs(config)
+  params = {}
+  for (module, param), shape in param_shapes(config).items():
+    spec = specs[(module, param)]
+    per_layer = module.startswith(_LAYER + "/")
+    layer_shape = shape[1:] if per_layer else shape
+    expected = _hf_shape(spec, layer_shape)
+    tensors = []
+    for i in range(config.n_layers if per_layer else 1):
+      name = prefix + spec.hf_name.format(i=i)
+      if name not in names:
+        raise ValueError(
+            f"{source.where()}: missing tensor {name!r} (expected shape "
+            f"{expected}) for {config.architecture}.")
+      tensor = np.asarray(source.get(name))
+      if tuple(tensor.shape) != expected:
+        raise ValueError(
+            f"{source.where(name)}: tensor {name!r} has shape "
+            f"{tuple(tensor.shape)}, expected {expected} for {config}.")
+      if spec.kind == "transpose":
+        tensor = tensor.T
+      elif spec.kind.startswith("split"):
+        j, n = int(spec.kind[-1]), layer_shape[-1]
+        tensor = tensor[..., j * n:(j + 1) * n]
+      tensors.append(tensor)
+    value = np.stack(tensors) if per_layer else tensors[0]
+    params.setdefault(module, {})[param] = jnp.asarray(value, dtype=dtype)
+  return params
+
+
+def unused_tensors(config: ModelConfig, names: Iterable[str]) -> list[str]:
+  """Names in a checkpoint that `load_params` does not read (for warnings)."""
+  names = set(names)
+  prefix = _gpt2_prefix(names) if config.model_type == "gpt2" else ""
+  used = set()
+  for (module, _), spec in ((k, v) for k, v in _specs(config).items()
+                            if k in param_shapes(config)):
+    per_layer = module.startswith(_LAYER + "/")
+    for i in range(config.n_layers if per_layer else 1):
+      used.add(prefix + spec.hf_name.format(i=i))
+  return sorted(n for n in names - used
+                if not n.endswith(_IGNORED_SUFFIXES) and n != "lm_head.weight")
+
+
+def to_hf_tensors(config: ModelConfig, params: dict) -> dict[str, np.ndarray]:
+  """Our parameters as HF-named NumPy tensors (what `save_pretrained` writes).
+
+  GPT-2 names get the `transformer.` prefix and Llama/Qwen2 the `model.`
+  one, as transformers writes them; a tied unembedding is not written.
+  """
+  prefix = "transformer." if config.model_type == "gpt2" else ""
+  specs = _specs(config)
+  out, fused = {}, {}
+  for module, leaves in params.items():
+    for param, value in leaves.items():
+      spec = specs[(module, param)]
+      value = np.asarray(value)
+      per_layer = module.startswith(_LAYER + "/")
+      for i in range(config.n_layers if per_layer else 1):
+        name = spec.hf_name.format(i=i)
+        if name != "lm_head.weight":
+          name = prefix + name
+        tensor = value[i] if per_layer else value
+        if spec.kind == "transpose":
+          out[name] = np.ascontiguousarray(tensor.T)
+        elif spec.kind.startswith("split"):
+          fused.setdefault(name, {})[int(spec.kind[-1])] = tensor
+        else:
+          out[name] = np.ascontiguousarray(tensor)
+  for name, parts in fused.items():
+    out[name] = np.concatenate([parts[j] for j in range(3)], axis=-1)
+  return out
