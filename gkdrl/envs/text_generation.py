@@ -3,7 +3,10 @@
 The observation is the prompt plus the tokens generated so far, the action is
 the next token, an episode ends at an EOS token (terminated) or after
 `max_new_tokens` actions (truncated), and an optional reward function scores
-the finished sequence. The interface follows gymnax / jumanji:
+the finished sequence. The reward function has the signature of a device
+`gkdrl.reward_models.RewardModel.score`, so `reward_fn=rm.score` works, and
+its parameters are part of the state (an argument of `reset`), never
+compile-time constants. The interface follows gymnax / jumanji:
 `reset(key, ...) -> (state, timestep)` and `step(state, action) ->
 (state, timestep)` are pure and jittable, and the whole state is an explicit
 pytree.
@@ -20,17 +23,19 @@ changes, its reward and discount are zero, and its `terminated` /
 
 from collections.abc import Callable, Sequence
 import operator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 
 from gkdrl import types
+from gkdrl.reward_models import base as reward_base
 
 Array = types.Array
-# reward_fn(tokens [B, L] int32, mask [B, L] bool) -> rewards [B] float32.
-RewardFn = Callable[[Array, Array], Array]
+# reward_fn(reward_params, inputs: RewardInputs) -> rewards [B] float32, the
+# jittable `score` of a device reward model.
+RewardFn = Callable[[Any, reward_base.RewardInputs], Array]
 
 
 class Observation(NamedTuple):
@@ -68,6 +73,7 @@ class EnvState(NamedTuple):
   t: Array  # [] int32 number of steps taken since reset
   terminated: Array  # [B] bool
   truncated: Array  # [B] bool
+  reward_params: Any = None  # pytree of reward_fn's parameters (or None)
 
 
 def _check_token_id(name: str, value) -> int:
@@ -113,14 +119,17 @@ class TextGenerationEnv:
     max_new_tokens: T, the number of actions after which a row is truncated.
     eos_token_ids: tuple of token ids that end an episode (terminated).
     pad_token_id: token written into the buffer after a row has finished.
-    reward_fn: optional jittable `reward_fn(tokens [B, L], mask [B, L]) ->
-      [B]` scoring finished sequences; the prompt is `tokens[:, :P]` and the
-      completion `tokens[:, P:]`, where `P = L - max_new_tokens`. It runs
-      inside `step` (under `lax.cond`, only on steps where some row
+    reward_fn: optional jittable `reward_fn(reward_params, inputs) -> [B]`
+      scoring finished sequences, where `inputs` is a
+      `gkdrl.reward_models.RewardInputs` holding the token arrays (prompt
+      [B, P] and completion [B, T], with masks) and `reward_params` is what
+      was passed to `reset`. A device `RewardModel.score` fits as is. It
+      runs inside `step` (under `lax.cond`, only on steps where some row
       finishes) and its value is delivered to the rows finishing on that
-      step. Python rewards on decoded text (ROUGE, a PyTorch model, a
-      service) do not belong here: roll out with `reward_fn=None` and score
-      `completion(state)` on the host afterwards.
+      step. Host rewards on decoded text (ROUGE, a PyTorch model, a service)
+      do not belong here: roll out with `reward_fn=None` and score
+      `reward_inputs(state)`, completed with the decoded text, on the host
+      afterwards.
   """
 
   def __init__(self, *, max_new_tokens: int,
@@ -143,7 +152,8 @@ class TextGenerationEnv:
             f"pad_token_id={self.pad_token_id}, reward_fn={self.reward_fn!r})")
 
   def reset(self, key: types.PRNGKey, prompt_tokens: Array,
-            prompt_mask: Array) -> tuple[EnvState, TimeStep]:
+            prompt_mask: Array,
+            reward_params: Any = None) -> tuple[EnvState, TimeStep]:
     """Starts one episode per prompt.
 
     Args:
@@ -151,6 +161,7 @@ class TextGenerationEnv:
         the gymnax / jumanji interface.
       prompt_tokens: [B, P] int token ids, left-padded.
       prompt_mask: [B, P] bool (or 0/1) validity of the prompt tokens.
+      reward_params: parameters passed to `reward_fn` (kept in the state).
 
     Returns:
       The initial state and a timestep with zero reward and no finished row.
@@ -171,7 +182,8 @@ class TextGenerationEnv:
     not_done = jnp.zeros((batch_size,), bool)
     del key
     state = EnvState(tokens=tokens, mask=mask, t=jnp.zeros((), jnp.int32),
-                     terminated=not_done, truncated=not_done)
+                     terminated=not_done, truncated=not_done,
+                     reward_params=reward_params)
     return state, self._timestep(state, jnp.zeros((batch_size,), jnp.float32))
 
   def step(self, state: EnvState,
@@ -208,9 +220,10 @@ class TextGenerationEnv:
     next_state = EnvState(
         tokens=tokens, mask=mask, t=t,
         terminated=state.terminated | terminated_now,
-        truncated=state.truncated | truncated_now)
+        truncated=state.truncated | truncated_now,
+        reward_params=state.reward_params)
     return next_state, self._timestep(
-        next_state, self._reward(tokens, mask, finished_now))
+        next_state, self._reward(next_state, finished_now))
 
   def completion(self, state: EnvState) -> tuple[Array, Array]:
     """Returns the generated part of the buffer.
@@ -225,20 +238,29 @@ class TextGenerationEnv:
     return (state.tokens[:, -self.max_new_tokens:],
             state.mask[:, -self.max_new_tokens:])
 
-  def _reward(self, tokens: Array, mask: Array, finished_now: Array) -> Array:
+  def reward_inputs(self, state: EnvState) -> reward_base.RewardInputs:
+    """The token arrays of `state` as reward-model inputs (no text)."""
+    completion_tokens, completion_mask = self.completion(state)
+    return reward_base.RewardInputs(
+        prompt_tokens=state.tokens[:, :-self.max_new_tokens],
+        prompt_mask=state.mask[:, :-self.max_new_tokens],
+        completion_tokens=completion_tokens, completion_mask=completion_mask)
+
+  def _reward(self, state: EnvState, finished_now: Array) -> Array:
     zeros = jnp.zeros(finished_now.shape, jnp.float32)
     if self.reward_fn is None:
       return zeros
 
-    def score(tokens, mask):
-      rewards = jnp.asarray(self.reward_fn(tokens, mask), jnp.float32)
+    def score(state):
+      rewards = jnp.asarray(
+          self.reward_fn(state.reward_params, self.reward_inputs(state)),
+          jnp.float32)
       chex.assert_shape(rewards, finished_now.shape)
       return jnp.where(finished_now, rewards, 0.0)
 
     # Reward models can cost as much as the policy: only run one on steps
     # where some row has just finished.
-    return jax.lax.cond(finished_now.any(), score,
-                        lambda tokens, mask: zeros, tokens, mask)
+    return jax.lax.cond(finished_now.any(), score, lambda state: zeros, state)
 
   def _timestep(self, state: EnvState, reward: Array) -> TimeStep:
     return TimeStep(

@@ -32,7 +32,7 @@ class Rollout(NamedTuple):
 
 def rollout(env: text_generation.TextGenerationEnv, actor: actor_lib.Actor,
             params: Any, key: types.PRNGKey, prompt_tokens: Array,
-            prompt_mask: Array) -> Rollout:
+            prompt_mask: Array, reward_params: Any = None) -> Rollout:
   """Generates completions by running `actor` in `env` until all rows end.
 
   Jittable (jit it at the outer level, with `params` an argument).
@@ -45,6 +45,7 @@ def rollout(env: text_generation.TextGenerationEnv, actor: actor_lib.Actor,
     prompt_tokens: [B, P] int token ids, left-padded, at least one valid
       token per row.
     prompt_mask: [B, P] bool validity of the prompt tokens.
+    reward_params: parameters of the environment's reward function.
 
   Returns:
     The samples, the summed rewards and the final environment state.
@@ -53,7 +54,8 @@ def rollout(env: text_generation.TextGenerationEnv, actor: actor_lib.Actor,
   batch_size, prompt_length = prompt_tokens.shape
   max_new_tokens = env.max_new_tokens
   reset_key, key = jax.random.split(key)
-  env_state, _ = env.reset(reset_key, prompt_tokens, prompt_mask)
+  env_state, _ = env.reset(reset_key, prompt_tokens, prompt_mask,
+                           reward_params)
   actor_state = actor.init(params, prompt_tokens, prompt_mask)
   logp_a = jnp.zeros((batch_size, max_new_tokens), jnp.float32)  # [B, T]
 

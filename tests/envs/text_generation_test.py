@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gkdrl import envs
+from gkdrl import reward_models
 from gkdrl.envs import text_generation
 
 PAD = 0
@@ -17,15 +18,20 @@ PROMPT = np.array([[PAD, 3, 4], [5, 6, 2]], np.int32)
 PROMPT_MASK = np.array([[0, 1, 1], [1, 1, 1]], bool)
 
 
-def _reward_fn(tokens, mask):
+def _reward_fn(params, inputs):
   """Depends on every valid token, so a wrong buffer gives a wrong reward."""
+  tokens = jnp.concatenate([inputs.prompt_tokens, inputs.completion_tokens], 1)
+  mask = jnp.concatenate([inputs.prompt_mask, inputs.completion_mask], 1)
   weights = jnp.arange(1, tokens.shape[1] + 1)
-  return jnp.sum(jnp.where(mask, tokens * weights, 0), axis=1) + 0.5
+  return params["scale"] * jnp.sum(jnp.where(mask, tokens * weights, 0), 1)
+
+
+REWARD_PARAMS = {"scale": 0.5}
 
 
 def _reward_np(tokens, mask):
   weights = np.arange(1, tokens.shape[1] + 1)
-  return np.sum(np.where(mask, tokens * weights, 0), axis=1) + 0.5
+  return 0.5 * np.sum(np.where(mask, tokens * weights, 0), axis=1)
 
 
 def _env(**kwargs):
@@ -36,7 +42,8 @@ def _env(**kwargs):
 def _run(env, actions, step=None):
   """Resets and applies each [B] action; returns the list of timesteps."""
   step = step or env.step
-  state, timestep = env.reset(jax.random.key(0), PROMPT, PROMPT_MASK)
+  state, timestep = env.reset(jax.random.key(0), PROMPT, PROMPT_MASK,
+                              REWARD_PARAMS)
   timesteps = [timestep]
   for action in actions:
     state, timestep = step(state, jnp.asarray(action, jnp.int32))
@@ -125,9 +132,9 @@ def test_terminal_reward_on_finishing_step_only(jit):
 def test_reward_fn_runs_only_on_steps_where_a_row_finishes():
   calls = []
 
-  def reward_fn(tokens, mask):
+  def reward_fn(params, inputs):
     jax.debug.callback(lambda: calls.append(1))
-    return _reward_fn(tokens, mask)
+    return _reward_fn(params, inputs)
 
   env = _env(reward_fn=reward_fn)
   _run(env, [[1, 1], [9, 2], [5, 3], [6, 3], [4, 4]], jax.jit(env.step))
@@ -135,8 +142,39 @@ def test_reward_fn_runs_only_on_steps_where_a_row_finishes():
   assert len(calls) == 2  # step 2 (row 0 terminates), step 4 (row 1 truncates)
 
 
+def test_device_reward_model_plugs_in():
+  """A device RewardModel's score is a reward_fn, its params a reset arg."""
+  rm = reward_models.make_length_penalty(scale=0.25, unit="tokens")
+  env = _env(reward_fn=rm.score)
+  state, _ = env.reset(jax.random.key(0), PROMPT, PROMPT_MASK,
+                       rm.init(jax.random.key(1)))
+  step = jax.jit(env.step)
+  rewards = []
+  for action in ([1, 7], [2, 1], [3, 1], [4, 1]):
+    state, timestep = step(state, jnp.array(action))
+    rewards.append(timestep.reward)
+  np.testing.assert_allclose(np.sum(rewards, 0), [-1.0, -0.25])
+  inputs = env.reward_inputs(state)
+  np.testing.assert_array_equal(inputs.prompt_tokens, PROMPT)
+  np.testing.assert_array_equal(inputs.completion_mask.sum(1), [4, 1])
+
+
+def test_reward_params_are_traced_not_constants():
+  env = _env(reward_fn=_reward_fn)
+  step = jax.jit(chex.assert_max_traces(env.step, n=1))
+  results = []
+  for scale in (0.5, 2.0):
+    state, _ = env.reset(jax.random.key(0), PROMPT, PROMPT_MASK,
+                         {"scale": jnp.float32(scale)})
+    for _ in range(T):
+      state, timestep = step(state, jnp.array([1, 1]))
+    results.append(np.asarray(timestep.reward))
+  np.testing.assert_allclose(results[1], 4 * results[0])
+  assert results[0].min() > 0
+
+
 def test_bad_reward_shape_is_rejected():
-  env = _env(reward_fn=lambda tokens, mask: jnp.zeros((3,)))
+  env = _env(reward_fn=lambda params, inputs: jnp.zeros((3,)))
   state, _ = env.reset(jax.random.key(0), PROMPT, PROMPT_MASK)
   with pytest.raises(AssertionError):
     env.step(state, jnp.array([1, 1]))
@@ -148,7 +186,7 @@ def test_step_traces_once():
   rng = np.random.default_rng(0)
   for key in range(2):  # new prompts and actions, same shapes
     state, _ = env.reset(jax.random.key(key), rng.integers(1, 10, (2, 3)),
-                         PROMPT_MASK)
+                         PROMPT_MASK, {"scale": jnp.float32(key + 1)})
     for _ in range(T + 1):
       state, _ = step(state, jnp.asarray(rng.integers(0, 10, (2,))))
   assert bool(np.asarray(state.truncated | state.terminated).all())

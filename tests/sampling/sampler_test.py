@@ -190,16 +190,21 @@ def test_stops_when_every_row_has_ended(params):
 
 
 def test_rollout_rewards(model, params):
-  reward_fn = lambda tokens, mask: jnp.sum(jnp.where(mask, tokens, 0), 1)
+  def reward_fn(scale, inputs):
+    return scale * jnp.sum(jnp.where(inputs.completion_mask,
+                                     inputs.completion_tokens, 0), 1)
+
   env = envs.TextGenerationEnv(max_new_tokens=5, eos_token_ids=V - 1,
                                pad_token_id=PAD, reward_fn=reward_fn)
   actor = sampling.make_actor(model, max_new_tokens=5)
   prompt, mask = _prompts(64, 3, seed=6)
   out = jax.jit(sampling.rollout, static_argnums=(0, 1))(
-      env, actor, params, jax.random.key(4), prompt, mask)
-  state = out.env_state
+      env, actor, params, jax.random.key(4), prompt, mask, jnp.float32(0.5))
+  tokens, completion_mask = env.completion(out.env_state)
+  # Every row finishes exactly once, so its summed reward is its final score.
   np.testing.assert_allclose(
-      out.rewards, np.where(state.mask, state.tokens, 0).sum(1))
+      out.rewards, 0.5 * np.where(completion_mask, tokens, 0).sum(1))
+  assert np.asarray(out.samples.lengths).min() < 5  # some rows hit EOS
 
 
 def test_actor_pieces_compose_into_the_sampler(model, params):
