@@ -6,6 +6,7 @@
   KVCache         the decoding cache pytree (see gkdrl/networks/model.py).
   from_pretrained HF directory (safetensors) or GGUF file -> (model, params).
   save_pretrained (model, params) -> HF directory that transformers loads.
+  load_tokenizer  transformers tokenizer of an HF directory or a GGUF file.
 """
 
 from gkdrl.networks.checkpoint import from_pretrained
@@ -14,12 +15,14 @@ from gkdrl.networks.config import ModelConfig
 from gkdrl.networks.model import KVCache
 from gkdrl.networks.model import LanguageModel
 from gkdrl.networks.model import make_model
+from gkdrl.networks.tokenizer import load_tokenizer
 
 __all__ = [
     "KVCache",
     "LanguageModel",
     "ModelConfig",
     "from_pretrained",
+    "load_tokenizer",
     "make_model",
     "save_pretrained",
 ]
