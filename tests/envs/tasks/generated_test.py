@@ -71,7 +71,7 @@ def test_tokenizer_round_trips_all_text(task):
 
 def test_maxima_cover_every_example_without_truncation(task):
   assert task.max_prompt_tokens % 8 == 0 and task.max_target_tokens % 8 == 0
-  prompt_lengths = target_lengths = []
+  prompt_lengths, target_lengths = [], []
   for batch in task.batches("train", 64, fixed_shape=True):
     assert batch.prompt_tokens.shape[1] == task.max_prompt_tokens
     assert batch.target_tokens.shape[1] == task.max_target_tokens
@@ -84,8 +84,8 @@ def test_maxima_cover_every_example_without_truncation(task):
                                     batch.targets):
       assert tokens[mask][-1] == task.tokenizer.eos_token_id
       assert task.tokenizer.decode(tokens[mask][:-1]) == target
-    prompt_lengths = prompt_lengths + batch.prompt_mask.sum(axis=1).tolist()
-    target_lengths = target_lengths + batch.target_mask.sum(axis=1).tolist()
+    prompt_lengths.extend(batch.prompt_mask.sum(axis=1).tolist())
+    target_lengths.extend(batch.target_mask.sum(axis=1).tolist())
   assert task.max_prompt_tokens - 8 < max(prompt_lengths)
   assert task.max_target_tokens - 8 < max(target_lengths)
 
