@@ -243,6 +243,10 @@ def make_encoder(config: EncoderConfig) -> hk.Transformed:
 
 def make_sequence_classifier(config: EncoderConfig) -> hk.Transformed:
   """`apply(params, input_ids, attention_mask, token_type_ids=None)` -> [N, C]."""
+  if config.num_labels < 1:
+    raise ValueError(
+        f"num_labels={config.num_labels}: a classifier needs >= 1 label."
+    )
 
   def forward(input_ids, attention_mask, token_type_ids=None):
     hidden = Encoder(config)(input_ids, attention_mask, token_type_ids)
