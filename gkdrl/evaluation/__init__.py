@@ -1,0 +1,27 @@
+"""gkdrl.evaluation: how good, how faithful and how diverse a model's text is.
+
+  evaluate       model + task -> per decoding mode: reward, task rewards,
+                 ROUGE, reverse KL to a teacher, Self-BLEU, length.
+  score_texts    task rewards, fact counts and ROUGE of given texts.
+  bleu           smoothed sentence BLEU (Chen & Cherry method 1).
+  self_bleu      Self-BLEU of a set of texts (Texygen).
+  rouge_scores   mean ROUGE-1/2/L F1 on whitespace tokens.
+  format_table   plain-text table of named results.
+"""
+
+from gkdrl.evaluation.bleu_score import bleu
+from gkdrl.evaluation.bleu_score import self_bleu
+from gkdrl.evaluation.evaluator import DEFAULT_MODES
+from gkdrl.evaluation.evaluator import evaluate
+from gkdrl.evaluation.evaluator import FACT_COUNT_KEYS
+from gkdrl.evaluation.evaluator import score_texts
+from gkdrl.evaluation.rouge import ROUGE_KEYS
+from gkdrl.evaluation.rouge import rouge_scores
+from gkdrl.evaluation.rouge import WhitespaceTokenizer
+from gkdrl.evaluation.table import format_table
+
+__all__ = [
+    "DEFAULT_MODES", "FACT_COUNT_KEYS", "ROUGE_KEYS", "WhitespaceTokenizer",
+    "bleu", "evaluate", "format_table", "rouge_scores", "score_texts",
+    "self_bleu",
+]

@@ -1,0 +1,310 @@
+"""Evaluating a language model on a task's held-out prompts.
+
+Shapes (see gkdrl/types.py): B batch, P prompt length, T = max_new_tokens.
+
+`evaluate` generates completions for the first N prompts of a split in one
+or more decoding modes (greedy, sampling at a temperature) and reports, per
+mode, the reward, the task's own reward functions, ROUGE against the
+targets, the reverse KL to a teacher on the model's own completions, the
+diversity of the completions (Self-BLEU) and their length. Everything is
+deterministic for a given seed. Sampling and the teacher KL are jitted and
+compile once per mode (every batch has the same shape: the last one is
+padded with copies of its last row, which are dropped from every metric).
+"""
+
+from collections.abc import Mapping, Sequence
+import functools
+import math
+from typing import Any
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gkdrl import agents
+from gkdrl import losses
+from gkdrl import sampling
+from gkdrl import types
+from gkdrl.envs import tasks
+from gkdrl.evaluation import bleu_score
+from gkdrl.evaluation import rouge
+from gkdrl.reward_models import base as rm_base
+
+DEFAULT_MODES = (("greedy", 0.0), ("sample", 1.0))
+# The `facts` task's oracle counts reported next to its rewards, per summary.
+FACT_COUNT_KEYS = ("supported", "contradicted", "unsupported", "unparsed",
+                   "claims")
+
+
+def _check_positive_int(name: str, value) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+      value < 1):
+    raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+  return int(value)
+
+
+def _check_modes(modes) -> list[tuple[str, float]]:
+  pairs = list(modes.items()) if isinstance(modes, Mapping) else list(modes)
+  if not pairs:
+    raise ValueError("modes must hold at least one (name, temperature) pair")
+  checked = []
+  for i, pair in enumerate(pairs):
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+      raise ValueError(
+          f"modes[{i}] must be a (name, temperature) pair, got {pair!r}")
+    name, temperature = pair
+    if not isinstance(name, str) or not name:
+      raise ValueError(f"modes[{i}] name must be a non-empty str, got {name!r}")
+    if isinstance(temperature, bool) or not isinstance(
+        temperature, (int, float)) or not (
+            math.isfinite(temperature) and temperature >= 0):
+      raise ValueError(
+          f"modes[{i}] temperature must be a finite number >= 0 (0 is "
+          f"greedy), got {temperature!r}")
+    if name in dict(checked):
+      raise ValueError(f"modes names must be unique, got {name!r} twice")
+    checked.append((name, float(temperature)))
+  return checked
+
+
+def score_texts(task: tasks.Task, sources: Sequence[str],
+                completions: Sequence[str],
+                targets: Sequence[str]) -> dict[str, float]:
+  """Task rewards, oracle fact counts and ROUGE of N completions, averaged.
+
+  Args:
+    task: the task; each of `task.reward_fns` is called once on all rows.
+    sources: N source documents / questions.
+    completions: N completions to score (decoded text, without EOS).
+    targets: N reference targets.
+
+  Returns:
+    Means over the N rows: every task reward fn by its name (e.g.
+    "factuality" and "coverage" for `facts`, "accuracy" for arithmetic);
+    for the `facts` task the oracle's claims per summary ("supported",
+    "contradicted", "unsupported", "unparsed", "claims"); and "rouge1",
+    "rouge2", "rougeL" in [0, 100] (see `rouge_scores`).
+  """
+  sources, completions, targets = (
+      bleu_score.check_texts(name, texts) for name, texts in (
+          ("sources", sources), ("completions", completions),
+          ("targets", targets)))
+  n = len(completions)
+  if not n or len(sources) != n or len(targets) != n:
+    raise ValueError(
+        "sources, completions and targets must have equal, non-zero lengths, "
+        f"got {len(sources)}, {n} and {len(targets)}")
+  metrics = {}
+  for name, reward_fn in task.reward_fns.items():
+    values = np.asarray(reward_fn(sources, completions, targets), np.float64)
+    if values.shape != (n,):
+      raise ValueError(
+          f"task {task.name!r} reward fn {name!r} returned shape "
+          f"{values.shape}, expected ({n},)")
+    metrics[name] = float(values.mean())
+  if task.name == "facts":
+    counts = tasks.fact_counts(sources, completions)
+    metrics.update({key: float(np.mean(counts[key]))
+                    for key in FACT_COUNT_KEYS})
+  metrics.update(rouge.rouge_scores(completions, targets))
+  return metrics
+
+
+@functools.partial(jax.jit, static_argnames=("model", "teacher"))
+def _teacher_kl(model, params, teacher, teacher_params,
+                batch: types.Batch) -> types.Array:
+  """[B] reverse KL(student || teacher) per token, averaged per sequence."""
+  student_logits = agents.completion_logits(model, params, batch)  # [B, T, V]
+  teacher_logits = agents.completion_logits(teacher, teacher_params, batch)
+  kl = losses.reverse_kl(student_logits, teacher_logits)  # [B, T]
+  mask = batch.completion_mask  # [B, T]
+  return jnp.sum(jnp.where(mask, kl, 0.0), axis=-1) / jnp.maximum(
+      jnp.sum(mask, axis=-1), 1)  # [B]
+
+
+def _prompt_batches(task, split, num_examples, batch_size):
+  """[(TaskBatch with exactly batch_size rows, number of real rows)]."""
+  batches, remaining = [], num_examples
+  for batch in task.batches(split, batch_size, seed=None, fixed_shape=True):
+    n = min(remaining, len(batch.sources))
+    pad = batch_size - n
+    rows = lambda a: np.concatenate([a[:n], np.repeat(a[n - 1:n], pad, 0)])
+    texts = lambda xs: list(xs[:n]) + [xs[n - 1]] * pad
+    batches.append((batch._replace(
+        prompt_tokens=rows(batch.prompt_tokens),
+        prompt_mask=rows(batch.prompt_mask),
+        target_tokens=rows(batch.target_tokens),
+        target_mask=rows(batch.target_mask),
+        sources=texts(batch.sources), targets=texts(batch.targets)), n))
+    remaining -= n
+    if not remaining:
+      break
+  return batches
+
+
+def _score_rewards(reward, reward_params, batch, samples, completions):
+  inputs = rm_base.RewardInputs(
+      sources=batch.sources, completions=completions, targets=batch.targets,
+      prompt_tokens=batch.prompt_tokens, prompt_mask=batch.prompt_mask,
+      completion_tokens=samples.tokens, completion_mask=samples.mask)
+  if not reward.on_host:
+    inputs = inputs.arrays_only()
+  return rm_base.check_rewards(
+      np.asarray(reward.score(reward_params, inputs)), len(completions),
+      reward.name)
+
+
+def _evaluate_mode(key, temperature, *, model, params, task, batches,
+                   max_new_tokens, teacher, teacher_params, reward,
+                   reward_params, samples_per_prompt):
+  tokenizer = task.tokenizer
+  draws = 1 if temperature == 0 else samples_per_prompt
+  columns = {"sources": [], "completions": [], "targets": []}
+  lengths, rewards, kls, per_prompt = [], [], [], []
+  for b, (batch, n) in enumerate(batches):
+    prompt_tokens = jnp.asarray(batch.prompt_tokens, jnp.int32)  # [B, P]
+    prompt_mask = jnp.asarray(batch.prompt_mask, bool)  # [B, P]
+    prompt_draws = [[] for _ in range(n)]
+    for d in range(draws):
+      samples = sampling.sample(
+          model, params, jax.random.fold_in(jax.random.fold_in(key, b), d),
+          prompt_tokens, prompt_mask, max_new_tokens=max_new_tokens,
+          temperature=temperature, eos_token_id=tokenizer.eos_token_id,
+          pad_token_id=tokenizer.pad_token_id)
+      completions = agents.decode_completions(tokenizer, samples.tokens,
+                                              samples.mask)
+      columns["sources"] += batch.sources[:n]
+      columns["completions"] += completions[:n]
+      columns["targets"] += batch.targets[:n]
+      lengths.append(np.asarray(samples.lengths)[:n])
+      for i in range(n):
+        prompt_draws[i].append(completions[i])
+      if reward is not None:
+        rewards.append(_score_rewards(reward, reward_params, batch, samples,
+                                      completions)[:n])
+      if teacher is not None:
+        kls.append(np.asarray(_teacher_kl(model, params, teacher,
+                                          teacher_params, types.Batch(
+            prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
+            completion_tokens=samples.tokens,
+            completion_mask=samples.mask)))[:n])
+    per_prompt += prompt_draws
+  scores = score_texts(task, **columns)
+  if reward is not None:
+    metrics = {"reward": float(np.mean(np.concatenate(rewards)))}
+  elif task.reward_fns:
+    metrics = {"reward": scores[next(iter(task.reward_fns))]}
+  else:
+    metrics = {"reward": scores["rouge2"] / 100.0}
+  metrics.update(scores)
+  if teacher is not None:
+    metrics["teacher_kl"] = float(np.mean(np.concatenate(kls)))
+  if draws > 1:
+    metrics["self_bleu"] = float(np.mean(
+        [bleu_score.self_bleu(texts) for texts in per_prompt]))
+  else:
+    metrics["self_bleu"] = bleu_score.self_bleu(
+        [texts[0] for texts in per_prompt])
+  metrics["length"] = float(np.mean(np.concatenate(lengths)))
+  metrics["num_examples"] = float(len(per_prompt))
+  return metrics
+
+
+def evaluate(*, model, params: Any, task: tasks.Task,
+             split: str = "validation", num_examples: int = 128,
+             batch_size: int = 32, max_new_tokens: int, teacher=None,
+             teacher_params: Any = None, reward: Any = None,
+             reward_params: Any = None, samples_per_prompt: int = 4,
+             seed: int = 0,
+             modes: Sequence[tuple[str, float]] = DEFAULT_MODES
+             ) -> dict[str, dict[str, float]]:
+  """Evaluates `model` on the first `num_examples` prompts of a split.
+
+  The prompts are the split's first rows in dataset order. For each mode
+  `(name, temperature)` the model completes every prompt once at
+  temperature 0 (greedy) or `samples_per_prompt` times at a positive
+  temperature, with keys derived from `seed`, the mode's name and the batch.
+  Every metric below is a mean over all completions of the mode, except
+  Self-BLEU and the number of examples:
+
+    "reward"       `reward.score` (a host model gets sources, completions,
+                   targets and the token arrays; a device model
+                   `inputs.arrays_only()`); without `reward`, the task's
+                   first reward fn, or rouge2 / 100 if it has none.
+    <reward fn>    every `task.reward_fns` entry by name, and for `facts`
+                   the oracle's claims per summary (see `score_texts`).
+    "rouge1", "rouge2", "rougeL"   F1 * 100 against the targets, on
+                   lower-cased whitespace tokens (see `rouge_scores`).
+    "teacher_kl"   reverse KL(model || teacher) over the full vocabulary at
+                   every completion token (EOS included), averaged per
+                   sequence, then over sequences (the "sequence" reduction),
+                   on the model's own completions; only with a teacher.
+    "self_bleu"    diversity in [0, 100], lower is more diverse. With several
+                   samples per prompt: the Self-BLEU of each prompt's
+                   samples, averaged over prompts. For greedy decoding (or
+                   samples_per_prompt == 1) a prompt's samples would be
+                   identical, so it is the Self-BLEU of the whole set of
+                   completions of different prompts, i.e. how much the model
+                   says the same thing whatever the prompt.
+    "length"       completion length in tokens, EOS included.
+    "num_examples" the number of prompts evaluated.
+
+  Args:
+    model: the `gkdrl.networks.LanguageModel` to evaluate (pass the same
+      object across calls to reuse compilations).
+    params: its parameters.
+    task: a `gkdrl.envs.tasks.Task`; its tokenizer gives the EOS and pad ids.
+    split: "train", "validation" or "test".
+    num_examples: how many prompts, >= 1; capped at the split's size.
+    batch_size: prompts per generation call, >= 1 (capped at num_examples).
+    max_new_tokens: T, the most tokens generated per completion, >= 1.
+    teacher: a `LanguageModel` over the same vocabulary, or None.
+    teacher_params: the teacher's parameters (required with a teacher).
+    reward: a `RewardModel` (or an object with `reward_model()`), or None.
+    reward_params: its parameters; None calls `reward.init` with a key
+      derived from `seed`.
+    samples_per_prompt: completions per prompt in sampling modes, >= 1.
+    seed: the seed every sampling key derives from.
+    modes: (name, temperature) pairs, or a dict name -> temperature.
+
+  Returns:
+    mode name -> metric name -> float, modes in the order given.
+  """
+  if split not in task.splits:
+    raise ValueError(f"split must be one of {tuple(task.splits)}, got {split!r}")
+  num_examples = min(_check_positive_int("num_examples", num_examples),
+                     len(task.splits[split]))
+  batch_size = min(_check_positive_int("batch_size", batch_size), num_examples)
+  _check_positive_int("max_new_tokens", max_new_tokens)
+  _check_positive_int("samples_per_prompt", samples_per_prompt)
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    raise ValueError(f"seed must be an int, got {seed!r}")
+  modes = _check_modes(modes)
+  if (teacher is None) != (teacher_params is None):
+    raise ValueError(
+        "teacher and teacher_params must be given together, got teacher="
+        f"{type(teacher).__name__} and teacher_params="
+        f"{type(teacher_params).__name__}")
+  if teacher is not None and (
+      teacher.config.vocab_size != model.config.vocab_size):
+    raise ValueError(
+        f"teacher vocab_size={teacher.config.vocab_size} must equal the "
+        f"model's vocab_size={model.config.vocab_size}")
+  key = jax.random.key(seed)
+  if reward is not None:
+    reward = rm_base.as_reward_model(reward)
+    if reward_params is None:
+      reward_params = reward.init(jax.random.fold_in(key, 0))
+  batches = _prompt_batches(task, split, num_examples, batch_size)
+  results = {}
+  for name, temperature in modes:
+    # The mode's name, not its position, picks its keys, so adding a mode
+    # leaves the others' samples unchanged.
+    mode_key = jax.random.fold_in(key, zlib.crc32(name.encode()) % 2**31 + 1)
+    results[name] = _evaluate_mode(
+        mode_key, temperature, model=model, params=params, task=task,
+        batches=batches, max_new_tokens=max_new_tokens, teacher=teacher,
+        teacher_params=teacher_params, reward=reward,
+        reward_params=reward_params, samples_per_prompt=samples_per_prompt)
+  return results
