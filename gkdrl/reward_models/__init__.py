@@ -49,10 +49,12 @@ Reward models
 * `make_rouge_reward(metric)` (`RougeReward`): rouge-score F-measure against
   `targets`; unknown metric names raise ValueError.
 * `make_exact_match_reward()` (`ExactMatchReward`): GSM8K "####" final
-  answers, compared numerically.
+  answers, compared numerically (no "####" scores 0 unless
+  `fallback="last_number"`).
 * `make_python_reward(fn)` (`PythonReward`): any
-  `fn(sources, completions, targets) -> [B]`; `task_reward(fn_or_task)` wraps
-  a built-in task's oracle function the same way.
+  `fn(sources, completions, targets) -> [B]`; `task_reward(task, name)`
+  wraps one of a built-in task's `reward_fns` (or any such callable) the
+  same way, without importing the tasks package.
 * `make_length_penalty(scale, unit)` (`LengthPenalty`):
   `-scale * max(length - free_length, 0)`, already negative.
 * `weighted_sum([(w, rm), ...])`: `sum_i w_i r_i`. Weights must be finite
@@ -75,11 +77,11 @@ from gkdrl.reward_models.encoder import make_sequence_classifier
 from gkdrl.reward_models.encoder_weights import encoder_config_from_hf
 from gkdrl.reward_models.encoder_weights import load_encoder
 from gkdrl.reward_models.encoder_weights import read_safetensors
-from gkdrl.reward_models.entailment import chunk_document
+from gkdrl.reward_models.sentences import chunk_document
 from gkdrl.reward_models.entailment import EntailmentConfig
 from gkdrl.reward_models.entailment import EntailmentReward
 from gkdrl.reward_models.entailment import make_entailment_reward
-from gkdrl.reward_models.entailment import split_sentences
+from gkdrl.reward_models.sentences import split_sentences
 from gkdrl.reward_models.python_reward import make_length_penalty
 from gkdrl.reward_models.python_reward import make_python_reward
 from gkdrl.reward_models.python_reward import task_reward

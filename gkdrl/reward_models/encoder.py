@@ -233,7 +233,15 @@ def classifier_head(config: EncoderConfig, hidden: jax.Array) -> jax.Array:
 
 
 def make_encoder(config: EncoderConfig) -> hk.Transformed:
-  """`apply(params, input_ids, attention_mask, token_type_ids=None)` -> [N, L, D]."""
+  """The encoder alone.
+
+  Args:
+    config: its config (`num_labels` is ignored).
+
+  Returns:
+    `apply(params, input_ids, attention_mask, token_type_ids=None)` returning
+    the [N, L, D] last hidden states (no RNG needed).
+  """
 
   def forward(input_ids, attention_mask, token_type_ids=None):
     return Encoder(config)(input_ids, attention_mask, token_type_ids)
@@ -242,7 +250,15 @@ def make_encoder(config: EncoderConfig) -> hk.Transformed:
 
 
 def make_sequence_classifier(config: EncoderConfig) -> hk.Transformed:
-  """`apply(params, input_ids, attention_mask, token_type_ids=None)` -> [N, C]."""
+  """The encoder with its sequence-classification head.
+
+  Args:
+    config: its config; `num_labels` must be >= 1.
+
+  Returns:
+    `apply(params, input_ids, attention_mask, token_type_ids=None)` returning
+    [N, C] float32 logits (no RNG needed).
+  """
   if config.num_labels < 1:
     raise ValueError(
         f"num_labels={config.num_labels}: a classifier needs >= 1 label."

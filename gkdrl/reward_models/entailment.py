@@ -24,10 +24,9 @@ most `chunk_tokens` tokens, every completion sentence is scored against every
 chunk, and the reward is the mean over sentences of the max over chunks.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import pathlib
-import re
-from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -35,9 +34,9 @@ import numpy as np
 from gkdrl.reward_models import base
 from gkdrl.reward_models import encoder
 from gkdrl.reward_models import encoder_weights
+from gkdrl.reward_models import sentences as sentences_lib
 
 ENTAILMENT_LABEL = "entailment"
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,42 +80,6 @@ class EntailmentConfig:
       )
     if not np.isfinite(self.empty_score):
       raise ValueError(f"empty_score={self.empty_score} must be finite.")
-
-
-def split_sentences(text: str) -> list[str]:
-  """Sentences of `text`: split after . ! ? + whitespace and at newlines."""
-  return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
-
-
-def chunk_document(
-    text: str, count_tokens: Callable[[Sequence[str]], list[int]],
-    chunk_tokens: int,
-) -> list[str]:
-  """Greedily packs whole sentences into chunks of <= `chunk_tokens` tokens.
-
-  A sentence longer than `chunk_tokens` is a chunk of its own (the tokenizer
-  truncates it later). An empty text is one empty chunk.
-
-  Args:
-    text: the source document.
-    count_tokens: maps sentences to their token counts.
-    chunk_tokens: the chunk budget.
-
-  Returns:
-    The chunks, sentences joined by single spaces.
-  """
-  sentences = split_sentences(text)
-  if not sentences:
-    return [""]
-  chunks, current, used = [], [], 0
-  for sentence, n in zip(sentences, count_tokens(sentences)):
-    if current and used + n > chunk_tokens:
-      chunks.append(" ".join(current))
-      current, used = [], 0
-    current.append(sentence)
-    used += n
-  chunks.append(" ".join(current))
-  return chunks
 
 
 def entailment_index(id2label: dict, where: str = "config.json") -> int:
@@ -271,8 +234,9 @@ class EntailmentReward:
     chunk_tokens = self.config.chunk_tokens or max(1, self.max_length // 2)
     premises, hypotheses, shapes = [], [], []
     for source, completion in zip(sources, completions):
-      chunks = chunk_document(source, self._count_tokens, chunk_tokens)
-      sentences = split_sentences(completion)
+      chunks = sentences_lib.chunk_document(
+          source, self._count_tokens, chunk_tokens)
+      sentences = sentences_lib.split_sentences(completion)
       shapes.append((len(chunks), len(sentences)))
       for chunk in chunks:
         premises += [chunk] * len(sentences)

@@ -73,28 +73,42 @@ def make_python_reward(
 def task_reward(task: Any, name: str | None = None) -> base.RewardModel:
   """Turns a task's oracle reward function into a host reward model.
 
-  The oracle is `fn(sources, completions, targets) -> np.ndarray [B]`, the
-  signature of the built-in tasks in `gkdrl.envs.tasks`; sources and targets
-  are required.
+  An oracle is `fn(sources, completions, targets) -> np.ndarray [B]`, the
+  signature of the built-in tasks' `Task.reward_fns` in `gkdrl.envs.tasks`
+  (not imported here); sources and targets are required.
 
   Args:
-    task: the oracle callable itself, or an object with a callable
-      `reward_fn` attribute (and optionally a `name`).
-    name: metric name; defaults to the task's `name` or the function's name.
+    task: a `Task` (anything with a `reward_fns` mapping of name -> oracle),
+      or an oracle callable itself.
+    name: for a task, which of its `reward_fns` (optional when it has exactly
+      one); for a callable, the metric name (defaults to its `__name__`).
 
   Returns:
-    A host `RewardModel`.
+    A host `RewardModel` named after the chosen reward.
+
+  Raises:
+    ValueError: `name` is not one of the task's rewards (the error lists
+      them), or `task` is neither a task nor a callable.
   """
-  fn = task
-  if not callable(task) or callable(getattr(task, "reward_fn", None)):
-    fn = getattr(task, "reward_fn", None)
-    if not callable(fn):
+  reward_fns = getattr(task, "reward_fns", None)
+  if reward_fns is not None:
+    task_name = getattr(task, "name", type(task).__name__)
+    available = sorted(reward_fns)
+    if name is None and len(available) == 1:
+      name = available[0]
+    if name not in reward_fns:
       raise ValueError(
-          "task must be a callable fn(sources, completions, targets) or have "
-          f"a callable .reward_fn; got {type(task).__name__}."
+          f"Task {task_name!r} has no reward name={name!r}; its reward_fns "
+          f"are {available}."
       )
-    if name is None and isinstance(getattr(task, "name", None), str):
-      name = task.name
+    fn = reward_fns[name]
+  elif callable(task):
+    fn = task
+  else:
+    raise ValueError(
+        "task must be a Task with reward_fns or a callable fn(sources, "
+        f"completions, targets); got {type(task).__name__}."
+    )
   return make_python_reward(
       fn, name=name, requires_sources=True, requires_targets=True
   )

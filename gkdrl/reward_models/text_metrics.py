@@ -92,7 +92,7 @@ def normalize_answer(answer: str) -> str:
   return format(value.normalize(), "f")
 
 
-def extract_final_answer(text: str, *, fallback: str = "last_number"):
+def extract_final_answer(text: str, *, fallback: str = "none"):
   """The final answer of a GSM8K-style solution, normalised, or None.
 
   The answer follows the last "####" marker: its first number if it has one,
@@ -124,7 +124,7 @@ def extract_final_answer(text: str, *, fallback: str = "last_number"):
 
 
 def make_exact_match_reward(
-    *, fallback: str = "last_number", name: str = "exact_match"
+    *, fallback: str = "none", name: str = "exact_match"
 ) -> base.RewardModel:
   """1.0 where a completion's final answer equals its target's, else 0.0.
 
@@ -135,7 +135,9 @@ def make_exact_match_reward(
 
   Args:
     fallback: how to read a completion without "####" (see
-      `extract_final_answer`).
+      `extract_final_answer`). The default "none" gives it 0, as the GSM8K
+      task's own oracle does, so the policy is rewarded for the format;
+      "last_number" is the lenient evaluation of models never taught it.
     name: metric name.
 
   Returns:

@@ -140,5 +140,8 @@ class TestWeightedSum:
 
   def test_bad_component_output_is_reported(self):
     total = rm.weighted_sum([(1.0, _constant("short", [1.0]))])
-    with pytest.raises(ValueError, match="short"):
-      total.score((()), rm.RewardInputs(completions=["a", "b"]))
+    params = total.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"'short' returned shape \(1,\)"):
+      total.score(params, rm.RewardInputs(completions=["a", "b"]))
+    with pytest.raises(ValueError, match="0 params for 1 terms"):
+      total.score((), rm.RewardInputs(completions=["a", "b"]))

@@ -153,19 +153,6 @@ class TestLabels:
 
 class TestSentenceLevel:
 
-  def test_split_sentences(self):
-    assert rm.split_sentences("The cat sat. A dog ran!\nIs it big?  ") == [
-        "The cat sat.", "A dog ran!", "Is it big?"]
-    assert rm.split_sentences("  \n ") == []
-
-  def test_chunk_document_packs_whole_sentences(self):
-    count = lambda texts: [len(t.split()) for t in texts]
-    text = "One two three. Four five. Six. Seven eight nine ten eleven."
-    assert rm.chunk_document(text, count, 5) == [
-        "One two three. Four five.", "Six.", "Seven eight nine ten eleven."]
-    assert rm.chunk_document(text, count, 100) == [text]
-    assert rm.chunk_document("", count, 5) == [""]
-
   def test_matches_manual_max_over_chunks_mean_over_sentences(
       self, numpy_checkpoints):
     reward = rm.EntailmentReward(

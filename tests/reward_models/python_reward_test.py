@@ -68,23 +68,38 @@ class TestTaskReward:
     assert model.name == "contains"
     np.testing.assert_array_equal(out, [1.0, 0.0, 0.0])
 
-  def test_from_task_object(self):
+  def test_from_task_reward_fns(self):
 
     class Task:
       name = "copy"
-      reward_fn = staticmethod(_contains_target)
+      reward_fns = {"contains": _contains_target,
+                    "length": lambda s, c, t: [len(x) for x in c]}
 
-    model = rm.task_reward(Task())
-    assert model.name == "copy"
+    model = rm.task_reward(Task(), "contains")
+    assert model.name == "contains" and model.on_host
     np.testing.assert_array_equal(model.score((), INPUTS), [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(
+        rm.task_reward(Task(), "length").score((), INPUTS), [7, 4, 0])
+    with pytest.raises(ValueError, match=r"'contains', 'length'"):
+      rm.task_reward(Task(), "accuracy")
+    with pytest.raises(ValueError, match="name=None"):
+      rm.task_reward(Task())
+
+  def test_single_reward_task_needs_no_name(self):
+
+    class Task:
+      name = "arithmetic"
+      reward_fns = {"accuracy": _contains_target}
+
+    assert rm.task_reward(Task()).name == "accuracy"
 
   def test_needs_sources_and_targets(self):
     model = rm.task_reward(_contains_target)
     with pytest.raises(ValueError, match="sources"):
       model.score((), rm.RewardInputs(completions=["a"], targets=["a"]))
 
-  def test_rejects_object_without_reward_fn(self):
-    with pytest.raises(ValueError, match="reward_fn"):
+  def test_rejects_object_without_reward_fns(self):
+    with pytest.raises(ValueError, match="reward_fns"):
       rm.task_reward(object())
 
 

@@ -55,14 +55,13 @@ class TestRouge:
 
 
 class TestExactMatch:
-  TARGET = "She has 16 - 3 - 4 = 9 eggs, sells them for $2: 9 * 2 = 18.\n#### 18"
+  TARGET = "She has 16 - 3 - 4 = 9 eggs, sold at $2: 9 * 2 = 18.\n#### 18"
 
   @pytest.mark.parametrize("completion,expected", [
       ("So she makes 9 * 2 = 18 dollars.\n#### 18", 1.0),
       ("#### $18.00", 1.0),
       ("#### 18.", 1.0),
-      ("She earns 18 dollars.", 1.0),  # last-number fallback
-      ("She earns 18 dollars, not 20.", 0.0),
+      ("She earns 18 dollars.", 0.0),  # no "####": no answer by default
       ("#### 17", 0.0),
       ("#### 180", 0.0),
       ("I do not know.", 0.0),
@@ -78,10 +77,11 @@ class TestExactMatch:
                  ["1000", "-3", ".50", "paris"])
     np.testing.assert_array_equal(out, [1.0, 1.0, 1.0, 1.0])
 
-  def test_no_fallback(self):
-    out = _score(rm.make_exact_match_reward(fallback="none"),
-                 ["She earns 18 dollars.", "#### 18"], [self.TARGET] * 2)
-    np.testing.assert_array_equal(out, [0.0, 1.0])
+  def test_last_number_fallback(self):
+    out = _score(rm.make_exact_match_reward(fallback="last_number"),
+                 ["She earns 18 dollars.", "She earns 18 dollars, not 20.",
+                  "#### 18", "I do not know."], [self.TARGET] * 4)
+    np.testing.assert_array_equal(out, [1.0, 0.0, 1.0, 0.0])
 
   def test_empty_target_is_an_error(self):
     with pytest.raises(ValueError, match=r"targets\[0\]"):
