@@ -16,6 +16,7 @@ A `TensorSource` is anything that returns HF-named NumPy tensors (a
 safetensors directory, or a GGUF file translated to HF names and layouts).
 """
 
+import functools
 from typing import Iterable, NamedTuple, Protocol
 
 import jax
@@ -97,8 +98,9 @@ def _specs(config: ModelConfig) -> dict[tuple[str, str], _Spec]:
   return _GPT2 if config.model_type == "gpt2" else _LLAMA
 
 
+@functools.lru_cache(maxsize=32)
 def param_shapes(config: ModelConfig) -> dict[tuple[str, str], tuple]:
-  """Shapes of our parameters, keyed by (module, name)."""
+  """Shapes of our parameters, keyed by (module, name); do not mutate."""
   shapes = jax.eval_shape(model_lib.make_model(config).init,
                           jax.random.key(0))
   return {(m, n): tuple(s.shape) for m, ps in shapes.items()
@@ -171,8 +173,8 @@ def unused_tensors(config: ModelConfig, names: Iterable[str]) -> list[str]:
   names = set(names)
   prefix = _gpt2_prefix(names) if config.model_type == "gpt2" else ""
   used = set()
-  for (module, _), spec in ((k, v) for k, v in _specs(config).items()
-                            if k in param_shapes(config)):
+  for key in param_shapes(config):
+    module, spec = key[0], _specs(config)[key]
     per_layer = module.startswith(_LAYER + "/")
     for i in range(config.n_layers if per_layer else 1):
       used.add(prefix + spec.hf_name.format(i=i))

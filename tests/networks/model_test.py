@@ -1,5 +1,7 @@
 """Tests for gkdrl.networks.model: padding, KV cache, dtypes, compile-once."""
 
+from typing import Callable, NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,59 +15,81 @@ B, P, T = 3, 6, 4
 PROMPT_MASK = np.array([[1] * P, [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]], bool)
 
 
+class Jitted(NamedTuple):
+  apply: Callable
+  prefill: Callable
+  decode: Callable
+
+
 @pytest.fixture(scope="module", params=["gpt2", "llama_gqa_untied"])
 def model_and_params(request):
   config = hf_models.jax_config(request.param)
   model = networks.make_model(config)
-  return model, model.init(jax.random.key(0))
+  return model, jax.jit(model.init)(jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def jitted(model_and_params):
+  """Jitted functions shared by the tests so each shape compiles once."""
+  model, _ = model_and_params
+  return Jitted(jax.jit(model.apply), jax.jit(model.prefill),
+                jax.jit(chex.assert_max_traces(model.decode, n=1)))
 
 
 def _tokens(vocab_size, length, seed=1):
   return jax.random.randint(jax.random.key(seed), (B, length), 0, vocab_size)
 
 
-def test_padding_does_not_change_valid_logits(model_and_params):
+def _right_padded(tokens, mask):
+  """Moves each row's real tokens to the front (positions 0, 1, ...)."""
+  order = np.argsort(~np.asarray(mask), axis=1, kind="stable")
+  return np.take_along_axis(np.asarray(tokens), order, axis=1)
+
+
+def test_padding_does_not_change_valid_logits(model_and_params, jitted):
   model, params = model_and_params
   tokens = _tokens(model.config.vocab_size, P)
-  logits = jax.jit(model.apply)(params, tokens, PROMPT_MASK)
+  apply = jitted.apply
+  logits = apply(params, tokens, PROMPT_MASK)
   chex.assert_shape(logits, (B, P, model.config.vocab_size))
   assert logits.dtype == jnp.float32
   assert np.all(np.isfinite(logits))
+  # With causal attention, the real tokens moved to the front of a row and
+  # followed by junk are an unpadded sequence; one call checks every row.
+  unpadded = apply(params, _right_padded(tokens, PROMPT_MASK),
+                   np.ones_like(PROMPT_MASK))
   for row in range(B):
-    start = P - int(PROMPT_MASK[row].sum())
-    unpadded = model.apply(params, tokens[row:row + 1, start:])
-    np.testing.assert_allclose(logits[row:row + 1, start:], unpadded,
+    n = int(PROMPT_MASK[row].sum())
+    np.testing.assert_allclose(logits[row, P - n:], unpadded[row, :n],
                                atol=1e-5, rtol=1e-5)
 
 
-def test_hidden_times_unembedding_is_logits(model_and_params):
+def test_hidden_times_unembedding_is_logits(model_and_params, jitted):
   model, params = model_and_params
   tokens = _tokens(model.config.vocab_size, P)
-  hidden = model.hidden(params, tokens, PROMPT_MASK)
+  hidden = jax.jit(model.hidden)(params, tokens, PROMPT_MASK)
   chex.assert_shape(hidden, (B, P, model.config.d_model))
   unembedding = model.unembedding(params)
   chex.assert_shape(unembedding, (model.config.d_model,
                                   model.config.vocab_size))
   np.testing.assert_allclose(hidden @ unembedding,
-                             model.apply(params, tokens, PROMPT_MASK),
+                             jitted.apply(params, tokens, PROMPT_MASK),
                              atol=1e-5, rtol=1e-5)
 
 
-def test_prefill_and_decode_match_apply(model_and_params):
+def test_prefill_and_decode_match_apply(model_and_params, jitted):
   model, params = model_and_params
   tokens = _tokens(model.config.vocab_size, P + T)
   full_mask = np.concatenate([PROMPT_MASK, np.ones((B, T), bool)], axis=1)
-  expected = model.apply(params, tokens, full_mask)  # [B, P + T, V]
+  expected = jitted.apply(params, tokens, full_mask)  # [B, P + T, V]
 
   # Extra slots stay empty and must not be attended to.
   cache = model.init_cache(B, P + T + 3)
-  logits, cache = jax.jit(model.prefill)(params, tokens[:, :P], PROMPT_MASK,
-                                         cache)
+  logits, cache = jitted.prefill(params, tokens[:, :P], PROMPT_MASK, cache)
   steps = [logits]
   chex.clear_trace_counter()
-  decode = jax.jit(chex.assert_max_traces(model.decode, n=1))
   for t in range(T):
-    step_logits, cache = decode(params, tokens[:, P + t], cache)
+    step_logits, cache = jitted.decode(params, tokens[:, P + t], cache)
     steps.append(step_logits[:, None])
   got = np.concatenate(steps, axis=1)
   valid = full_mask[..., None]
@@ -78,11 +102,12 @@ def test_prefill_and_decode_match_apply(model_and_params):
   assert not np.any(cache.mask[:, P + T:])
 
 
-def test_decode_runs_inside_while_loop(model_and_params):
+def test_decode_runs_inside_while_loop(model_and_params, jitted):
   model, params = model_and_params
   tokens = _tokens(model.config.vocab_size, P)
-  cache = model.init_cache(B, P + T)
-  logits, cache = model.prefill(params, tokens, PROMPT_MASK, cache)
+  cache = model.init_cache(B, P + T + 3)
+  logits, cache = jitted.prefill(params, tokens, PROMPT_MASK, cache)
+  steps = T - 1  # the first token comes from prefill
 
   @jax.jit
   def greedy(params, first, cache):
@@ -91,27 +116,29 @@ def test_decode_runs_inside_while_loop(model_and_params):
       step_logits, cache = model.decode(params, token, cache)
       token = jnp.argmax(step_logits, -1).astype(jnp.int32)
       return i + 1, token, cache, out.at[:, i].set(token)
-    init = (0, first, cache, jnp.zeros((B, T), jnp.int32))
-    return jax.lax.while_loop(lambda c: c[0] < T, body, init)[3]
+    init = (0, first, cache, jnp.zeros((B, steps), jnp.int32))
+    return jax.lax.while_loop(lambda c: c[0] < steps, body, init)[3]
 
   first = jnp.argmax(logits[:, -1], -1).astype(jnp.int32)
   generated = greedy(params, first, cache)
-  # Reference: greedy decoding with full forward passes.
-  sequence = jnp.concatenate([tokens, first[:, None]], axis=1)
-  mask = np.concatenate([PROMPT_MASK, np.ones((B, 1), bool)], axis=1)
-  for _ in range(T):
-    nxt = jnp.argmax(model.apply(params, sequence, mask)[:, -1], -1)
-    sequence = jnp.concatenate([sequence, nxt[:, None]], axis=1)
-    mask = np.concatenate([mask, np.ones((B, 1), bool)], axis=1)
-  np.testing.assert_array_equal(generated, sequence[:, P + 1:])
+  # Reference: greedy decoding with full forward passes over a fixed-size
+  # buffer; causal attention makes the not-yet-written tail irrelevant.
+  buffer = np.zeros((B, P + T), np.int32)
+  buffer[:, :P] = tokens
+  buffer[:, P] = first
+  mask = np.concatenate([PROMPT_MASK, np.ones((B, T), bool)], axis=1)
+  for t in range(steps):
+    logits = jitted.apply(params, buffer, mask)
+    buffer[:, P + 1 + t] = np.argmax(logits[:, P + t], -1)
+  np.testing.assert_array_equal(generated, buffer[:, P + 1:])
 
 
-def test_bfloat16_params_give_close_float32_logits(model_and_params):
+def test_bfloat16_params_give_close_float32_logits(model_and_params, jitted):
   model, params = model_and_params
   tokens = _tokens(model.config.vocab_size, P)
   params16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
-  logits16 = model.apply(params16, tokens, PROMPT_MASK)
-  logits32 = model.apply(params, tokens, PROMPT_MASK)
+  logits16 = jitted.apply(params16, tokens, PROMPT_MASK)
+  logits32 = jitted.apply(params, tokens, PROMPT_MASK)
   assert logits16.dtype == jnp.float32
   valid = PROMPT_MASK[..., None]
   diff = np.abs(np.where(valid, logits16 - logits32, 0)).max()
@@ -119,8 +146,8 @@ def test_bfloat16_params_give_close_float32_logits(model_and_params):
   # bfloat16 keeps 8 bits of mantissa (relative error ~4e-3 per op).
   assert diff < 0.05 * scale, (diff, scale)
   cache = model.init_cache(B, P, dtype=jnp.bfloat16)
-  prefill_logits, cache = model.prefill(params16, tokens, PROMPT_MASK, cache)
-  assert prefill_logits.dtype == jnp.float32
+  cache = jax.eval_shape(model.prefill, params16, tokens, PROMPT_MASK,
+                         cache)[1]
   assert cache.keys.dtype == jnp.bfloat16
 
 
