@@ -202,7 +202,8 @@ class EntailmentReward:
     ids, types = self._encode(premises, hypotheses)
     lengths = np.array([len(x) for x in ids])
     order = np.argsort(lengths, kind="stable")
-    cfg, pad = self.config, self.tokenizer.pad_token_id
+    # Pad with the config pad id: RoBERTa positions are defined by it.
+    cfg, pad = self.config, self.encoder_config.pad_token_id
     for start in range(0, num, cfg.batch_size):
       rows = order[start:start + cfg.batch_size]
       length = _bucket(int(lengths[rows].max()), cfg.min_bucket,
