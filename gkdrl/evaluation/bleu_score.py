@@ -4,7 +4,8 @@ BLEU (Papineni et al. 2002, https://aclanthology.org/P02-1040) of a
 hypothesis h against references R, with N = `max_order`:
 
     BLEU = BP * exp( (1 / N) * sum_{n=1..N} log p_n )
-    p_n  = sum_g min(count_h(g), max_{r in R} count_r(g)) / max(1, #n-grams of h)
+    p_n  = sum_g min(count_h(g), max_{r in R} count_r(g))
+           / max(1, number of n-grams of h)
     BP   = 1 if |h| > r*, else exp(1 - r* / |h|),
 
 where g ranges over the n-grams of h and r* is the reference length closest

@@ -7,9 +7,10 @@ or more decoding modes (greedy, sampling at a temperature) and reports, per
 mode, the reward, the task's own reward functions, ROUGE against the
 targets, the reverse KL to a teacher on the model's own completions, the
 diversity of the completions (Self-BLEU) and their length. Everything is
-deterministic for a given seed. Sampling and the teacher KL are jitted and
-compile once per mode (every batch has the same shape: the last one is
-padded with copies of its last row, which are dropped from every metric).
+deterministic for a given seed. The sampler compiles once per mode and the
+teacher KL once: every batch has the same shape, because prompts are padded
+to the task's longest and a short last batch is filled up with copies of
+its last row, which are dropped from every metric.
 """
 
 from collections.abc import Mapping, Sequence
@@ -184,11 +185,11 @@ def _evaluate_mode(key, temperature, *, model, params, task, batches,
         rewards.append(_score_rewards(reward, reward_params, batch, samples,
                                       completions)[:n])
       if teacher is not None:
-        kls.append(np.asarray(_teacher_kl(model, params, teacher,
-                                          teacher_params, types.Batch(
+        completed = types.Batch(
             prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
-            completion_tokens=samples.tokens,
-            completion_mask=samples.mask)))[:n])
+            completion_tokens=samples.tokens, completion_mask=samples.mask)
+        kls.append(np.asarray(_teacher_kl(model, params, teacher,
+                                          teacher_params, completed))[:n])
     per_prompt += prompt_draws
   scores = score_texts(task, **columns)
   if reward is not None:
@@ -272,7 +273,8 @@ def evaluate(*, model, params: Any, task: tasks.Task,
     mode name -> metric name -> float, modes in the order given.
   """
   if split not in task.splits:
-    raise ValueError(f"split must be one of {tuple(task.splits)}, got {split!r}")
+    raise ValueError(
+        f"split must be one of {tuple(task.splits)}, got {split!r}")
   num_examples = min(_check_positive_int("num_examples", num_examples),
                      len(task.splits[split]))
   batch_size = min(_check_positive_int("batch_size", batch_size), num_examples)

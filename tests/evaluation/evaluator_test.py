@@ -145,8 +145,9 @@ def test_teacher_kl_matches_float64_reference(setup, greedy_reference):
   mask = np.concatenate([ref["prompt_mask"], ref["mask"]], axis=1)
   p, t = ref["prompt_tokens"].shape[1], ref["tokens"].shape[1]
   apply = jax.jit(setup.model.apply)
-  log_q, log_p = (_log_softmax64(apply(params, tokens, mask))[:, p - 1:p - 1 + t]
-                  for params in (setup.params, setup.teacher_params))
+  log_q, log_p = (
+      _log_softmax64(apply(params, tokens, mask))[:, p - 1:p - 1 + t]
+      for params in (setup.params, setup.teacher_params))  # [N, T, V]
   kl = (np.exp(log_q) * (log_q - log_p)).sum(axis=-1)  # [N, T]
   per_row = (kl * ref["mask"]).sum(axis=1) / ref["mask"].sum(axis=1)
   assert per_row.min() > 0
