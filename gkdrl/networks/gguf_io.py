@@ -15,6 +15,7 @@ Hugging Face terms so that `hf_weights.load_params` does the rest:
   transpose them back.
 """
 
+import functools
 import pathlib
 import re
 
@@ -53,6 +54,26 @@ _GPT2_NAMES = {
 }
 _GPT2_TRANSPOSED = ("attn_qkv", "attn_output", "ffn_up", "ffn_down")
 _NAME = re.compile(r"^(?:blk\.(\d+)\.)?(\w+)\.(weight|bias)$")
+
+
+def read(path: str | pathlib.Path) -> gguf.GGUFReader:
+  """A (memory-mapped) GGUFReader, shared by the model and tokenizer loaders.
+
+  Parsing the metadata of a 49k-token vocabulary takes seconds, so readers
+  are cached per file version.
+  """
+  path = pathlib.Path(path).resolve()
+  stat = path.stat()
+  return _cached_reader(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_reader(path: str, mtime_ns: int, size: int) -> gguf.GGUFReader:
+  del mtime_ns, size  # Only part of the cache key.
+  try:
+    return gguf.GGUFReader(path)
+  except Exception as e:  # gguf raises ValueError/struct errors on bad files.
+    raise ValueError(f"{path}: not a readable GGUF file ({e}).") from e
 
 
 def metadata(reader: gguf.GGUFReader) -> dict:
@@ -193,10 +214,7 @@ class GGUFSource:
 
 def open_gguf(path: pathlib.Path) -> tuple[ModelConfig, GGUFSource]:
   """The config and an HF-named tensor source of the GGUF file `path`."""
-  try:
-    reader = gguf.GGUFReader(str(path))
-  except Exception as e:  # gguf raises ValueError/struct errors on bad files.
-    raise ValueError(f"{path}: not a readable GGUF file ({e}).") from e
+  reader = read(path)
   tokens = reader.fields.get("tokenizer.ggml.tokens")
   n_tokens = None if tokens is None else len(tokens.data)
   config = config_from_metadata(metadata(reader),

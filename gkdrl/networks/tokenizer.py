@@ -17,7 +17,6 @@ import logging
 import os
 import pathlib
 
-import gguf
 import tokenizers
 import transformers
 from tokenizers import decoders
@@ -90,7 +89,7 @@ def tokenizer_from_gguf(path: str | os.PathLike
       (`tokenizer.ggml.model` != "gpt2") or has no vocabulary.
   """
   where = str(path)
-  reader = gguf.GGUFReader(where)
+  reader = gguf_io.read(path)
   meta = gguf_io.metadata(reader)
   kind = meta.get("tokenizer.ggml.model")
   if kind != "gpt2":
