@@ -200,8 +200,8 @@ class ModelConfig:
         qkv_bias=model_type == "qwen2" or attention_bias,
         out_bias=model_type == "llama" and attention_bias,
         mlp_bias=model_type == "llama" and hf.get("mlp_bias", False),
-        tie_embeddings=hf.get("tie_word_embeddings",
-                              model_type == "llama"), **ids)
+        # LlamaConfig and Qwen2Config both default to untied embeddings.
+        tie_embeddings=hf.get("tie_word_embeddings", False), **ids)
 
   def to_hf_config(self) -> dict[str, Any]:
     """The Hugging Face `config.json` dictionary of this model.

@@ -1,0 +1,61 @@
+"""Tests for gkdrl.networks.layers against float64 NumPy references."""
+
+import haiku as hk
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gkdrl import networks
+from gkdrl.networks import layers
+
+
+def _rotary_reference(x, positions, theta):
+  """HF's rotate_half rope in float64: x * cos + rotate_half(x) * sin."""
+  dh = x.shape[-1]
+  inv_freq = theta ** (-np.arange(0, dh, 2) / dh)
+  angles = positions[..., None] * inv_freq  # [B, L, Dh/2]
+  cos = np.cos(np.concatenate([angles, angles], -1))[:, :, None]
+  sin = np.sin(np.concatenate([angles, angles], -1))[:, :, None]
+  rotated = np.concatenate([-x[..., dh // 2:], x[..., :dh // 2]], -1)
+  return x * cos + rotated * sin
+
+
+def test_rotary_matches_reference_and_is_relative():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 3, 8))
+  positions = np.array([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
+  got = layers.rotary(jnp.asarray(x, jnp.float32), positions, 500.0)
+  np.testing.assert_allclose(got, _rotary_reference(x, positions, 500.0),
+                             atol=1e-5)
+  # q(m) . k(n) depends on m - n only.
+  q, k = x[:1, :1], x[1:, 1:2]
+  dots = [np.sum(np.asarray(layers.rotary(jnp.asarray(q), np.array([[m]]),
+                                          500.0))
+                 * np.asarray(layers.rotary(jnp.asarray(k), np.array([[n]]),
+                                            500.0)))
+          for m, n in ((3, 1), (10, 8))]
+  assert dots[0] == pytest.approx(dots[1], rel=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+def test_norm_matches_float64_reference(norm):
+  config = networks.ModelConfig(vocab_size=10, d_model=6, n_layers=1,
+                                n_heads=3, d_ff=8, norm=norm, norm_eps=1e-5,
+                                position="learned")
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(3, 6)) * 3 + 1
+  scale, offset = rng.normal(size=6), rng.normal(size=6)
+  f = hk.without_apply_rng(hk.transform(
+      lambda x: layers.Norm(config, name="norm")(x)))
+  params = {"norm": {"scale": jnp.asarray(scale, jnp.float32)}}
+  if norm == "layer":
+    params["norm"]["offset"] = jnp.asarray(offset, jnp.float32)
+    centred = x - x.mean(-1, keepdims=True)
+    expected = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True)
+                                 + 1e-5) * scale + offset
+  else:
+    expected = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5) * scale
+  got = f.apply(params, jnp.asarray(x, jnp.float32))
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  bf16 = f.apply(params, jnp.asarray(x, jnp.bfloat16))
+  assert bf16.dtype == jnp.bfloat16
