@@ -12,6 +12,8 @@ token's position is the number of real tokens before it
 (`cumsum(mask) - 1`, clipped at 0), and padded keys are never attended to,
 so each row's logits at its real positions equal those of the same row
 without padding. Logits at padded positions are finite but meaningless.
+Learned position tables (GPT-2) hold `max_positions` rows; positions past
+the table are clamped by the gather, not checked.
 
 Layers are stacked (`hk.layer_stack`): every per-layer parameter has a
 leading [n_layers] axis and the layers run in a `lax.scan`, so compile time
