@@ -160,7 +160,8 @@ def collate(
   eos_id = tokenizer.eos_token_id
   if eos_id is None:
     raise ValueError("tokenizer must define an eos_token, got None")
-  pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+  pad_id = tokenizer.pad_token_id
+  pad_id = eos_id if pad_id is None else pad_id
   sources, prompts, targets = (list(examples[c]) for c in COLUMNS)
   if not len(sources) == len(prompts) == len(targets) > 0:
     raise ValueError(
@@ -216,6 +217,14 @@ def iterate_batches(
     raise ValueError(
         f"batch_size {batch_size} with drop_remainder={drop_remainder} "
         f"yields no batch from a split of {n} rows")
+  # Arguments are checked above, when called; batches come lazily.
+  return _generate_batches(dataset, batch_size, collate_fn, seed, num_epochs,
+                           drop_remainder, fixed_shape)
+
+
+def _generate_batches(dataset, batch_size, collate_fn, seed, num_epochs,
+                      drop_remainder, fixed_shape):
+  n = len(dataset)
   epoch = 0
   while num_epochs is None or epoch < num_epochs:
     order = list(range(n))

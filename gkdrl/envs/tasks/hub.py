@@ -43,6 +43,7 @@ class HubDataset:
     name: the task name.
     path: the dataset's hub repository.
     config_name: the hub configuration, or None.
+    revision: the hub branch or commit to read, or None for the default.
     source_column: the column that becomes "source".
     target_column: the column that becomes "target".
     columns: every column the data must have.
@@ -57,6 +58,7 @@ class HubDataset:
   name: str
   path: str
   config_name: str | None
+  revision: str | None
   source_column: str
   target_column: str
   columns: tuple[str, ...]
@@ -66,15 +68,18 @@ class HubDataset:
   reward_fns: Mapping[str, base.TextRewardFn]
 
 
+# EdinburghNLP/xsum's main branch holds a loading script, which datasets>=4
+# no longer runs; the hub's parquet conversion of it loads everywhere.
 XSUM = HubDataset(
     name="xsum", path="EdinburghNLP/xsum", config_name=None,
+    revision="refs/convert/parquet",
     source_column="document", target_column="summary",
     columns=("document", "summary", "id"),
     prompt_template=("Summarize the article in one sentence.\n\n"
                      "Article: {source}\n\nSummary:\n"),
     max_prompt_tokens=512, max_target_tokens=64, reward_fns={})
 GSM8K = HubDataset(
-    name="gsm8k", path="openai/gsm8k", config_name="main",
+    name="gsm8k", path="openai/gsm8k", config_name="main", revision=None,
     source_column="question", target_column="answer",
     columns=("question", "answer"),
     prompt_template="Question: {source}\nAnswer:\n",
@@ -131,16 +136,17 @@ def _load_files(spec: HubDataset, data_files, cache_dir
   return dict(loaded)
 
 
-def _load_hub(spec: HubDataset, path: str, config_name, cache_dir
+def _load_hub(spec: HubDataset, path: str, config_name, revision, cache_dir
               ) -> dict[str, datasets.Dataset]:
   try:
-    loaded = datasets.load_dataset(path, config_name, cache_dir=cache_dir)
+    loaded = datasets.load_dataset(path, config_name, revision=revision,
+                                   cache_dir=cache_dir)
   except Exception as e:  # pylint: disable=broad-except
     # Offline mode, no network, a missing repository and a broken cache all
     # surface as different exception types; the remedy is the same.
     raise DatasetUnavailableError(
-        f"{spec.name}: could not load {path!r} (config {config_name!r}) from "
-        f"the Hugging Face hub or its cache ({type(e).__name__}: {e}). To "
+        f"{spec.name}: could not load {path!r} (config {config_name!r}, "
+        f"revision {revision!r}) from the Hugging Face hub or its cache ({type(e).__name__}: {e}). To "
         f"work offline, {_expected(spec)}.") from e
   return {s: loaded[s] for s in base.SPLITS if s in loaded}
 
@@ -171,6 +177,7 @@ def make_hub_task(
     data_files=None,
     path: str | None = None,
     config_name: str | None = None,
+    revision: str | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
     holdout_fraction: float = 0.05,
@@ -189,6 +196,7 @@ def make_hub_task(
     data_files: local files (see the module docstring); None loads the hub.
     path: hub repository instead of `spec.path`.
     config_name: hub configuration instead of `spec.config_name`.
+    revision: hub branch or commit instead of `spec.revision`.
     cache_dir: `datasets` cache directory; None for its default.
     seed: draws the rows carved out of train for missing splits.
     holdout_fraction: fraction of train per carved split, in (0, 0.5).
@@ -222,7 +230,8 @@ def make_hub_task(
       base.check_positive_int(f"num_{split}", limit)
   if data_files is None:
     splits = _load_hub(spec, path or spec.path,
-                       config_name or spec.config_name, cache_dir)
+                       config_name or spec.config_name,
+                       revision or spec.revision, cache_dir)
     where = f"hub dataset {path or spec.path!r}"
   else:
     splits = _load_files(spec, data_files, cache_dir)

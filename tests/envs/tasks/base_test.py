@@ -169,7 +169,7 @@ def test_batches_drop_remainder_and_repeat_forever(task):
 ])
 def test_batches_reject_bad_arguments(task, kwargs, match):
   with pytest.raises(ValueError, match=match):
-    next(task.batches(**kwargs))
+    task.batches(**kwargs)
 
 
 @pytest.mark.parametrize("template", [

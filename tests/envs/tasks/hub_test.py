@@ -149,7 +149,8 @@ def test_neither_hub_nor_files_gives_a_clear_error(tmp_path, tokenizer):
   with pytest.raises(hub.DatasetUnavailableError) as error:
     hub.make_xsum_task(tokenizer, cache_dir=tmp_path)
   message = str(error.value)
-  for expected in ("xsum", "EdinburghNLP/xsum", "data_files=", "document",
+  for expected in ("xsum", "EdinburghNLP/xsum", "refs/convert/parquet",
+                   "data_files=", "document",
                    "summary", "'id'", "json", "jsonl", "csv", "parquet"):
     assert expected in message
   with pytest.raises(hub.DatasetUnavailableError, match="gsm8k.*question"):
