@@ -1,0 +1,142 @@
+"""Sampling speed: gkdrl.sampling.sample versus Hugging Face generate (CPU).
+
+Both sides run the same float32 weights: ours loaded with
+`networks.from_pretrained`, Hugging Face's with transformers from the
+directory our `save_pretrained` writes. Each (model, batch size) pair
+generates `--new_tokens` tokens per row by multinomial sampling at
+temperature 1 (no top-k / top-p) from random prompts of `--prompt_length`
+tokens, with EOS disabled on both sides so every row runs to the limit.
+Times are the median of `--repeats` runs after one warm-up run (which
+compiles ours), and tokens/s counts generated tokens of all rows.
+
+Usage:
+  python benchmarks/sampling.py                  # smollm2 + random, B 1, 16
+  python benchmarks/sampling.py --quick          # random model only, fewer
+  python benchmarks/sampling.py --models=smollm2 --batch_sizes=16
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from gkdrl import assets
+from gkdrl import networks
+from gkdrl import sampling
+
+# A small Llama-family model with random weights (about 10M parameters).
+RANDOM_CONFIG = networks.ModelConfig(
+    model_type="llama", vocab_size=8192, d_model=256, n_layers=4, n_heads=8,
+    n_kv_heads=4, d_ff=704, max_positions=1024, eos_token_id=1,
+    pad_token_id=0)
+
+
+def load(name: str):
+  """Returns (our model, our params, HF model) with the same weights."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  if name == "smollm2":
+    model, params = networks.from_pretrained(assets.locate("smollm2"))
+  elif name == "random":
+    model = networks.make_model(RANDOM_CONFIG)
+    params = model.init(jax.random.key(0))
+  else:
+    raise ValueError(f"--models: unknown model {name!r}")
+  with tempfile.TemporaryDirectory() as directory:
+    networks.save_pretrained(model, params, directory)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32)
+  hf_model.eval()
+  return model, params, hf_model
+
+
+def _median_time(fn, repeats: int) -> float:
+  fn()  # warm-up (compiles ours)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def bench(name: str, batch_size: int, args) -> dict:
+  """Times both samplers on one model and batch size."""
+  import torch  # pylint: disable=g-import-not-at-top
+  model, params, hf_model = MODELS[name]
+  vocab_size = model.config.vocab_size
+  rng = np.random.default_rng(batch_size)
+  prompt = rng.integers(2, vocab_size, (batch_size, args.prompt_length))
+  prompt = prompt.astype(np.int32)
+  mask = np.ones_like(prompt, bool)
+  keys = iter(jax.random.split(jax.random.key(0), args.repeats + 1))
+
+  def ours():
+    # An id outside the vocabulary is never sampled: no row stops early.
+    samples = sampling.sample(
+        model, params, next(keys), prompt, mask,
+        max_new_tokens=args.new_tokens, temperature=1.0,
+        eos_token_id=vocab_size, pad_token_id=0)
+    lengths = np.asarray(samples.lengths)
+    assert (lengths == args.new_tokens).all(), lengths
+
+  input_ids = torch.as_tensor(prompt, dtype=torch.long)
+  attention_mask = torch.as_tensor(mask, dtype=torch.long)
+
+  def theirs():
+    with torch.no_grad():
+      out = hf_model.generate(
+          input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
+          temperature=1.0, top_k=0, top_p=1.0,
+          max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+          pad_token_id=0)
+    assert out.shape[1] == args.prompt_length + args.new_tokens, out.shape
+
+  tokens = batch_size * args.new_tokens
+  ours_s = _median_time(ours, args.repeats)
+  theirs_s = _median_time(theirs, args.repeats)
+  return dict(model=name, batch=batch_size, ours=tokens / ours_s,
+              hf=tokens / theirs_s, ratio=theirs_s / ours_s)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default="smollm2,random")
+  parser.add_argument("--batch_sizes", default="1,16")
+  parser.add_argument("--new_tokens", type=int, default=128)
+  parser.add_argument("--prompt_length", type=int, default=32)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--quick", action="store_true",
+                      help="random model only, 32 new tokens, 1 repeat")
+  args = parser.parse_args()
+  if args.quick:
+    args.models, args.new_tokens, args.repeats = "random", 32, 1
+  import torch  # pylint: disable=g-import-not-at-top
+  print(f"# {platform.processor() or platform.machine()}, load average "
+        f"{os.getloadavg()[0]:.1f}, "
+        f"{os.cpu_count()} CPUs, jax {jax.__version__} "
+        f"({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); {args.new_tokens} new tokens, "
+        f"prompt {args.prompt_length}, median of {args.repeats}")
+  print(f"{'model':<10}{'batch':>6}{'gkdrl tok/s':>14}{'HF tok/s':>12}"
+        f"{'ratio':>8}")
+  for name in args.models.split(","):
+    MODELS[name] = load(name)
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+      row = bench(name, batch_size, args)
+      print(f"{row['model']:<10}{row['batch']:>6}{row['ours']:>14.1f}"
+            f"{row['hf']:>12.1f}{row['ratio']:>7.2f}x", flush=True)
+    del MODELS[name]
+
+
+MODELS = {}
+
+if __name__ == "__main__":
+  main()
