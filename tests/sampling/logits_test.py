@@ -52,6 +52,16 @@ def test_filter_logits_matches_numpy(top_k, top_p):
                                 np.where(allowed, logits, 0))
 
 
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.999])
+def test_top_p_over_a_large_vocabulary(top_p):
+  """The bisection path (top_p without top_k) on a realistic vocabulary."""
+  logits = 4.0 * jax.random.normal(jax.random.key(3), (8, 5000))
+  filtered = sampling.filter_logits(logits, top_p=top_p)
+  allowed, _ = allowed_set(logits, top_p=top_p)
+  np.testing.assert_array_equal(np.isfinite(filtered), allowed)
+  assert allowed.sum() > 8 and allowed.sum(-1).max() < 5000  # not trivial
+
+
 def test_filter_logits_keeps_at_least_one_token():
   logits = jnp.array([[10.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
   filtered = sampling.filter_logits(logits, top_p=0.01)
