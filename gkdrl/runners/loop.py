@@ -1,0 +1,152 @@
+"""The training program around an agent: data, keys, logging, checkpoints.
+
+    state = loop.train(agent=..., state=..., task=..., config=LoopConfig(...),
+                       workdir=..., teacher_params=..., reward_params=...)
+
+writes into `workdir`:
+  metrics.jsonl           one JSON object per logged step ("step" + floats)
+  checkpoints/<step>/     orbax checkpoints (atomic), resumed from on rerun
+  eval/step_<N>.json      evaluations every `eval_every` steps
+  eval/final.json         the evaluation after the last step
+
+Every step's randomness is `fold_in(PRNGKey(seed), step)`, and the data order
+depends only on the seed, so a resumed run reaches the same final state as an
+uninterrupted one.
+"""
+
+from collections.abc import Callable
+import dataclasses
+import math
+import os
+import pathlib
+from typing import Any
+
+from absl import logging
+import jax
+import tqdm
+
+from gkdrl.agents import base as agent_base
+from gkdrl.runners import checkpointing
+
+
+class TrainingDivergedError(RuntimeError):
+  """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+  """Settings of the training loop.
+
+  Attributes:
+    steps: total updates, >= 1 (a resumed run stops at the same step).
+    batch_size: prompts per batch, >= 1.
+    seed: seed of the data order and of every step's PRNG key.
+    log_every: steps between metrics lines, >= 1.
+    eval_every: steps between evaluations; 0 evaluates only at the end.
+    save_every: steps between checkpoints, >= 1 (the last step is always
+      saved).
+    progress: show a progress bar.
+  """
+
+  steps: int
+  batch_size: int
+  seed: int = 0
+  log_every: int = 10
+  eval_every: int = 0
+  save_every: int = 100
+  progress: bool = True
+
+  def __post_init__(self):
+    for name, minimum in (("steps", 1), ("batch_size", 1), ("log_every", 1),
+                          ("eval_every", 0), ("save_every", 1)):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or (
+          value < minimum):
+        raise ValueError(f"{name}={value!r} must be an int >= {minimum}.")
+
+
+EvaluateFn = Callable[[Any], dict[str, dict[str, float]]]
+
+
+def _postfix(metrics: dict[str, float]) -> dict[str, str]:
+  shown = {"loss/total": "loss", "reward/mean": "reward",
+           "kl/teacher": "kl"}
+  return {short: f"{metrics[k]:.4g}" for k, short in shown.items()
+          if k in metrics}
+
+
+def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
+          config: LoopConfig, workdir: str | os.PathLike,
+          teacher_params: Any = None, reward_params: Any = None,
+          evaluate_fn: EvaluateFn | None = None
+          ) -> agent_base.TrainingState:
+  """Trains `agent` from `state` (or from the latest checkpoint in workdir).
+
+  Args:
+    agent: the agent.
+    state: the initial training state (also the restore target).
+    task: the task whose train split feeds the prompts.
+    config: loop settings.
+    workdir: the run directory.
+    teacher_params: passed to `act` and `update`.
+    reward_params: passed to `act`.
+    evaluate_fn: `evaluate_fn(student_params) -> {"greedy": {...}, ...}`.
+
+  Returns:
+    The final training state.
+
+  Raises:
+    TrainingDivergedError: on a NaN or Inf loss, naming the step; nothing
+      is saved after it, so the last checkpoint stays good.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpointer = checkpointing.Checkpointer(workdir)
+  start = checkpointer.latest_step() or 0
+  if start:
+    state = checkpointer.restore(state, start)
+    logging.info("Resumed from the checkpoint of step %d in %s.", start,
+                 checkpointer.directory)
+  writer = checkpointing.MetricsWriter(workdir, resume_step=start)
+  batches = task.batches("train", config.batch_size, seed=config.seed,
+                         num_epochs=None, drop_remainder=True)
+  for _ in range(start):  # the data order depends only on the seed
+    next(batches)
+  root_key = jax.random.key(config.seed)
+  bar = tqdm.tqdm(total=config.steps, initial=start, desc=agent.name,
+                  disable=not config.progress, dynamic_ncols=True)
+  last_saved = start
+  try:
+    for step in range(start + 1, config.steps + 1):
+      act_key, update_key = jax.random.split(jax.random.fold_in(root_key,
+                                                                step))
+      batch, info = agent.act(state, next(batches), act_key,
+                              teacher_params=teacher_params,
+                              reward_params=reward_params)
+      state, metrics = agent.update(state, batch, teacher_params, update_key)
+      loss = float(metrics["loss/total"])
+      if not math.isfinite(loss):
+        raise TrainingDivergedError(
+            f"Non-finite loss {loss} at step {step}; training stopped. The "
+            f"last good checkpoint (step {last_saved}) in "
+            f"{checkpointer.directory} is intact.")
+      if step % config.log_every == 0 or step == config.steps:
+        values = {**checkpointing.to_python(metrics), **info}
+        writer.write(step, values)
+        bar.set_postfix(_postfix(values), refresh=False)
+      bar.update(1)
+      if step % config.save_every == 0 or step == config.steps:
+        checkpointer.save(step, state)
+        last_saved = step
+      if evaluate_fn and config.eval_every and (
+          step % config.eval_every == 0) and step != config.steps:
+        checkpointing.write_json(workdir / "eval" / f"step_{step}.json",
+                                 {"step": step, **evaluate_fn(state.params)})
+  finally:
+    bar.close()
+    checkpointer.close()
+  if evaluate_fn:
+    checkpointing.write_json(workdir / "eval" / "final.json",
+                             {"step": config.steps,
+                              **evaluate_fn(state.params)})
+  return state

@@ -1,0 +1,154 @@
+"""Resolving a run's names into objects: task, teacher, student, reward.
+
+Shared by the runners so that `train`, `evaluate` and `sweep_alpha` read
+their flags the same way. Everything here validates before any training.
+"""
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import jax
+
+from gkdrl import networks
+from gkdrl import reward_models
+from gkdrl.envs import tasks
+from gkdrl.runners import builtin
+
+GENERATED_TASKS = ("facts", "arithmetic")
+HUB_TASKS = ("xsum", "gsm8k")
+# Rewards by name; "default" is the task's own first reward function.
+TEXT_REWARDS = ("rouge1", "rouge2", "rougeL", "exact_match")
+ENTAILMENT = "entailment"
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The teacher and the student with their parameters and where from."""
+
+  student: Any
+  student_params: Any
+  teacher: Any
+  teacher_params: Any
+  student_path: str
+  teacher_path: str
+
+
+def make_task(name: str, *, data_files=None, model_path: str | None = None,
+              seed: int = 0):
+  """Builds the task; hub tasks take the tokenizer of `model_path`."""
+  if name not in tasks.TASKS:
+    raise ValueError(f"--task={name!r} is not recognised; allowed values: "
+                     f"{', '.join(sorted(tasks.TASKS))}.")
+  if name in GENERATED_TASKS:
+    if data_files:
+      raise ValueError(f"--data_files is for the hub tasks {HUB_TASKS}; "
+                       f"task {name!r} generates its own data.")
+    return tasks.make_task(name, seed=seed), {"seed": seed}
+  if model_path in (None, builtin.BUILTIN):
+    raise ValueError(
+        f"task {name!r} needs a real model for its tokenizer: pass "
+        "--student (and --teacher) as a Hugging Face directory or GGUF file.")
+  tokenizer = networks.load_tokenizer(_check_path(model_path, "--student"))
+  return tasks.make_task(name, tokenizer=tokenizer,
+                         data_files=data_files), {}
+
+
+def _check_path(path: str, flag: str) -> pathlib.Path:
+  p = pathlib.Path(os.path.expanduser(path))
+  if not p.exists():
+    raise FileNotFoundError(
+        f"{flag}={path!r}: no such file or directory. Pass a local Hugging "
+        "Face model directory (config.json + *.safetensors), a .gguf file, "
+        f"or {builtin.BUILTIN!r} for the built-in model of a built-in task.")
+  return p
+
+
+def resolve_model_path(spec: str, role: str, task, task_name: str,
+                       task_kwargs: dict, cache_dir=None,
+                       progress: bool = True) -> pathlib.Path:
+  """A model directory or file for `--teacher` / `--student`."""
+  if spec == builtin.BUILTIN:
+    if task_name not in GENERATED_TASKS:
+      raise ValueError(
+          f"--{role}=builtin exists only for the built-in tasks "
+          f"{GENERATED_TASKS}; task {task_name!r} needs a model path.")
+    return builtin.prepare_builtin_model(task, task_name, role,
+                                         task_kwargs=task_kwargs,
+                                         cache_dir=cache_dir,
+                                         progress=progress)
+  return _check_path(spec, f"--{role}")
+
+
+def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
+                student: str, cache_dir=None, need_teacher: bool = True,
+                progress: bool = True) -> Models:
+  """Loads (preparing built-in ones first) the student and the teacher."""
+  paths = {}
+  for role, spec in (("student", student), ("teacher", teacher)):
+    if role == "teacher" and not need_teacher:
+      continue
+    paths[role] = resolve_model_path(spec, role, task, task_name,
+                                     task_kwargs, cache_dir, progress)
+  s_model, s_params = networks.from_pretrained(paths["student"])
+  t_model = t_params = None
+  if need_teacher:
+    t_model, t_params = networks.from_pretrained(paths["teacher"])
+    if t_model.config.vocab_size != s_model.config.vocab_size:
+      raise ValueError(
+          "Teacher and student vocabularies differ: teacher "
+          f"{paths['teacher']} has vocab_size={t_model.config.vocab_size}, "
+          f"student {paths['student']} has vocab_size="
+          f"{s_model.config.vocab_size}.")
+  vocab = len(task.tokenizer)
+  if s_model.config.vocab_size < vocab:
+    raise ValueError(
+        f"Student vocab_size={s_model.config.vocab_size} is smaller than "
+        f"the task tokenizer's {vocab} tokens.")
+  return Models(student=s_model, student_params=s_params, teacher=t_model,
+                teacher_params=t_params, student_path=str(paths["student"]),
+                teacher_path=str(paths.get("teacher", "")))
+
+
+def reward_names(task) -> list[str]:
+  """Every valid `--reward` for a task."""
+  return (["default"] + sorted(task.reward_fns) + list(TEXT_REWARDS)
+          + [ENTAILMENT])
+
+
+def make_reward(name: str, task, *, entailment_model: str | None = None,
+                length_penalty: float = 0.0):
+  """The reward model `--reward=name` (plus an optional length penalty)."""
+  valid = reward_names(task)
+  if name not in valid:
+    raise ValueError(f"--reward={name!r} is not recognised for task "
+                     f"{task.name!r}; allowed values: {', '.join(valid)}.")
+  if name == "default":
+    if not task.reward_fns:
+      name = "rouge2"
+    else:
+      name = next(iter(task.reward_fns))
+  if name in task.reward_fns:
+    rm = reward_models.task_reward(task, name)
+  elif name == "exact_match":
+    rm = reward_models.make_exact_match_reward()
+  elif name == ENTAILMENT:
+    if not entailment_model:
+      raise ValueError("--reward=entailment needs --entailment_model, a "
+                       "local Hugging Face NLI checkpoint directory.")
+    rm = reward_models.EntailmentReward(
+        _check_path(entailment_model, "--entailment_model")).reward_model()
+  else:
+    rm = reward_models.make_rouge_reward(name)
+  if length_penalty < 0:
+    raise ValueError(f"--length_penalty={length_penalty!r} must be >= 0.")
+  if length_penalty > 0:
+    rm = reward_models.weighted_sum([
+        (1.0, rm), (1.0, reward_models.make_length_penalty(
+            scale=length_penalty))])
+  return rm
+
+
+def init_reward_params(reward, seed: int):
+  return reward.init(jax.random.key(seed)) if reward is not None else None
