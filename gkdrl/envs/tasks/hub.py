@@ -146,8 +146,9 @@ def _load_hub(spec: HubDataset, path: str, config_name, revision, cache_dir
     # surface as different exception types; the remedy is the same.
     raise DatasetUnavailableError(
         f"{spec.name}: could not load {path!r} (config {config_name!r}, "
-        f"revision {revision!r}) from the Hugging Face hub or its cache ({type(e).__name__}: {e}). To "
-        f"work offline, {_expected(spec)}.") from e
+        f"revision {revision!r}) from the Hugging Face hub or its cache "
+        f"({type(e).__name__}: {e}). To work offline, {_expected(spec)}."
+    ) from e
   return {s: loaded[s] for s in base.SPLITS if s in loaded}
 
 
