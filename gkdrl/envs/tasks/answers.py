@@ -15,6 +15,8 @@ import re
 
 import numpy as np
 
+from gkdrl.envs.tasks import base
+
 _ANSWER = re.compile(r"\s*\$?\s*(-?\s*\d[\d,]*(?:\.\d+)?)")
 
 
@@ -52,10 +54,8 @@ def exact_match_reward(sources: Sequence[str], completions: Sequence[str],
   Raises:
     ValueError: if lengths differ or a target has no `#### <number>`.
   """
-  if not len(sources) == len(completions) == len(targets):
-    raise ValueError(
-        "sources, completions and targets must have equal lengths B, got "
-        f"{len(sources)}, {len(completions)} and {len(targets)}")
+  base.check_same_length(sources=sources, completions=completions,
+                         targets=targets)
   rewards = np.zeros(len(completions), np.float32)  # [B]
   for i, (completion, target) in enumerate(zip(completions, targets)):
     reference = extract_answer(target)

@@ -44,7 +44,7 @@ _LARGEST_START = 20  # starting counts and added amounts stay small
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ArithmeticConfig:
+class ArithmeticConfig(generated.GeneratedTaskConfig):
   """Configuration of the `arithmetic` task.
 
   Attributes:
@@ -58,27 +58,15 @@ class ArithmeticConfig:
       0..max_value are words of the vocabulary.
   """
 
-  num_train: int = 4000
-  num_validation: int = 500
-  num_test: int = 500
-  seed: int = 0
   min_steps: int = 2
   max_steps: int = 3
   max_value: int = 99
 
   def __post_init__(self):
-    for field in ("num_train", "num_validation", "num_test"):
-      base.check_positive_int(field, getattr(self, field))
-    if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-      raise ValueError(f"seed must be an int, got {self.seed!r}")
-    for field, low, high in (("min_steps", 1, 6),
-                             ("max_steps", self.min_steps, 6),
-                             ("max_value", 20, 999)):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, int) or not (
-          low <= value <= high):
-        raise ValueError(
-            f"{field} must be an int in [{low}, {high}], got {value!r}")
+    super().__post_init__()
+    base.check_int("min_steps", self.min_steps, 1, 6)
+    base.check_int("max_steps", self.max_steps, self.min_steps, 6)
+    base.check_int("max_value", self.max_value, 20, 999)
 
 
 def _step(rng: random.Random, count: int, max_value: int
@@ -153,12 +141,9 @@ def make_arithmetic_task(**kwargs) -> base.Task:
   """
   config = ArithmeticConfig(**kwargs)
   return generated.make_generated_task(
-      "arithmetic",
+      "arithmetic", config,
       words=vocabulary(config.max_value),
       sample_fn=lambda rng: sample_example(rng, config),
-      sizes={"train": config.num_train, "validation": config.num_validation,
-             "test": config.num_test},
-      seed=config.seed,
       prompt_template=PROMPT_TEMPLATE,
       reward_fns={"accuracy": answers.exact_match_reward},
   )

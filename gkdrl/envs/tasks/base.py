@@ -85,13 +85,48 @@ class Task(NamedTuple):
   reward_fns: Mapping[str, TextRewardFn]
 
 
+def check_int(name: str, value, low: int | None = None,
+              high: int | None = None) -> int:
+  """Returns `value` as an int if it is one in [low, high], else raises.
+
+  Args:
+    name: the argument's name, for the error message.
+    value: the value to check (bools are rejected).
+    low: smallest allowed value, or None for no bound.
+    high: largest allowed value, or None for no bound.
+
+  Returns:
+    `int(value)`.
+
+  Raises:
+    ValueError: naming the argument, the value and the allowed range.
+  """
+  is_int = isinstance(value, (int, np.integer)) and not isinstance(
+      value, bool)
+  if not (is_int and (low is None or value >= low) and (
+      high is None or value <= high)):
+    if low is not None and high is not None:
+      allowed = f" in [{low}, {high}]"
+    elif low is not None:
+      allowed = f" >= {low}"
+    else:
+      allowed = "" if high is None else f" <= {high}"
+    raise ValueError(f"{name} must be an int{allowed}, got {value!r}")
+  return int(value)
+
+
 def check_positive_int(name: str, value) -> int:
   """Returns `value` if it is an int >= 1, else raises a ValueError."""
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-  if value < 1:
-    raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-  return int(value)
+  return check_int(name, value, low=1)
+
+
+def check_same_length(**columns: Sequence[str]) -> int:
+  """Returns the common length B of the named lists, else raises."""
+  lengths = {name: len(v) for name, v in columns.items()}
+  if len(set(lengths.values())) != 1:
+    raise ValueError(f"{', '.join(lengths)} must have equal lengths B, got "
+                     f"{lengths}")
+  return next(iter(lengths.values()))
 
 
 def bucket_sizes(max_length: int, min_bucket: int = MIN_BUCKET
@@ -209,9 +244,8 @@ def iterate_batches(
   batch_size = check_positive_int("batch_size", batch_size)
   if num_epochs is not None:
     check_positive_int("num_epochs", num_epochs)
-  if seed is not None and (isinstance(seed, bool) or not isinstance(
-      seed, (int, np.integer))):
-    raise ValueError(f"seed must be an int or None, got {seed!r}")
+  if seed is not None:
+    check_int("seed", seed)
   n = len(dataset)
   if n == 0 or (drop_remainder and batch_size > n):
     raise ValueError(

@@ -37,7 +37,7 @@ from gkdrl.envs.tasks import generated
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FactsConfig:
+class FactsConfig(generated.GeneratedTaskConfig):
   """Configuration of the `facts` task.
 
   Attributes:
@@ -52,20 +52,13 @@ class FactsConfig:
     max_optional_facts: most of them, in [min_optional_facts, 3].
   """
 
-  num_train: int = 4000
-  num_validation: int = 500
-  num_test: int = 500
-  seed: int = 0
   min_distractors: int = 1
   max_distractors: int = 2
   min_optional_facts: int = 1
   max_optional_facts: int = 2
 
   def __post_init__(self):
-    for field in ("num_train", "num_validation", "num_test"):
-      base.check_positive_int(field, getattr(self, field))
-    if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-      raise ValueError(f"seed must be an int, got {self.seed!r}")
+    super().__post_init__()
     # At most 3 distractors: each relation needs distinct values for all
     # people, and sentences must stay within the documented lengths.
     _check_range("distractors", self.min_distractors, self.max_distractors,
@@ -75,15 +68,8 @@ class FactsConfig:
 
 
 def _check_range(name, low, high, lowest, highest):
-  for field, value, hi in ((f"min_{name}", low, highest),
-                           (f"max_{name}", high, highest)):
-    if isinstance(value, bool) or not isinstance(value, int) or not (
-        lowest <= value <= hi):
-      raise ValueError(
-          f"{field} must be an int in [{lowest}, {hi}], got {value!r}")
-  if low > high:
-    raise ValueError(
-        f"max_{name} must be in [min_{name}={low}, {highest}], got {high}")
+  base.check_int(f"min_{name}", low, lowest, highest)
+  base.check_int(f"max_{name}", high, low, highest)
 
 
 def _render_fact(rng: random.Random, name: str, relation: str,
@@ -170,12 +156,9 @@ def make_facts_task(**kwargs) -> base.Task:
   """
   config = FactsConfig(**kwargs)
   return generated.make_generated_task(
-      "facts",
+      "facts", config,
       words=grammar.vocabulary(),
       sample_fn=lambda rng: sample_example(rng, config),
-      sizes={"train": config.num_train, "validation": config.num_validation,
-             "test": config.num_test},
-      seed=config.seed,
       prompt_template=grammar.PROMPT_TEMPLATE,
       reward_fns={"factuality": facts_oracle.factuality_reward,
                   "coverage": facts_oracle.coverage_reward},

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gkdrl.envs.tasks import base
 from gkdrl.envs.tasks import facts_grammar
 
 
@@ -94,12 +95,6 @@ def check_facts(document: str, summary: str) -> FactCheck:
   return FactCheck(supported, contradicted, unsupported, unparsed)
 
 
-def _check_lengths(**lists: Sequence[str]) -> None:
-  lengths = {name: len(v) for name, v in lists.items()}
-  if len(set(lengths.values())) != 1:
-    raise ValueError(f"inputs must have equal lengths B, got {lengths}")
-
-
 def fact_counts(sources: Sequence[str], completions: Sequence[str]
                 ) -> dict[str, np.ndarray]:
   """Detailed oracle counts for a batch.
@@ -112,7 +107,7 @@ def fact_counts(sources: Sequence[str], completions: Sequence[str]
     "supported", "contradicted", "unsupported", "unparsed", "claims" ->
     [B] int32 counts, and "score" -> [B] float32 factuality.
   """
-  _check_lengths(sources=sources, completions=completions)
+  base.check_same_length(sources=sources, completions=completions)
   checks = [check_facts(d, s) for d, s in zip(sources, completions)]
   counts = {field: np.array([getattr(c, field) for c in checks], np.int32)
             for field in FactCheck._fields}
@@ -133,7 +128,8 @@ def factuality_reward(sources: Sequence[str], completions: Sequence[str],
   Returns:
     [B] float32 in [0, 1].
   """
-  _check_lengths(sources=sources, completions=completions, targets=targets)
+  base.check_same_length(sources=sources, completions=completions,
+                         targets=targets)
   return fact_counts(sources, completions)["score"]
 
 
@@ -155,7 +151,8 @@ def coverage_reward(sources: Sequence[str], completions: Sequence[str],
   Raises:
     ValueError: if a target claims no fact (it is not a `facts` summary).
   """
-  _check_lengths(sources=sources, completions=completions, targets=targets)
+  base.check_same_length(sources=sources, completions=completions,
+                         targets=targets)
   rewards = np.zeros(len(sources), np.float32)  # [B]
   for i, (document, completion, target) in enumerate(
       zip(sources, completions, targets)):

@@ -9,6 +9,7 @@ number of training examples does.
 """
 
 from collections.abc import Callable, Iterable, Mapping
+import dataclasses
 import random
 
 import datasets
@@ -20,6 +21,33 @@ SampleFn = Callable[[random.Random], tuple[str, str]]
 # A generator that fails this many times in a row to find a new source is
 # out of distinct examples; asking for more is a configuration error.
 _MAX_CONSECUTIVE_DUPLICATES = 1000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GeneratedTaskConfig:
+  """Sizes and seed that every generated task has.
+
+  Attributes:
+    num_train: training examples (>= 1).
+    num_validation: validation examples (>= 1).
+    num_test: test examples (>= 1).
+    seed: data seed; the same seed gives the same splits everywhere.
+  """
+
+  num_train: int = 4000
+  num_validation: int = 500
+  num_test: int = 500
+  seed: int = 0
+
+  def __post_init__(self):
+    for split in base.SPLITS:
+      base.check_positive_int(f"num_{split}", getattr(self, f"num_{split}"))
+    base.check_int("seed", self.seed)
+
+  @property
+  def sizes(self) -> dict[str, int]:
+    """split -> number of examples."""
+    return {split: getattr(self, f"num_{split}") for split in base.SPLITS}
 
 
 def _round_up(n: int, multiple: int = 8) -> int:
@@ -75,11 +103,10 @@ def generate_splits(
 
 def make_generated_task(
     name: str,
+    config: GeneratedTaskConfig,
     *,
     words: Iterable[str],
     sample_fn: SampleFn,
-    sizes: Mapping[str, int],
-    seed: int,
     prompt_template: str,
     reward_fns: Mapping[str, base.TextRewardFn],
 ) -> base.Task:
@@ -90,10 +117,9 @@ def make_generated_task(
 
   Args:
     name: the task name.
+    config: the task's sizes and seed.
     words: every word the generator and prompt template can write.
     sample_fn: `rng -> (source, target)`.
-    sizes: "train", "validation", "test" -> number of examples.
-    seed: the data seed.
     prompt_template: format string with one "{source}" field.
     reward_fns: name -> `TextRewardFn`.
 
@@ -105,10 +131,8 @@ def make_generated_task(
       bug: the vocabulary must cover everything it writes).
   """
   base.check_prompt_template(prompt_template)
-  for split in base.SPLITS:
-    base.check_positive_int(f"num_{split}", sizes[split])
   tokenizer = word_tokenizer.make_word_tokenizer(words)
-  splits = generate_splits(name, sample_fn, sizes, seed=seed,
+  splits = generate_splits(name, sample_fn, config.sizes, seed=config.seed,
                            prompt_template=prompt_template)
   max_prompt = max_target = 0
   for dataset in splits.values():

@@ -141,7 +141,8 @@ def test_oracle_catches_swapped_attributes(task):
 @pytest.mark.parametrize("kwargs, match", [
     ({"min_distractors": 0}, "min_distractors must be an int in"),
     ({"max_distractors": 4}, "max_distractors must be an int in"),
-    ({"min_distractors": 2, "max_distractors": 1}, "max_distractors must be"),
+    ({"min_distractors": 2, "max_distractors": 1},
+     r"max_distractors must be an int in \[2, 3\], got 1"),
     ({"min_optional_facts": 0}, "min_optional_facts"),
     ({"max_optional_facts": 4}, "max_optional_facts"),
 ])
