@@ -4,10 +4,11 @@ The built-in default task, small enough to learn in minutes on two CPU cores
 and with an exact entailment oracle (`facts_oracle`) in place of an NLI model.
 
 A document opens with a fact about its central person, then states the rest
-of that person's facts among the facts of one to three distractor people, in
-random order, with a sentence linking the central person to a distractor
-("Ada met Ben in Oslo ."). The central person always has a job and a city and
-one to three of food, pet and hobby; every person has distinct values. The
+of that person's facts among the two or three facts of each of one or two
+distractor people (`FactsConfig` allows up to three), in random order, with a
+sentence linking the central person to a distractor ("Ada met Ben in Oslo
+."). The central person always has a job and a city and one or two (up to
+three) of food, pet and hobby; every person has distinct values. The
 reference summary states all of the central person's facts in a fixed order
 (job and city, then food, pet, hobby). With the default sizes:
 
