@@ -28,3 +28,19 @@ def torch():
   import torch as torch_module  # pylint: disable=g-import-not-at-top
   torch_module.manual_seed(0)
   return torch_module
+
+
+def pytest_configure(config):
+  """Shares XLA compilations between the tests of one run.
+
+  Many tests compile identical programs (the same tiny models); JAX's
+  persistent cache turns the repeats into cache hits.
+  """
+  del config
+  import jax  # pylint: disable=g-import-not-at-top
+  cache_dir = os.environ.get(
+      "GKDRL_TEST_COMPILATION_CACHE",
+      os.path.join(os.path.expanduser("~"), ".cache", "gkdrl",
+                   "test-xla-cache"))
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

@@ -39,15 +39,28 @@ TABLE_COLUMNS = ("reward", "factuality", "accuracy", "rouge2", "teacher_kl",
                  "self_bleu", "length")
 
 
+RUN_FLAGS = sorted(set(flags_lib.AGENT_FIELDS) | {
+    "agent", "task", "data_files", "teacher", "student", "cache_dir",
+    "seed", "eval_examples", "eval_samples_per_prompt", "reward",
+    "entailment_model", "length_penalty", "steps", "batch_size",
+    "learning_rate", "warmup_steps", "log_every", "eval_every",
+    "save_every", "workdir"})
+
+
 def flag_values() -> dict[str, Any]:
-  """The flags of this program as a plain dict."""
-  names = set(flags_lib.AGENT_FIELDS) | {
-      "agent", "task", "data_files", "teacher", "student", "cache_dir",
-      "seed", "eval_examples", "eval_samples_per_prompt", "reward",
-      "entailment_model", "length_penalty", "steps", "batch_size",
-      "learning_rate", "warmup_steps", "log_every", "eval_every",
-      "save_every", "workdir"}
-  return {name: FLAGS[name].value for name in sorted(names)}
+  """The parsed flags of this program as a plain dict."""
+  return {name: FLAGS[name].value for name in RUN_FLAGS}
+
+
+def default_values(**overrides) -> dict[str, Any]:
+  """The flags' defaults as a dict (for calling `run` from Python)."""
+  values = {name: FLAGS[name].default for name in RUN_FLAGS}
+  unknown = set(overrides) - set(values)
+  if unknown:
+    raise ValueError(f"Unknown settings {sorted(unknown)}; known: "
+                     f"{RUN_FLAGS}.")
+  values.update(overrides)
+  return values
 
 
 def run(values: dict[str, Any], *, progress: bool = True,

@@ -1,0 +1,161 @@
+"""Runner smoke tests in temporary workdirs: files, keys, resume, errors."""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from gkdrl.runners import sweep_alpha
+from gkdrl.runners import train
+
+EVAL_KEYS = {"reward", "rouge2", "teacher_kl", "self_bleu", "length",
+             "factuality"}
+
+
+def values(model_dirs, workdir, **overrides):
+  teacher, student = model_dirs
+  settings = dict(teacher=teacher, student=student, workdir=str(workdir),
+                  steps=4, batch_size=4, save_every=2, log_every=1,
+                  eval_examples=8, eval_samples_per_prompt=2,
+                  max_new_tokens=8)
+  settings.update(overrides)
+  return train.default_values(**settings)
+
+
+@pytest.fixture(scope="module")
+def shared():
+  return {}
+
+
+def _metrics(workdir):
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [json.loads(line) for line in lines]
+
+
+def test_train_writes_the_output_contract(model_dirs, tmp_path, shared):
+  workdir = tmp_path / "run"
+  summary = train.run(values(model_dirs, workdir), progress=False,
+                      shared=shared)
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["agent"] == "gkd_rl"
+  assert config["agent_config"]["alpha"] == 0.5
+  assert config["agent_config"]["beta"] == 0.9
+  records = _metrics(workdir)
+  assert [r["step"] for r in records] == [1, 2, 3, 4]
+  for key in ("loss/total", "loss/divergence", "loss/pg", "reward/mean",
+              "kl/teacher"):
+    assert all(np.isfinite(r[key]) for r in records), key
+  final = json.loads((workdir / "eval" / "final.json").read_text())
+  assert final["step"] == 4
+  for mode in ("greedy", "sample"):
+    assert EVAL_KEYS <= set(final[mode])
+  for name in ("teacher", "initial"):
+    assert (workdir / "eval" / f"{name}.json").exists()
+  assert (workdir / "student_hf" / "config.json").exists()
+  assert (workdir / "student_hf" / "model.safetensors").exists()
+  assert (workdir / "checkpoints" / "4").is_dir()
+  table = train.summary_table(summary)
+  assert "student after" in table and "factuality" in table
+
+
+def _weights(workdir):
+  return safetensors.numpy.load_file(
+      str(pathlib.Path(workdir) / "student_hf" / "model.safetensors"))
+
+
+def test_resume_reaches_the_same_final_state(model_dirs, tmp_path, shared):
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  run_values = dict(agent="gkd", lmbda=0.5)
+  train.run(values(model_dirs, straight, **run_values), progress=False,
+            shared=shared)
+  # A run killed after step 3: checkpoint 2 exists, metrics of step 3 too.
+  train.run(values(model_dirs, resumed, steps=2, **run_values),
+            progress=False, shared=shared)
+  with (resumed / "metrics.jsonl").open("a") as f:
+    f.write(json.dumps({"step": 3, "loss/total": 123.0}) + "\n")
+    f.write('{"step": 4, "loss/tot')  # a line cut by the kill
+  train.run(values(model_dirs, resumed, **run_values), progress=False,
+            shared=shared)
+  assert [r["step"] for r in _metrics(resumed)] == [1, 2, 3, 4]
+  a, b = _weights(straight), _weights(resumed)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
+
+
+def test_two_point_sweep(model_dirs, tmp_path, shared):
+  root = tmp_path / "sweep"
+  rows = sweep_alpha.sweep(values(model_dirs, root, steps=2), [0.0, 1.0],
+                           progress=False)
+  assert [r["alpha"] for r in rows] == [0.0, 1.0]
+  data = json.loads((root / "sweep.json").read_text())
+  assert {"teacher", "student start"} == set(data["references"])
+  with (root / "sweep.csv").open() as f:
+    table = list(csv.DictReader(f))
+  assert [float(r["alpha"]) for r in table] == [0.0, 1.0]
+  assert EVAL_KEYS <= set(table[0])
+  assert (root / "sweep.png").stat().st_size > 1000
+  # At alpha = 0 the teacher is not part of the loss: no divergence term.
+  alpha0 = _metrics(root / "alpha_0")
+  assert all(r["loss/divergence"] == 0.0 for r in alpha0)
+  alpha1 = _metrics(root / "alpha_1")
+  assert all("reward/mean" not in r for r in alpha1)
+
+
+def _cli(module, *args, cwd=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", module, *args],
+                        capture_output=True, text=True, env=env, cwd=cwd,
+                        timeout=600)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(alpha=1.5), "alpha=1.5"),
+    (dict(beta=-1.0), "beta=-1"),
+    (dict(agent="gkd", lmbda=2.0), "lmbda=2"),
+    (dict(steps=0), "steps=0"),
+    (dict(batch_size=-2), "batch_size=-2"),
+    (dict(agent="sft", alpha=0.5), "--alpha=0.5 does not apply"),
+    (dict(task="chess"), "--task='chess'"),
+    (dict(reward="bleu"), "--reward='bleu'"),
+    (dict(student="/nonexistent/model"), "/nonexistent/model"),
+])
+def test_bad_input_fails_before_any_work(overrides, message, tmp_path,
+                                         monkeypatch):
+  def no_training(**kwargs):
+    raise AssertionError("training started despite bad input")
+
+  monkeypatch.setattr(train.loop, "train", no_training)
+  run_values = train.default_values(workdir=str(tmp_path / "w"),
+                                    cache_dir="/nonexistent-cache")
+  run_values.update(overrides)
+  with pytest.raises((ValueError, FileNotFoundError)) as error:
+    train.run(run_values, progress=False)
+  assert message in str(error.value)
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_cli_reports_bad_input_and_exits_non_zero(tmp_path):
+  result = _cli("gkdrl.runners.train", f"--workdir={tmp_path / 'w'}",
+                "--alpha=1.5")
+  assert result.returncode != 0
+  assert "alpha=1.5 is outside the allowed range [0, 1]" in result.stderr
+
+
+def test_evaluate_cli_on_a_workdir(model_dirs, tmp_path, shared):
+  workdir = tmp_path / "run"
+  train.run(values(model_dirs, workdir, agent="sft", steps=1),
+            progress=False, shared=shared)
+  result = _cli("gkdrl.runners.evaluate", f"--workdir={workdir}",
+                "--eval_examples=4", "--max_new_tokens=6")
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = json.loads((workdir / "eval" / "evaluate.json").read_text())
+  for mode in ("greedy", "sample"):
+    assert EVAL_KEYS <= set(out[mode])
+  assert "rouge2" in result.stdout
