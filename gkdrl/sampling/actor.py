@@ -38,8 +38,9 @@ class Actor(NamedTuple):
 
   Attributes:
     init: `init(params, prompt_tokens [B, P], prompt_mask [B, P]) ->
-      ActorState`, prefills the prompt into a fresh cache with room for
-      `max_new_tokens` more tokens.
+      ActorState`, prefills the prompt (left-padded, at least one valid
+      token per row) into a fresh cache with room for `max_new_tokens` more
+      tokens.
     select_action: `select_action(key, state) -> (action [B] int32, logp_a [B]
       float32)`, draws the next token and reports its log-probability at
       temperature 1.
@@ -87,11 +88,17 @@ def make_actor(model, *, max_new_tokens: int,
     dtype = _floating_dtype(params) if cache_dtype is None else cache_dtype
     cache = model.init_cache(batch_size, prompt_length + max_new_tokens,
                              dtype=dtype)
-    logits, cache = model.prefill(params, prompt_tokens.astype(jnp.int32),
-                                  prompt_mask.astype(bool), cache)
-    # Left padding puts every row's last prompt token in the last column.
-    return ActorState(cache=cache,
-                      logits=logits[:, -1].astype(jnp.float32))  # [B, V]
+    prompt_tokens = prompt_tokens.astype(jnp.int32)
+    # Only the last position's logits are needed. Prefilling all but the last
+    # column leaves prefill's logits unused, so XLA drops their [B, P, V]
+    # projection (a quarter of the prefill FLOPs for a 50k vocabulary), and
+    # the last column, a real token in every row thanks to left padding, goes
+    # through one decode step.
+    if prompt_length > 1:
+      _, cache = model.prefill(params, prompt_tokens[:, :-1],
+                               prompt_mask[:, :-1].astype(bool), cache)
+    logits, cache = model.decode(params, prompt_tokens[:, -1], cache)
+    return ActorState(cache=cache, logits=logits.astype(jnp.float32))
 
   def select_action(key, state):
     return logits_lib.sample_token(key, state.logits, config)

@@ -128,8 +128,9 @@ def test_every_token_in_allowed_set_and_logp_a(model, params, temperature,
       rtol=1e-5, atol=1e-5)
 
 
-def test_greedy_follows_argmax(model, params):
-  prompt, mask = _prompts(32, 4, seed=4)
+@pytest.mark.parametrize("prompt_length", [1, 4])
+def test_greedy_follows_argmax(model, params, prompt_length):
+  prompt, mask = _prompts(32, prompt_length, seed=4)
   samples = sampling.sample(model, params, jax.random.key(0), prompt, mask,
                             max_new_tokens=6, temperature=0.0,
                             eos_token_id=V - 1)
@@ -185,8 +186,9 @@ def test_stops_when_every_row_has_ended(params):
                             temperature=0.0, eos_token_id=eos)
   jax.effects_barrier()
   np.testing.assert_array_equal(samples.lengths, 3)
-  # The second and third tokens need one decode each; EOS is never decoded.
-  assert len(decodes) == 2
+  # One decode for the last prompt token (the actor prefills the others),
+  # one for each of the first two generated tokens; EOS is never decoded.
+  assert len(decodes) == 3
 
 
 def test_rollout_rewards(model, params):
