@@ -6,8 +6,14 @@ directory our `save_pretrained` writes. Each (model, batch size) pair
 generates `--new_tokens` tokens per row by multinomial sampling at
 temperature 1 (no top-k / top-p) from random prompts of `--prompt_length`
 tokens, with EOS disabled on both sides so every row runs to the limit.
-Times are the median of `--repeats` runs after one warm-up run (which
-compiles ours), and tokens/s counts generated tokens of all rows.
+After one warm-up run each (which compiles ours), the two sides run
+alternately `--repeats` times, so both see the same machine load, and each
+reports its median time; tokens/s counts generated tokens of all rows.
+
+PyTorch's OpenMP threads spin while they wait by default; on a shared machine
+whose load exceeds its cores that made Hugging Face ten times slower, so this
+script sets OMP_WAIT_POLICY=PASSIVE unless it is already set (the header
+prints the setting; pass OMP_WAIT_POLICY=ACTIVE on a quiet machine).
 
 Usage:
   python benchmarks/sampling.py                  # smollm2 + random, B 1, 16
@@ -23,6 +29,7 @@ import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np
@@ -57,14 +64,10 @@ def load(name: str):
   return model, params, hf_model
 
 
-def _median_time(fn, repeats: int) -> float:
-  fn()  # warm-up (compiles ours)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+def _seconds(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
 
 
 def bench(name: str, batch_size: int, args) -> dict:
@@ -90,18 +93,22 @@ def bench(name: str, batch_size: int, args) -> dict:
   input_ids = torch.as_tensor(prompt, dtype=torch.long)
   attention_mask = torch.as_tensor(mask, dtype=torch.long)
 
-  def theirs():
+  def theirs(new_tokens=args.new_tokens):
     with torch.no_grad():
       out = hf_model.generate(
           input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
-          temperature=1.0, top_k=0, top_p=1.0,
-          max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-          pad_token_id=0)
-    assert out.shape[1] == args.prompt_length + args.new_tokens, out.shape
+          temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
+          min_new_tokens=new_tokens, pad_token_id=0)
+    assert out.shape[1] == args.prompt_length + new_tokens, out.shape
 
+  ours()  # compiles
+  theirs(4)  # nothing to compile: a short run warms the caches
+  ours_s, theirs_s = [], []
+  for _ in range(args.repeats):
+    ours_s.append(_seconds(ours))
+    theirs_s.append(_seconds(theirs))
+  ours_s, theirs_s = statistics.median(ours_s), statistics.median(theirs_s)
   tokens = batch_size * args.new_tokens
-  ours_s = _median_time(ours, args.repeats)
-  theirs_s = _median_time(theirs, args.repeats)
   return dict(model=name, batch=batch_size, ours=tokens / ours_s,
               hf=tokens / theirs_s, ratio=theirs_s / ours_s)
 
@@ -113,17 +120,21 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=128)
   parser.add_argument("--prompt_length", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--torch_threads", type=int, default=0,
+                      help="torch.set_num_threads; 0 keeps torch's default")
   parser.add_argument("--quick", action="store_true",
                       help="random model only, 32 new tokens, 1 repeat")
   args = parser.parse_args()
   if args.quick:
     args.models, args.new_tokens, args.repeats = "random", 32, 1
   import torch  # pylint: disable=g-import-not-at-top
-  print(f"# {platform.processor() or platform.machine()}, load average "
-        f"{os.getloadavg()[0]:.1f}, "
-        f"{os.cpu_count()} CPUs, jax {jax.__version__} "
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
+  print(f"# {platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} "
         f"({jax.devices()[0].platform}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); {args.new_tokens} new tokens, "
+        f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ['OMP_WAIT_POLICY']}); {args.new_tokens} new tokens, "
         f"prompt {args.prompt_length}, median of {args.repeats}")
   print(f"{'model':<10}{'batch':>6}{'gkdrl tok/s':>14}{'HF tok/s':>12}"
         f"{'ratio':>8}")
@@ -132,7 +143,8 @@ def main():
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
       row = bench(name, batch_size, args)
       print(f"{row['model']:<10}{row['batch']:>6}{row['ours']:>14.1f}"
-            f"{row['hf']:>12.1f}{row['ratio']:>7.2f}x", flush=True)
+            f"{row['hf']:>12.1f}{row['ratio']:>7.2f}x   (load "
+            f"{os.getloadavg()[0]:.1f})", flush=True)
     del MODELS[name]
 
 
