@@ -47,11 +47,10 @@ _LARGEST_START = 20  # starting counts and added amounts stay small
 class ArithmeticConfig(generated.GeneratedTaskConfig):
   """Configuration of the `arithmetic` task.
 
+  Sizes and seed (num_train, num_validation, num_test, seed) are those of
+  `generated.GeneratedTaskConfig`.
+
   Attributes:
-    num_train: training examples (>= 1).
-    num_validation: validation examples (>= 1).
-    num_test: test examples (>= 1).
-    seed: data seed; the same seed gives the same splits everywhere.
     min_steps: fewest changes to the count, in [1, 6].
     max_steps: most changes, in [min_steps, 6].
     max_value: largest number anywhere in a problem, in [20, 999]; numbers

@@ -41,11 +41,10 @@ from gkdrl.envs.tasks import generated
 class FactsConfig(generated.GeneratedTaskConfig):
   """Configuration of the `facts` task.
 
+  Sizes and seed (num_train, num_validation, num_test, seed) are those of
+  `generated.GeneratedTaskConfig`.
+
   Attributes:
-    num_train: training examples (>= 1).
-    num_validation: validation examples (>= 1).
-    num_test: test examples (>= 1).
-    seed: data seed; the same seed gives the same splits everywhere.
     min_distractors: fewest distractor people per document, in [1, 3].
     max_distractors: most distractor people, in [min_distractors, 3].
     min_optional_facts: fewest of food/pet/hobby the central person has,
