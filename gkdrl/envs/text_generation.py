@@ -131,7 +131,7 @@ class TextGenerationEnv:
       afterwards.
   """
 
-  def __init__(self, *, max_new_tokens: int,
+  def __init__(self, max_new_tokens: int,
                eos_token_ids: int | Sequence[int], pad_token_id: int,
                reward_fn: RewardFn | None = None):
     if (isinstance(max_new_tokens, bool)

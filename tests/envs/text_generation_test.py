@@ -102,6 +102,13 @@ def test_eos_on_last_step_is_termination_not_truncation():
   np.testing.assert_array_equal(ts[-1].truncated, [False, True])
 
 
+def test_positional_constructor_and_repr():
+  env = envs.TextGenerationEnv(3, [4, 5], 0)
+  assert (env.max_new_tokens, env.eos_token_ids, env.pad_token_id) == (
+      3, (4, 5), 0)
+  assert "eos_token_ids=(4, 5)" in repr(env)
+
+
 def test_single_int_eos_id():
   env = _env(eos_token_ids=5)
   assert env.eos_token_ids == (5,)
