@@ -7,6 +7,7 @@ Subpackages:
   envs           the text-generation environment and its tasks.
   reward_models  rewards on finished sequences.
   agents         SFT, SeqKD, supervised KD, GKD, RL and GKD+RL.
+  evaluation     task rewards, ROUGE, teacher KL and Self-BLEU of a model.
   runners        absl-flag programs.
   parallel       device meshes and sharding rules.
 """

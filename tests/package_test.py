@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-SUBPACKAGES = ["agents", "envs", "losses", "networks", "parallel",
+SUBPACKAGES = ["agents", "envs", "evaluation", "losses", "networks", "parallel",
                "reward_models", "runners", "sampling"]
 
 LOSSES_API = [
