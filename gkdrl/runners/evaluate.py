@@ -45,6 +45,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  flags_lib.quiet_logs()
   run_config = {}
   if FLAGS.workdir:
     config_path = pathlib.Path(FLAGS.workdir) / "config.json"

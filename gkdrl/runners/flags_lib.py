@@ -120,3 +120,14 @@ def agent_config(name: str, values: dict, *, default_max_new_tokens: int,
       learning_rate=learning_rate, warmup_steps=warmup_steps,
       decay_steps=steps)
   return cls(**kwargs)
+
+
+def quiet_logs() -> None:
+  """Shows warnings and errors only, unless --verbosity was given.
+
+  Orbax logs every checkpoint step at INFO, which would bury the progress
+  bar and the results.
+  """
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

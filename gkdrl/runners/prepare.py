@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 
 from gkdrl.runners import builtin
+from gkdrl.runners import flags_lib
 from gkdrl.runners import setup
 
 flags.DEFINE_enum("task", "facts", list(setup.GENERATED_TASKS),
@@ -25,6 +26,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  flags_lib.quiet_logs()
   task, task_kwargs = setup.make_task(FLAGS.task, seed=FLAGS.seed)
   for role in builtin.ROLES:
     path = builtin.prepare_builtin_model(task, FLAGS.task, role,

@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 
 from gkdrl.runners import checkpointing
+from gkdrl.runners import flags_lib
 from gkdrl.runners import loop
 from gkdrl.runners import plots
 from gkdrl.runners import train  # defines the training flags
@@ -78,6 +79,7 @@ def sweep(values: dict, alphas: list[float], *, mode: str = "greedy",
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  flags_lib.quiet_logs()
   values = train.flag_values()
   if FLAGS["workdir"].using_default_value:
     values["workdir"] = "runs/sweep"

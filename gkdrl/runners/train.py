@@ -163,6 +163,7 @@ def summary_table(summary: dict[str, Any], mode: str = "greedy") -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  flags_lib.quiet_logs()
   try:
     summary = run(flag_values())
   except (ValueError, FileNotFoundError, loop.TrainingDivergedError) as e:
