@@ -27,7 +27,9 @@ class Rollout(NamedTuple):
 
   samples: types.Samples  # tokens, logp_a, mask [B, T], lengths [B]
   rewards: Array  # [B] float32, sum of the environment's rewards
-  env_state: text_generation.EnvState  # the final state (full buffer)
+  # The final state (full buffer), without reward_params: returning those
+  # from a jitted rollout would copy every reward-model weight.
+  env_state: text_generation.EnvState
 
 
 def rollout(env: text_generation.TextGenerationEnv, actor: actor_lib.Actor,
@@ -96,7 +98,8 @@ def rollout(env: text_generation.TextGenerationEnv, actor: actor_lib.Actor,
       logp_a=jnp.where(mask, logp_a, 0.0),
       mask=mask,
       lengths=mask.sum(axis=-1, dtype=jnp.int32))
-  return Rollout(samples=samples, rewards=rewards, env_state=env_state)
+  return Rollout(samples=samples, rewards=rewards,
+                 env_state=env_state._replace(reward_params=None))
 
 
 @functools.partial(
