@@ -44,6 +44,14 @@ class Checkpointer:
     return self._manager.restore(step,
                                  args=ocp.args.StandardRestore(abstract))
 
+  def restore_params(self, step: int | None = None) -> Any:
+    """The student parameters of checkpoint `step` (default: latest)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No checkpoint in {self.directory}.")
+    restored = self._manager.restore(step, args=ocp.args.StandardRestore())
+    return restored["params"]
+
   def close(self) -> None:
     self._manager.close()
 

@@ -27,8 +27,13 @@ flags.DEFINE_string("model", None,
                     "A Hugging Face directory or .gguf file to evaluate; "
                     "default: <workdir>/student_hf.")
 flags.DEFINE_string("workdir", None,
-                    "A training run: evaluates its student_hf with its "
-                    "config's task and teacher unless flags say otherwise.")
+                    "A training run: evaluates its student_hf (or, with "
+                    "--step, or before student_hf exists, an orbax "
+                    "checkpoint) with its config's task and teacher unless "
+                    "flags say otherwise.")
+flags.DEFINE_integer("step", None,
+                     "With --workdir: evaluate this checkpoint step (-1: the "
+                     "latest) instead of student_hf.")
 flags.DEFINE_string("reward", "default", "Reward, as in train.")
 flags.DEFINE_string("entailment_model", None,
                     "Local NLI checkpoint for --reward=entailment.")
@@ -57,16 +62,34 @@ def main(argv):
   if model_path is None:
     print("error: pass --model or --workdir.", file=sys.stderr)
     return 1
+  use_checkpoint = bool(FLAGS.workdir) and not FLAGS.model and (
+      FLAGS.step is not None or not pathlib.Path(model_path).exists())
+  if use_checkpoint and "student_path" not in run_config:
+    print(f"error: {FLAGS.workdir} has no config.json with student_path.",
+          file=sys.stderr)
+    return 1
   pick = lambda name: (run_config.get(name, FLAGS[name].value)
                        if not FLAGS[name].present else FLAGS[name].value)
   task_name, teacher = pick("task"), pick("teacher")
   try:
     task, task_kwargs = setup.make_task(
-        task_name, data_files=pick("data_files"), model_path=model_path,
+        task_name, data_files=pick("data_files"),
+        model_path=(run_config["student_path"] if use_checkpoint
+                    else model_path),
         seed=pick("seed"))
-    model, params = networks.from_pretrained(
-        setup.resolve_model_path(model_path, "model", task, task_name,
-                                 task_kwargs))
+    if use_checkpoint:
+      # The checkpoint holds parameters; the architecture comes from the
+      # run's starting student.
+      model, _ = networks.from_pretrained(run_config["student_path"])
+      checkpointer = checkpointing.Checkpointer(FLAGS.workdir)
+      params = checkpointer.restore_params(
+          None if FLAGS.step in (None, -1) else FLAGS.step)
+      checkpointer.close()
+      model_path = f"{FLAGS.workdir} checkpoint {FLAGS.step}"
+    else:
+      model, params = networks.from_pretrained(
+          setup.resolve_model_path(model_path, "model", task, task_name,
+                                   task_kwargs))
     t_model = t_params = None
     if teacher:
       t_model, t_params = networks.from_pretrained(setup.resolve_model_path(

@@ -159,3 +159,23 @@ def test_evaluate_cli_on_a_workdir(model_dirs, tmp_path, shared):
   for mode in ("greedy", "sample"):
     assert EVAL_KEYS <= set(out[mode])
   assert "rouge2" in result.stdout
+
+
+def test_evaluate_cli_on_a_checkpoint(model_dirs, tmp_path, shared):
+  workdir = tmp_path / "run"
+  train.run(values(model_dirs, workdir, agent="sft", steps=2),
+            progress=False, shared=shared)
+  output = tmp_path / "ckpt.json"
+  result = _cli("gkdrl.runners.evaluate", f"--workdir={workdir}",
+                "--step=2", "--eval_examples=4", "--max_new_tokens=6",
+                f"--output={output}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  from_checkpoint = json.loads(output.read_text())
+  assert "checkpoint 2" in from_checkpoint["model"]
+  # The final checkpoint and student_hf hold the same parameters.
+  result = _cli("gkdrl.runners.evaluate", f"--workdir={workdir}",
+                "--eval_examples=4", "--max_new_tokens=6",
+                f"--output={tmp_path / 'hf.json'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  from_hf = json.loads((tmp_path / "hf.json").read_text())
+  assert from_checkpoint["greedy"] == from_hf["greedy"]
