@@ -56,13 +56,15 @@ class BuiltinSpec:
   seed: int = 0
 
 
-# Sized so that on 2 CPU cores the teacher learns the task well and the
-# student, a quarter of its width-depth budget, visibly less well.
+# Sized so that on 2 CPU cores the teacher learns the task well in about
+# three minutes and the one-layer student, which cannot look facts up by
+# name as reliably, visibly less well (measured: factuality of greedy
+# summaries about 0.62 for the teacher, 0.25 for the student).
 SPECS = {
-    "teacher": BuiltinSpec(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
-                           d_ff=384, sft_steps=1200),
-    "student": BuiltinSpec(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                           d_ff=192, sft_steps=400),
+    "teacher": BuiltinSpec(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2,
+                           d_ff=384, sft_steps=700, learning_rate=2e-3),
+    "student": BuiltinSpec(d_model=64, n_layers=1, n_heads=4, n_kv_heads=2,
+                           d_ff=192, sft_steps=400, learning_rate=3e-3),
 }
 
 

@@ -93,7 +93,7 @@ def define_agent_flags():
                      "Subtract this times the completion length in tokens.")
   flags.DEFINE_integer("steps", 200, "Training steps.")
   flags.DEFINE_integer("batch_size", 16, "Prompts per batch.")
-  flags.DEFINE_float("learning_rate", 3e-4, "Peak learning rate.")
+  flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
   flags.DEFINE_integer("warmup_steps", 10, "Learning-rate warmup steps.")
   flags.DEFINE_integer("log_every", 10, "Steps between metrics lines.")
   flags.DEFINE_integer("eval_every", 0,
