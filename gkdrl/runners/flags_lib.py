@@ -91,7 +91,7 @@ def define_agent_flags():
                       "Local NLI checkpoint for --reward=entailment.")
   flags.DEFINE_float("length_penalty", 0.0,
                      "Subtract this times the completion length in tokens.")
-  flags.DEFINE_integer("steps", 200, "Training steps.")
+  flags.DEFINE_integer("steps", 500, "Training steps.")
   flags.DEFINE_integer("batch_size", 16, "Prompts per batch.")
   flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate.")
   flags.DEFINE_integer("warmup_steps", 10, "Learning-rate warmup steps.")
