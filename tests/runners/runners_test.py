@@ -179,3 +179,15 @@ def test_evaluate_cli_on_a_checkpoint(model_dirs, tmp_path, shared):
   assert result.returncode == 0, result.stderr[-3000:]
   from_hf = json.loads((tmp_path / "hf.json").read_text())
   assert from_checkpoint["greedy"] == from_hf["greedy"]
+
+
+def test_missing_hub_dataset_is_named(model_dirs, tmp_path, monkeypatch):
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+  teacher, student = model_dirs
+  run_values = train.default_values(task="xsum", teacher=teacher,
+                                    student=student,
+                                    workdir=str(tmp_path / "w"))
+  with pytest.raises(FileNotFoundError, match="xsum"):
+    train.run(run_values, progress=False)
+  assert not (tmp_path / "w").exists()
