@@ -29,8 +29,13 @@ def test_losses_example_runs_as_printed():
 
 
 def test_quickstart_has_exactly_two_commands():
-  commands = [line.strip() for line in _section("Quickstart").splitlines()
-              if line.startswith("    ")]
+  lines = _section("Quickstart").splitlines()
+  first = next(i for i, line in enumerate(lines) if line.startswith("    "))
+  commands = []
+  for line in lines[first:]:  # the first indented block: the commands
+    if not line.startswith("    "):
+      break
+    commands.append(line.strip())
   assert commands == ["python -m gkdrl.runners.train",
                       "python -m pytest -n 2 tests"]
 
