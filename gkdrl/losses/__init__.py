@@ -5,6 +5,7 @@ objectives take `[B, T]` values with a `[B, T]` mask. P = teacher,
 Q = student. See DESIGN.md for the conventions.
 """
 
+from gkdrl.losses.chunked import chunked_distillation_loss
 from gkdrl.losses.divergences import DIVERGENCE_PARAMETERS
 from gkdrl.losses.divergences import DIVERGENCES
 from gkdrl.losses.divergences import divergence
@@ -31,6 +32,7 @@ __all__ = [
     "DIVERGENCES",
     "DIVERGENCE_PARAMETERS",
     "KL_MODES",
+    "chunked_distillation_loss",
     "REDUCTIONS",
     "distillation_loss",
     "divergence",
