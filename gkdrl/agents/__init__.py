@@ -13,6 +13,7 @@ from gkdrl.agents.agents import make_agent
 from gkdrl.agents.agents import make_config
 from gkdrl.agents.base import Agent
 from gkdrl.agents.base import AgentConfig
+from gkdrl.agents.base import completion_hidden
 from gkdrl.agents.base import completion_logits
 from gkdrl.agents.base import token_log_probs
 from gkdrl.agents.base import TrainingState
@@ -30,6 +31,7 @@ __all__ = [
     "AGENT_CONFIGS", "Agent", "AgentConfig", "DistillationConfig",
     "GKDConfig", "GKDRLConfig", "OptimizerConfig", "RLConfig", "SFTConfig",
     "SeqKDConfig", "SupervisedKDConfig", "TrainingState", "agent_name",
-    "completion_logits", "decode_completions", "draw_student_data",
-    "make_agent", "make_config", "make_optimizer", "token_log_probs",
+    "completion_hidden", "completion_logits", "decode_completions",
+    "draw_student_data", "make_agent", "make_config", "make_optimizer",
+    "token_log_probs",
 ]

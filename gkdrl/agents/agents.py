@@ -140,6 +140,21 @@ def _make_loss(name, config, student, teacher) -> base.LossFn:
                                  reduction=config.reduction)
     return loss, {"loss/nll": loss}
 
+  chunk_size = (config.chunk_size(student.config.vocab_size)
+                if name in ("supervised_kd", "gkd") else 0)
+
+  def chunked_distillation(params, state, batch, teacher_params, key):
+    del state, key
+    params = base.cast_params(params, dtype)
+    teacher_params = base.cast_params(teacher_params, dtype)
+    return losses.chunked_distillation_loss(
+        base.completion_hidden(student, params, batch),
+        student.unembedding(params),
+        base.completion_hidden(teacher, teacher_params, batch),
+        teacher.unembedding(teacher_params), batch.completion_mask,
+        divergence=config.divergence, reduction=config.reduction,
+        chunk_size=chunk_size, **config.divergence_kwargs())
+
   def distillation(params, state, batch, teacher_params, key):
     del state, key
     return losses.distillation_loss(
@@ -173,7 +188,7 @@ def _make_loss(name, config, student, teacher) -> base.LossFn:
   if name in ("sft", "seqkd"):
     return nll_loss
   if name in ("supervised_kd", "gkd"):
-    return distillation
+    return chunked_distillation if chunk_size else distillation
   return reinforce
 
 

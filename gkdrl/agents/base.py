@@ -119,13 +119,12 @@ def cast_params(params: Params, compute_dtype: str) -> Params:
       else p, params)
 
 
-def completion_logits(model, params: Params, batch: types.Batch) -> Array:
-  """Logits `[B, T, V]` (float32) predicting each completion token.
+def completion_hidden(model, params: Params, batch: types.Batch) -> Array:
+  """Final hidden states `[B, T, D]` at the positions predicting completions.
 
   The model reads the left-padded prompt followed by the right-padded
   completion; the hidden state at position P - 1 + t predicts completion
-  token t. Only those T hidden states are unembedded, so no `[B, L, V]`
-  array is built for the prompt positions.
+  token t.
   """
   prompt_len = batch.prompt_tokens.shape[1]
   completion_len = batch.completion_tokens.shape[1]
@@ -134,7 +133,16 @@ def completion_logits(model, params: Params, batch: types.Batch) -> Array:
   mask = jnp.concatenate(
       [batch.prompt_mask, batch.completion_mask], axis=1)  # [B, L]
   hidden = model.hidden(params, tokens, mask)  # [B, L, D]
-  hidden = hidden[:, prompt_len - 1:prompt_len - 1 + completion_len]
+  return hidden[:, prompt_len - 1:prompt_len - 1 + completion_len]
+
+
+def completion_logits(model, params: Params, batch: types.Batch) -> Array:
+  """Logits `[B, T, V]` (float32) predicting each completion token.
+
+  Only the T completion-predicting hidden states are unembedded, so no
+  `[B, L, V]` array is built for the prompt positions.
+  """
+  hidden = completion_hidden(model, params, batch)  # [B, T, D]
   unembedding = model.unembedding(params)  # [D, V]
   return jnp.einsum("btd,dv->btv", hidden, unembedding,
                     preferred_element_type=jnp.float32)  # [B, T, V]

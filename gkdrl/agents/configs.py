@@ -9,6 +9,10 @@ from gkdrl.losses import objectives
 from gkdrl.losses import policy_gradient
 
 
+# From this vocabulary size on, distillation losses are chunked by default.
+LARGE_VOCABULARY = 32_768
+
+
 def _check_int(name: str, value, minimum: int) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
     raise ValueError(f"{name}={value!r} must be an int >= {minimum}.")
@@ -37,6 +41,10 @@ class DistillationConfig(base.AgentConfig):
     student_temperature: divides the student logits in the loss, > 0.
     teacher_temperature: divides the teacher logits, i.e. sharpens (< 1) or
       flattens the target distribution (paper: 0.1 or 1.0), > 0.
+    loss_chunk_size: for gkd and supervised_kd, compute logits and
+      divergence from hidden states in chunks of this many positions, so no
+      [B, T, V] array is alive (`gkdrl.losses.chunked_distillation_loss`).
+      None (default) chunks by 128 when V >= 32,768; 0 never chunks.
   """
 
   divergence: str = "jsd"
@@ -45,15 +53,24 @@ class DistillationConfig(base.AgentConfig):
   skew: float = 0.1
   student_temperature: float = 1.0
   teacher_temperature: float = 1.0
+  loss_chunk_size: int | None = None
 
   def __post_init__(self):
     super().__post_init__()
+    if self.loss_chunk_size is not None:
+      _check_int("loss_chunk_size", self.loss_chunk_size, 0)
     _checks.check_choice("divergence", self.divergence,
                          divergences.DIVERGENCES)
     _checks.check_unit_interval("beta", self.beta)
     _checks.check_unit_interval("skew", self.skew)
     _checks.check_positive("student_temperature", self.student_temperature)
     _checks.check_positive("teacher_temperature", self.teacher_temperature)
+
+  def chunk_size(self, vocab_size: int) -> int:
+    """Positions per loss chunk for a vocabulary; 0 means no chunking."""
+    if self.loss_chunk_size is not None:
+      return self.loss_chunk_size
+    return 128 if vocab_size >= LARGE_VOCABULARY else 0
 
   def divergence_kwargs(self) -> dict:
     """The keyword arguments `gkdrl.losses.divergence` takes for ours."""

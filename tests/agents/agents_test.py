@@ -193,3 +193,32 @@ def test_vocabulary_mismatch_and_missing_parts(tiny_models, facts_task):
   with pytest.raises(ValueError, match="needs a reward"):
     agents.make_agent(agents.RLConfig(), student=student,
                       tokenizer=facts_task.tokenizer)
+
+
+@pytest.mark.parametrize("name", ["gkd", "supervised_kd"])
+def test_chunked_loss_path_matches_the_logits_path(name, tiny_models,
+                                                   facts_task, fixed_batch):
+  _, sp, _, tp = tiny_models
+  results = []
+  for chunk in (0, 3):
+    agent = make(name, tiny_models, facts_task, loss_chunk_size=chunk,
+                 **({"lmbda": 0.0} if name == "gkd" else {}))
+    state = agent.init(sp)
+    batch, _ = agent.act(state, fixed_batch, jax.random.key(0),
+                         teacher_params=tp)
+    new_state, metrics = agent.update(state, batch, tp, jax.random.key(0))
+    results.append((metrics, new_state.params))
+  (m0, p0), (m1, p1) = results
+  np.testing.assert_allclose(m0["loss/total"], m1["loss/total"], rtol=1e-5)
+  np.testing.assert_allclose(m0["kl/teacher"], m1["kl/teacher"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(p1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_large_vocabularies_chunk_by_default():
+  config = agents.GKDConfig()
+  assert config.chunk_size(151_936) == 128
+  assert config.chunk_size(196) == 0
+  assert agents.GKDConfig(loss_chunk_size=0).chunk_size(151_936) == 0
+  with pytest.raises(ValueError, match="loss_chunk_size=-1"):
+    agents.GKDConfig(loss_chunk_size=-1)
