@@ -91,7 +91,7 @@ def attention(
     x: normed inputs [B, L, D] of the L new tokens.
     positions: positions of the new tokens [B, L] (rotary models).
     mask: [B, L] bool, which new tokens are real (False = padding).
-    past: None, or `(keys [B, S, K, Dh], values [B, S, K, Dh], mask [B, S])`
+    past: None, or `(keys [B, K, S, Dh], values [B, K, S, Dh], mask [B, S])`
       of earlier tokens; every valid slot precedes all new tokens.
 
   Returns:
@@ -111,22 +111,29 @@ def attention(
       k = rotary(k, positions, config.rope_theta)
     causal = jnp.tril(jnp.ones((l, l), dtype=bool))  # [L, L]
     allowed = causal[None] & mask[:, None, :]  # [B, L, L]
-    all_k, all_v = k, v
-    if past is not None:
-      past_k, past_v, past_mask = past
-      all_k = jnp.concatenate([past_k.astype(k.dtype), k], axis=1)  # [B, S+L..]
-      all_v = jnp.concatenate([past_v.astype(v.dtype), v], axis=1)
-      past_allowed = jnp.broadcast_to(
-          past_mask[:, None, :], (b, l, past_mask.shape[1]))  # [B, L, S]
-      allowed = jnp.concatenate([past_allowed, allowed], axis=-1)
+    scale = np.float32(1.0 / np.sqrt(dh))
     # q head j * G + g reads key/value head j (HF's repeat_kv layout).
     q = q.reshape(b, l, k_heads, h // k_heads, dh)  # [B, L, K, G, Dh]
-    scores = jnp.einsum("blkgd,bskd->bkgls", q, all_k,
-                        preferred_element_type=jnp.float32)
-    scores = scores / np.sqrt(dh).astype(np.float32)  # [B, K, G, L, S+L]
-    scores = jnp.where(allowed[:, None, None], scores, _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1).astype(all_v.dtype)
-    out = jnp.einsum("bkgls,bskd->blkgd", probs, all_v)  # [B, L, K, G, Dh]
+    scores = jnp.einsum("blkgd,bmkd->bkglm", q, k,
+                        preferred_element_type=jnp.float32)  # [B, K, G, L, L]
+    scores = jnp.where(allowed[:, None, None], scores * scale, _MASKED)
+    if past is not None:
+      # The cache is head-major [B, K, S, Dh], so these products read it in
+      # place: scoring cached slots and new tokens separately and joining
+      # the (small) scores avoids copying the whole cache every step.
+      past_k, past_v, past_mask = past
+      past_scores = jnp.einsum(
+          "blkgd,bksd->bkgls", q, past_k.astype(q.dtype),
+          preferred_element_type=jnp.float32)  # [B, K, G, L, S]
+      past_scores = jnp.where(past_mask[:, None, None, None, :],
+                              past_scores * scale, _MASKED)
+      scores = jnp.concatenate([past_scores, scores], axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [.., S+L]
+    s_past = scores.shape[-1] - l
+    out = jnp.einsum("bkglm,bmkd->blkgd", probs[..., s_past:], v)
+    if past is not None:
+      out = out + jnp.einsum("bkgls,bksd->blkgd", probs[..., :s_past],
+                             past_v.astype(v.dtype))  # [B, L, K, G, Dh]
     out = _linear(config.d_model, config.out_bias, "out")(
         out.reshape(b, l, h * dh))
   return out, k, v

@@ -66,8 +66,8 @@ class KVCache(NamedTuple):
   N layers, B rows, S = max_length slots, K key/value heads, Dh head width.
   """
 
-  keys: Array  # [N, B, S, K, Dh] in the cache dtype
-  values: Array  # [N, B, S, K, Dh] in the cache dtype
+  keys: Array  # [N, B, K, S, Dh] in the cache dtype (head-major)
+  values: Array  # [N, B, K, S, Dh] in the cache dtype (head-major)
   mask: Array  # [B, S] bool, slot holds a real (non-padding) token
   index: Array  # [] int32, next slot to write (same for every row)
   next_positions: Array  # [B] int32, position of each row's next token
@@ -95,7 +95,7 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     tokens: [B, L] int32 token ids.
     positions: [B, L] int32 positions.
     mask: [B, L] bool, real tokens.
-    past: None or `(keys [N, B, S, K, Dh], values [N, B, S, K, Dh],
+    past: None or `(keys [N, B, K, S, Dh], values [N, B, K, S, Dh],
       mask [B, S])`.
 
   Returns:
@@ -213,7 +213,7 @@ def make_model(config: ModelConfig) -> LanguageModel:
     if batch_size <= 0 or max_length <= 0:
       raise ValueError(f"batch_size={batch_size} and max_length={max_length} "
                        "must be positive.")
-    shape = (config.n_layers, batch_size, max_length, config.n_kv_heads,
+    shape = (config.n_layers, batch_size, config.n_kv_heads, max_length,
              config.head_dim)
     return KVCache(
         keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype),
@@ -234,12 +234,14 @@ def make_model(config: ModelConfig) -> LanguageModel:
     h, keys, values, w = _run(params, tokens, positions, mask,
                               (cache.keys, cache.values, cache.mask))
     start = cache.index
+    # [N, B, P, K, Dh] -> the cache's head-major [N, B, K, P, Dh].
+    keys = jnp.swapaxes(keys, 2, 3).astype(cache.keys.dtype)
+    values = jnp.swapaxes(values, 2, 3).astype(cache.values.dtype)
     new_cache = KVCache(
-        keys=jax.lax.dynamic_update_slice(
-            cache.keys, keys.astype(cache.keys.dtype), (0, 0, start, 0, 0)),
-        values=jax.lax.dynamic_update_slice(
-            cache.values, values.astype(cache.values.dtype),
-            (0, 0, start, 0, 0)),
+        keys=jax.lax.dynamic_update_slice(cache.keys, keys,
+                                          (0, 0, 0, start, 0)),
+        values=jax.lax.dynamic_update_slice(cache.values, values,
+                                            (0, 0, 0, start, 0)),
         mask=jax.lax.dynamic_update_slice(cache.mask, mask, (0, start)),
         index=start + tokens.shape[1],
         next_positions=cache.next_positions + jnp.sum(mask, axis=-1,
