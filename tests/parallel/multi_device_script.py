@@ -1,0 +1,174 @@
+"""Multi-device checks, run by multi_device_test.py in a subprocess.
+
+JAX fixes the CPU device count at start-up, so this script runs with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 in its own process and
+prints one JSON object of results on its last stdout line.
+"""
+
+import json
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gkdrl import agents
+from gkdrl import networks
+from gkdrl import parallel
+from gkdrl import sampling
+from gkdrl import types
+from gkdrl.agents import base
+from gkdrl.envs import tasks
+from gkdrl.runners import checkpointing
+
+BATCH = 8
+
+
+def tiny_config(task, d_model, n_layers):
+  tok = task.tokenizer
+  return networks.ModelConfig(
+      vocab_size=len(tok), d_model=d_model, n_layers=n_layers, n_heads=2,
+      n_kv_heads=1, d_ff=2 * d_model, max_positions=128,
+      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+      bos_token_id=tok.bos_token_id)
+
+
+def rel_err(a, b):
+  """max over leaves of ||a - b|| / ||b|| (float64)."""
+  errs = jax.tree.map(
+      lambda x, y: float(np.linalg.norm(np.asarray(x, np.float64)
+                                        - np.asarray(y, np.float64))
+                         / max(np.linalg.norm(np.asarray(y, np.float64)),
+                               1e-30)), a, b)
+  return max(jax.tree.leaves(errs))
+
+
+def max_abs_diff(a, b):
+  return max(jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64)
+                                       - np.asarray(y, np.float64)),
+                                initial=0.0)), a, b)))
+
+
+def main():
+  results = {"device_count": jax.device_count()}
+  task = tasks.make_task("facts", num_train=64, num_validation=16,
+                         num_test=16)
+  student = networks.make_model(tiny_config(task, 16, 2))
+  teacher = networks.make_model(tiny_config(task, 24, 1))
+  s_params = student.init(jax.random.key(0))
+  t_params = teacher.init(jax.random.key(1))
+  tb = next(task.batches("train", BATCH, fixed_shape=True))
+  batch = types.Batch(
+      prompt_tokens=jnp.asarray(tb.prompt_tokens),
+      prompt_mask=jnp.asarray(tb.prompt_mask),
+      completion_tokens=jnp.asarray(tb.target_tokens),
+      completion_mask=jnp.asarray(tb.target_mask))
+  logits = base.completion_logits(student, s_params, batch)
+  batch = batch._replace(
+      behaviour_logp_a=base.token_log_probs(logits, batch.completion_tokens),
+      rewards=jax.random.normal(jax.random.key(2), (BATCH,)))
+
+  config = agents.make_config("gkd_rl", alpha=0.5, max_new_tokens=8)
+  agent = agents.make_agent(config, student=student, teacher=teacher,
+                            tokenizer=task.tokenizer,
+                            reward=lambda *a, **k: None)
+  state = agent.init(s_params)
+  key = jax.random.key(3)
+
+  def two_updates(state, batch, t_params):
+    # The first step's learning rate is 0 (warmup); the second moves.
+    state, _ = agent.update(state, batch, t_params, key)
+    return agent.update(state, batch, t_params, key)
+
+  ref_state, ref_metrics = two_updates(state, batch, t_params)
+
+  for spec in ("data:4,fsdp:2", "data:2,fsdp:2,model:2"):
+    mesh = parallel.make_mesh(spec)
+    sh_state = parallel.shard_state(state, mesh, min_size=0)
+    new_state, metrics = two_updates(
+        sh_state, parallel.shard_batch(batch, mesh),
+        parallel.shard_params(t_params, mesh, min_size=0))
+    results[spec] = {
+        "loss": float(metrics["loss/total"]),
+        "ref_loss": float(ref_metrics["loss/total"]),
+        "params_rel_err": rel_err(new_state.params, ref_state.params),
+        "update_rel_err": rel_err(
+            jax.tree.map(jnp.subtract, new_state.params, state.params),
+            jax.tree.map(jnp.subtract, ref_state.params, state.params)),
+        "params_moved": max_abs_diff(ref_state.params, state.params),
+        "opt_rel_err": rel_err(new_state.opt_state, ref_state.opt_state),
+        "step": int(new_state.step),
+        "ref_step": int(ref_state.step),
+        # Outputs keep the inputs' layout (XLA propagation).
+        "same_out_sharding": all(jax.tree.leaves(jax.tree.map(
+            lambda new, old: new.sharding.is_equivalent_to(old.sharding,
+                                                           old.ndim),
+            new_state, sh_state))),
+        "model_specs": {
+            k: str(v["w"].sharding.spec) for k, v in sh_state.params.items()
+            if k.endswith(("/query", "/out", "/up", "/down"))},
+    }
+
+  # Placement: shard shapes on a 4x2 mesh.
+  mesh42 = parallel.make_mesh("data:4,fsdp:2")
+  sh_state = parallel.shard_state(state, mesh42, min_size=0)
+  shards = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(sh_state)[0]:
+    shards[jax.tree_util.keystr(path)] = {
+        "shape": list(leaf.shape),
+        "spec": str(leaf.sharding.spec),
+        "shard_shapes": [list(s.data.shape) for s in leaf.addressable_shards],
+        "devices": len(leaf.addressable_shards),
+    }
+  results["shards"] = shards
+
+  # Checkpoint: save on 4x2, restore on 2x4 and on one device.
+  with tempfile.TemporaryDirectory() as tmp:
+    ckpt = checkpointing.Checkpointer(tmp)
+    ckpt.save(1, sh_state)
+    restored = {}
+    mesh24 = parallel.make_mesh("data:2,fsdp:4")
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    targets = {
+        "2x4": parallel.state_shardings(state, mesh24, min_size=0),
+        "one": jax.tree.map(lambda _: one, state),
+    }
+    for name, shardings in targets.items():
+      out = ckpt.restore(parallel.abstract_like(state, shardings))
+      same_sharding = all(jax.tree.leaves(jax.tree.map(
+          lambda x, s: x.sharding.is_equivalent_to(s, x.ndim), out,
+          shardings)))
+      restored[name] = {
+          "max_abs_diff": max_abs_diff(out, state),
+          "same_sharding": bool(same_sharding),
+          "embed_shard_shape": list(out.params["lm/embed"]["embeddings"]
+                                    .addressable_shards[0].data.shape),
+      }
+    ckpt.close()
+  results["restore"] = restored
+
+  # Sampler: greedy tokens with sharded params and prompts.
+  kwargs = dict(max_new_tokens=6, temperature=0.0,
+                eos_token_id=task.tokenizer.eos_token_id)
+  ref = sampling.sample(student, s_params, key, batch.prompt_tokens,
+                        batch.prompt_mask, **kwargs)
+  sh_batch = parallel.shard_batch(batch, mesh42)
+  out = sampling.sample(student, sh_state.params, key,
+                        sh_batch.prompt_tokens, sh_batch.prompt_mask,
+                        **kwargs)
+  results["sample"] = {
+      "same_tokens": bool(np.array_equal(np.asarray(out.tokens),
+                                         np.asarray(ref.tokens))),
+      "same_mask": bool(np.array_equal(np.asarray(out.mask),
+                                       np.asarray(ref.mask))),
+      "logp_max_abs_diff": max_abs_diff(out.logp_a, ref.logp_a),
+      "num_tokens": int(np.asarray(ref.mask).sum()),
+  }
+  print(json.dumps(results))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
