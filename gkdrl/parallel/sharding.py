@@ -56,7 +56,18 @@ def _axis_size(mesh: jax.sharding.Mesh, axis: str) -> int:
 
 def partition_spec(path, shape: tuple[int, ...], mesh: jax.sharding.Mesh, *,
                    min_size: int = MIN_SHARD_SIZE) -> P:
-  """The `PartitionSpec` of one array (see the module docstring)."""
+  """The `PartitionSpec` of one array (see the module docstring).
+
+  Args:
+    path: the array's key path in its pytree (haiku "module/name" keys).
+    shape: its shape.
+    mesh: the mesh (a `Mesh` or `AbstractMesh`); absent axes count as 1.
+    min_size: arrays with fewer elements (per layer, for stacked weights)
+      are not fsdp-sharded.
+
+  Returns:
+    A `PartitionSpec` with one entry per dimension.
+  """
   parts = _path_parts(path)
   spec = [None] * len(shape)
   first = 1 if _STACKED in parts[:-1] and len(shape) > 1 else 0
@@ -164,6 +175,11 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
 def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
   """Places every array of `batch` with its leading axis split by rows.
 
+  In a single process `batch` is the whole batch. In a multi-process run
+  (`jax.process_count() > 1`) each process passes its own rows and the
+  global batch is their concatenation in process order
+  (`jax.make_array_from_process_local_data`).
+
   Args:
     batch: a pytree of arrays with a shared leading batch axis B (e.g.
       `types.Batch`; None fields are left as they are).
@@ -173,20 +189,25 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
     The batch on `mesh` (`batch_sharding`).
 
   Raises:
-    ValueError: if B is not a multiple of the data * fsdp size.
+    ValueError: if the global B is not a multiple of the data * fsdp size.
   """
   rows = 1
   for axis in BATCH_AXES:
     rows *= _axis_size(mesh, axis)
   sharding = batch_sharding(mesh)
 
+  processes = jax.process_count()
+
   def put(path, x):
     shape = getattr(x, "shape", ())
-    if not shape or shape[0] % rows:
+    if not shape or (shape[0] * processes) % rows:
       raise ValueError(
           f"batch field {jax.tree_util.keystr(path)!r} has shape "
-          f"{tuple(shape)}; its leading (batch) size must be a multiple of "
-          f"data * fsdp = {rows} on this mesh.")
+          f"{tuple(shape)} in each of {processes} process(es); the global "
+          f"leading (batch) size must be a multiple of data * fsdp = {rows} "
+          "on this mesh.")
+    if processes > 1:
+      return jax.make_array_from_process_local_data(sharding, x)
     return jax.device_put(x, sharding)
 
   return jax.tree_util.tree_map_with_path(put, batch)
