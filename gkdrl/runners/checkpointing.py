@@ -40,7 +40,9 @@ class Checkpointer:
   def restore(self, target: Any, step: int | None = None) -> Any:
     """Restores checkpoint `step` (default: latest) into `target`'s shape."""
     step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    abstract = jax.tree.map(
+        lambda x: x if isinstance(x, jax.ShapeDtypeStruct)
+        else ocp.utils.to_shape_dtype_struct(x), target)
     return self._manager.restore(step,
                                  args=ocp.args.StandardRestore(abstract))
 

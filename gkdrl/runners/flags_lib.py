@@ -103,6 +103,11 @@ def define_agent_flags():
   flags.DEFINE_integer("eval_every", 0,
                        "Steps between evaluations (0: only at the end).")
   flags.DEFINE_integer("save_every", 50, "Steps between checkpoints.")
+  flags.DEFINE_string("mesh", None,
+                      "Device mesh, e.g. 'data:4,fsdp:2' or 'auto' (every "
+                      "device on data); unset runs on one device. Rows of "
+                      "each batch (batch_size * samples_per_prompt) must "
+                      "divide by data * fsdp.")
 
 
 def agent_config(name: str, values: dict, *, default_max_new_tokens: int,

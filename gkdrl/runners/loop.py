@@ -25,6 +25,7 @@ from absl import logging
 import jax
 import tqdm
 
+from gkdrl import parallel
 from gkdrl.agents import base as agent_base
 from gkdrl.runners import checkpointing
 
@@ -78,7 +79,8 @@ def _postfix(metrics: dict[str, float]) -> dict[str, str]:
 def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
           config: LoopConfig, workdir: str | os.PathLike,
           teacher_params: Any = None, reward_params: Any = None,
-          evaluate_fn: EvaluateFn | None = None
+          evaluate_fn: EvaluateFn | None = None,
+          mesh: jax.sharding.Mesh | None = None
           ) -> agent_base.TrainingState:
   """Trains `agent` from `state` (or from the latest checkpoint in workdir).
 
@@ -91,6 +93,10 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     teacher_params: passed to `act` and `update`.
     reward_params: passed to `act`.
     evaluate_fn: `evaluate_fn(student_params) -> {"greedy": {...}, ...}`.
+    mesh: a device mesh (`gkdrl.parallel.make_mesh`): the state and the
+      teacher are sharded by `gkdrl.parallel`'s rules, every batch over the
+      data axes, and a checkpoint restores onto this mesh whatever mesh
+      wrote it. None runs on the default device.
 
   Returns:
     The final training state.
@@ -103,8 +109,14 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
   workdir.mkdir(parents=True, exist_ok=True)
   checkpointer = checkpointing.Checkpointer(workdir)
   start = checkpointer.latest_step() or 0
+  if mesh is not None:
+    state = parallel.shard_state(state, mesh)
+    teacher_params = (None if teacher_params is None
+                      else parallel.shard_params(teacher_params, mesh))
   if start:
-    state = checkpointer.restore(state, start)
+    target = state if mesh is None else parallel.abstract_like(
+        state, parallel.state_shardings(state, mesh))
+    state = checkpointer.restore(target, start)
     logging.info("Resumed from the checkpoint of step %d in %s.", start,
                  checkpointer.directory)
   writer = checkpointing.MetricsWriter(workdir, resume_step=start)
@@ -123,6 +135,8 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
       batch, info = agent.act(state, next(batches), act_key,
                               teacher_params=teacher_params,
                               reward_params=reward_params)
+      if mesh is not None:
+        batch = parallel.shard_batch(batch, mesh)
       state, metrics = agent.update(state, batch, teacher_params, update_key)
       loss = float(metrics["loss/total"])
       if not math.isfinite(loss):

@@ -25,6 +25,7 @@ import jax
 from gkdrl import agents
 from gkdrl import evaluation
 from gkdrl import networks
+from gkdrl import parallel
 from gkdrl.runners import checkpointing
 from gkdrl.runners import flags_lib
 from gkdrl.runners import loop
@@ -44,7 +45,7 @@ RUN_FLAGS = sorted(set(flags_lib.AGENT_FIELDS) | {
     "seed", "eval_examples", "eval_samples_per_prompt", "reward",
     "entailment_model", "length_penalty", "steps", "batch_size",
     "learning_rate", "warmup_steps", "log_every", "eval_every",
-    "save_every", "workdir"})
+    "save_every", "workdir", "mesh"})
 
 
 def flag_values() -> dict[str, Any]:
@@ -92,12 +93,24 @@ def run(values: dict[str, Any], *, progress: bool = True,
     shared["task"], shared["task_kwargs"] = setup.make_task(
         values["task"], data_files=values["data_files"],
         model_path=values["student"], seed=values["seed"])
+  mesh = None
+  if values.get("mesh"):
+    parallel.initialize_distributed()
+    mesh = parallel.make_mesh(values["mesh"])
   task = shared["task"]
   config = flags_lib.agent_config(
       values["agent"], values,
       default_max_new_tokens=task.max_target_tokens,
       learning_rate=values["learning_rate"],
       warmup_steps=values["warmup_steps"], steps=values["steps"])
+  if mesh is not None:
+    rows = values["batch_size"] * getattr(config, "samples_per_prompt", 1)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if rows % shards:
+      raise ValueError(
+          f"--batch_size={values['batch_size']} gives {rows} rows per batch, "
+          f"which --mesh={values['mesh']!r} cannot split into {shards} "
+          "equal data shards (data * fsdp).")
   reward = setup.make_reward(values["reward"], task,
                              entailment_model=values["entailment_model"],
                              length_penalty=values["length_penalty"])
@@ -142,7 +155,7 @@ def run(values: dict[str, Any], *, progress: bool = True,
       agent=agent, state=agent.init(models.student_params), task=task,
       config=loop_config, workdir=workdir,
       teacher_params=models.teacher_params, reward_params=reward_params,
-      evaluate_fn=lambda p: evaluate(models.student, p))
+      evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh)
   logging.info("Training took %.1f s.", time.time() - start)
   networks.save_pretrained(models.student, jax.device_get(state.params),
                            workdir / "student_hf", tokenizer=task.tokenizer)

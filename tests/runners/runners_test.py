@@ -191,3 +191,39 @@ def test_missing_hub_dataset_is_named(model_dirs, tmp_path, monkeypatch):
   with pytest.raises(FileNotFoundError, match="xsum"):
     train.run(run_values, progress=False)
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_train_on_a_device_mesh_matches_one_device(model_dirs, tmp_path,
+                                                   shared):
+  """--mesh on 4 forced CPU devices, in a subprocess (JAX fixes the device
+  count at start-up): same losses as the single-device run."""
+  teacher, student = model_dirs
+  common = dict(steps=3, batch_size=4, eval_examples=4, max_new_tokens=6,
+                agent="gkd", lmbda=1.0)
+  train.run(values(model_dirs, tmp_path / "one", **common), progress=False,
+            shared=shared)
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  args = [f"--{k}={v}" for k, v in common.items()]
+  result = subprocess.run(
+      [sys.executable, "-m", "gkdrl.runners.train", f"--teacher={teacher}",
+       f"--student={student}", f"--workdir={tmp_path / 'mesh'}",
+       "--mesh=data:2,fsdp:2", "--log_every=1", "--save_every=2",
+       "--eval_samples_per_prompt=2", *args],
+      capture_output=True, text=True, env=env, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  one, mesh = _metrics(tmp_path / "one"), _metrics(tmp_path / "mesh")
+  assert [r["step"] for r in mesh] == [1, 2, 3]
+  for a, b in zip(one, mesh):
+    assert b["loss/total"] == pytest.approx(a["loss/total"], rel=1e-4)
+
+
+def test_mesh_must_split_the_batch(tmp_path, monkeypatch):
+  monkeypatch.setattr(train.loop, "train", None)
+  run_values = train.default_values(workdir=str(tmp_path / "w"),
+                                    mesh="data:1,fsdp:1", batch_size=3)
+  # One device: any batch splits; an impossible mesh is named instead.
+  run_values["mesh"] = "data:2"
+  with pytest.raises(ValueError, match="data:2"):
+    train.run(run_values, progress=False)
