@@ -1,0 +1,145 @@
+r"""Distillation loss, forward + backward: time and peak memory, side by side.
+
+    python benchmarks/loss_memory.py                  # the issue's sizes
+    python benchmarks/loss_memory.py --quick          # small sizes
+    python benchmarks/loss_memory.py --configs=49152:2:512
+
+Three implementations start from the same inputs, the final hidden states
+`[B, T, D]` and unembedding matrices `[D, V]` of a student and a teacher
+(D = 896, Qwen2-0.5B's width), and compute the JSD(0.5) loss and its
+gradient with respect to the student's hidden states and unembedding:
+
+  gkdrl          logits = hidden @ unembedding, then `losses.distillation_loss`
+  gkdrl_chunked  `losses.chunked_distillation_loss` (chunks of 128 positions)
+  trl            logits in PyTorch, then TRL's `GKDTrainer.generalized_jsd_loss`
+
+Each (implementation, size) runs in its own process, so the peak resident
+memory (`ru_maxrss`) is that of one computation; a process killed for
+memory is reported as "OOM". Times are the median of 3 runs after a warm-up
+(JAX compiles there). Needs `pip install trl` (not a gkdrl dependency).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+D = 896
+CHUNK = 128
+FULL = ["151936:2:512", "151936:4:1024", "49152:2:512", "49152:4:1024"]
+QUICK = ["8192:2:128"]
+IMPLS = ["gkdrl", "gkdrl_chunked", "trl"]
+
+
+def _peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _median_time(fn, repeats=3) -> float:
+  fn()  # warm-up (and compilation)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def worker(impl: str, v: int, b: int, t: int) -> dict:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  hs = rng.normal(size=(b, t, D)).astype(np.float32)
+  ht = rng.normal(size=(b, t, D)).astype(np.float32)
+  ws = (rng.normal(size=(D, v)) * D**-0.5).astype(np.float32)
+  wt = (rng.normal(size=(D, v)) * D**-0.5).astype(np.float32)
+  mask = np.ones((b, t), bool)
+  if impl == "trl":
+    import torch  # pylint: disable=g-import-not-at-top
+    from trl.experimental.gkd import GKDTrainer  # pylint: disable=g-import-not-at-top
+    hs_t = torch.from_numpy(hs).requires_grad_()
+    ws_t = torch.from_numpy(ws).requires_grad_()
+    ht_t, wt_t = torch.from_numpy(ht), torch.from_numpy(wt)
+
+    def run():
+      hs_t.grad = ws_t.grad = None
+      with torch.no_grad():
+        teacher_logits = ht_t @ wt_t
+      loss = GKDTrainer.generalized_jsd_loss(hs_t @ ws_t, teacher_logits,
+                                             beta=0.5)
+      loss.backward()
+      return float(loss)
+  else:
+    import jax  # pylint: disable=g-import-not-at-top
+    from gkdrl import losses  # pylint: disable=g-import-not-at-top
+    if impl == "gkdrl":
+      def loss_fn(hs, ws, ht, wt, mask):
+        return losses.distillation_loss(hs @ ws, ht @ wt, mask,
+                                        divergence="jsd", beta=0.5)[0]
+    else:
+      def loss_fn(hs, ws, ht, wt, mask):
+        return losses.chunked_distillation_loss(
+            hs, ws, ht, wt, mask, divergence="jsd", beta=0.5,
+            chunk_size=CHUNK)[0]
+    grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+    args = [jax.device_put(a) for a in (hs, ws, ht, wt, mask)]
+
+    def run():
+      loss, grads = grad_fn(*args)
+      jax.block_until_ready(grads)
+      return float(loss)
+  seconds = _median_time(run)
+  return {"impl": impl, "V": v, "B": b, "T": t, "seconds": seconds,
+          "peak_mb": _peak_mb(), "loss": run()}
+
+
+def measure(impl: str, v: int, b: int, t: int) -> dict:
+  env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1",
+             TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run(
+      [sys.executable, __file__, "--worker", impl, str(v), str(b), str(t)],
+      capture_output=True, text=True, env=env)
+  if result.returncode != 0:
+    killed = result.returncode in (-9, 137) or "MemoryError" in result.stderr
+    return {"impl": impl, "V": v, "B": b, "T": t,
+            "error": "OOM" if killed else result.stderr.strip()[-300:]}
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--worker", nargs=4)
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--configs", default=None,
+                      help="comma-separated V:B:T entries")
+  parser.add_argument("--impls", default=",".join(IMPLS))
+  args = parser.parse_args()
+  if args.worker:
+    impl, v, b, t = args.worker
+    print(json.dumps(worker(impl, int(v), int(b), int(t))))
+    return
+  configs = (args.configs.split(",") if args.configs
+             else QUICK if args.quick else FULL)
+  print(f"{'V':>7} {'B':>2} {'T':>5} {'impl':>14} {'time s':>8} "
+        f"{'peak MB':>8} {'mem vs trl':>10} {'speed vs trl':>12}")
+  for config in configs:
+    v, b, t = (int(x) for x in config.split(":"))
+    rows = {impl: measure(impl, v, b, t) for impl in args.impls.split(",")}
+    trl = rows.get("trl", {})
+    for impl, row in rows.items():
+      if "error" in row:
+        print(f"{v:>7} {b:>2} {t:>5} {impl:>14} {row['error'][:40]:>8}")
+        continue
+      mem = speed = "-"
+      if "peak_mb" in trl and impl != "trl":
+        mem = f"{row['peak_mb'] / trl['peak_mb']:.2f}x"
+        speed = f"{trl['seconds'] / row['seconds']:.2f}x"
+      print(f"{v:>7} {b:>2} {t:>5} {impl:>14} {row['seconds']:8.2f} "
+            f"{row['peak_mb']:8.0f} {mem:>10} {speed:>12}", flush=True)
+
+
+if __name__ == "__main__":
+  main()
