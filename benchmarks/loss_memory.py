@@ -50,19 +50,14 @@ def _median_time(fn, repeats=3) -> float:
 
 
 def worker(impl: str, v: int, b: int, t: int) -> dict:
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  hs = rng.normal(size=(b, t, D)).astype(np.float32)
-  ht = rng.normal(size=(b, t, D)).astype(np.float32)
-  ws = (rng.normal(size=(D, v)) * D**-0.5).astype(np.float32)
-  wt = (rng.normal(size=(D, v)) * D**-0.5).astype(np.float32)
-  mask = np.ones((b, t), bool)
+  # Each side draws its inputs natively, so the process holds one copy.
   if impl == "trl":
     import torch  # pylint: disable=g-import-not-at-top
     from trl.experimental.gkd import GKDTrainer  # pylint: disable=g-import-not-at-top
-    hs_t = torch.from_numpy(hs).requires_grad_()
-    ws_t = torch.from_numpy(ws).requires_grad_()
-    ht_t, wt_t = torch.from_numpy(ht), torch.from_numpy(wt)
+    torch.manual_seed(0)
+    hs_t = torch.randn(b, t, D).requires_grad_()
+    ws_t = (torch.randn(D, v) * D**-0.5).requires_grad_()
+    ht_t, wt_t = torch.randn(b, t, D), torch.randn(D, v) * D**-0.5
 
     def run():
       hs_t.grad = ws_t.grad = None
@@ -74,6 +69,7 @@ def worker(impl: str, v: int, b: int, t: int) -> dict:
       return float(loss)
   else:
     import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from gkdrl import losses  # pylint: disable=g-import-not-at-top
     if impl == "gkdrl":
       def loss_fn(hs, ws, ht, wt, mask):
@@ -85,7 +81,12 @@ def worker(impl: str, v: int, b: int, t: int) -> dict:
             hs, ws, ht, wt, mask, divergence="jsd", beta=0.5,
             chunk_size=CHUNK)[0]
     grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
-    args = [jax.device_put(a) for a in (hs, ws, ht, wt, mask)]
+    k = jax.random.split(jax.random.key(0), 4)
+    args = (jax.random.normal(k[0], (b, t, D)),
+            jax.random.normal(k[1], (D, v)) * D**-0.5,
+            jax.random.normal(k[2], (b, t, D)),
+            jax.random.normal(k[3], (D, v)) * D**-0.5,
+            jnp.ones((b, t), bool))
 
     def run():
       loss, grads = grad_fn(*args)
