@@ -22,6 +22,7 @@ setuptools.setup(
         "gguf>=0.19.0",
         "jax>=0.10.2",
         "matplotlib>=3.11.2",
+        "ml-dtypes>=0.6.0",
         "numpy>=2.4.6",
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12.8",

@@ -31,7 +31,12 @@ Array = jax.Array
 
 def _chunked_values(fn, student_hidden, student_unembedding, teacher_hidden,
                     teacher_unembedding, chunk_size):
-  """`fn(student_logits, teacher_logits)` per position, `[B, T]`, by chunks."""
+  """Per-position outputs of `fn(student_logits, teacher_logits)`, by chunks.
+
+  `fn` returns a tuple of `[B, C]` arrays for a chunk; the result is the
+  tuple of the matching `[B, T]` arrays. Each chunk's logits are built once
+  and rebuilt in the backward pass (`jax.checkpoint`), never kept.
+  """
   batch, length = student_hidden.shape[:2]
   num_chunks = -(-length // chunk_size)
   pad = num_chunks * chunk_size - length
@@ -47,7 +52,7 @@ def _chunked_values(fn, student_hidden, student_unembedding, teacher_hidden,
                           preferred_element_type=jnp.float32)  # [B, C, V]
     t_logits = jnp.einsum("bcd,dv->bcv", t_hidden, t_unembed,
                           preferred_element_type=jnp.float32)  # [B, C, V]
-    return fn(s_logits, t_logits)  # [B, C]
+    return fn(s_logits, t_logits)  # tuple of [B, C]
 
   def body(carry, chunk):
     s_hidden, t_hidden = chunk
@@ -56,8 +61,9 @@ def _chunked_values(fn, student_hidden, student_unembedding, teacher_hidden,
 
   _, values = jax.lax.scan(body, None, (split(student_hidden),
                                         split(teacher_hidden)))  # [N, B, C]
-  values = jnp.swapaxes(values, 0, 1).reshape(batch, -1)  # [B, N * C]
-  return values[:, :length]  # [B, T]
+  # Back to batch-major once, at the boundary: [N, B, C] -> [B, T].
+  return tuple(jnp.swapaxes(v, 0, 1).reshape(batch, -1)[:, :length]
+               for v in values)
 
 
 def chunked_distillation_loss(student_hidden: Array,
@@ -106,21 +112,20 @@ def chunked_distillation_loss(student_hidden: Array,
   teacher_unembedding = jax.lax.stop_gradient(teacher_unembedding)
   chunk_size = min(chunk_size, student_hidden.shape[1])
 
-  def div(s_logits, t_logits):
-    return divergences.divergence(divergence, s_logits, t_logits,
-                                  **divergence_kwargs)
+  temperatures = objectives.temperature_kwargs(divergence_kwargs)
 
-  values = _chunked_values(div, student_hidden, student_unembedding,
-                           teacher_hidden, teacher_unembedding, chunk_size)
+  def div_and_kl(s_logits, t_logits):
+    div = divergences.divergence(divergence, s_logits, t_logits,
+                                 **divergence_kwargs)
+    # The logging metric shares the chunk's logits, without a gradient.
+    kl = divergences.reverse_kl(jax.lax.stop_gradient(s_logits), t_logits,
+                                **temperatures)
+    return div, kl
+
+  values, kl = _chunked_values(div_and_kl, student_hidden,
+                               student_unembedding, teacher_hidden,
+                               teacher_unembedding, chunk_size)
   loss = reductions.masked_reduce(values, mask, reduction=reduction)
-  temperatures = {k: divergence_kwargs[k]
-                  for k in ("student_temperature", "teacher_temperature")
-                  if k in divergence_kwargs}
-  kl = _chunked_values(
-      lambda s, t: divergences.reverse_kl(s, t, **temperatures),
-      jax.lax.stop_gradient(student_hidden),
-      jax.lax.stop_gradient(student_unembedding), teacher_hidden,
-      teacher_unembedding, chunk_size)
   metrics = {
       "loss/divergence": loss,
       "kl/teacher": reductions.masked_reduce(kl, mask, reduction=reduction),

@@ -36,7 +36,8 @@ def _check_logits(student_logits, teacher_logits, mask) -> None:
     chex.assert_equal_shape([student_logits, teacher_logits])
 
 
-def _temperatures(divergence_kwargs) -> dict[str, float]:
+def temperature_kwargs(divergence_kwargs) -> dict[str, float]:
+  """The temperature entries of divergence keyword arguments."""
   return {k: divergence_kwargs[k]
           for k in ("student_temperature", "teacher_temperature")
           if k in divergence_kwargs}
@@ -86,7 +87,7 @@ def distillation_loss(student_logits: Array, teacher_logits: Array,
       "loss/divergence": loss,
       "kl/teacher": _teacher_kl_metric(student_logits, teacher_logits, mask,
                                        reduction,
-                                       _temperatures(divergence_kwargs)),
+                                       temperature_kwargs(divergence_kwargs)),
   }
   return loss, metrics
 
@@ -167,7 +168,7 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
     chex.assert_shape(rewards, (student_logits.shape[0],))
 
   metrics = {}
-  temperatures = _temperatures(divergence_kwargs)
+  temperatures = temperature_kwargs(divergence_kwargs)
   if teacher_logits is not None:
     teacher_logits = jax.lax.stop_gradient(teacher_logits)
     metrics["kl/teacher"] = _teacher_kl_metric(
