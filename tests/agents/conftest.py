@@ -5,21 +5,13 @@ import pytest
 
 from gkdrl import networks
 from gkdrl.envs import tasks
+from tests.tiny_models import tiny_config
 
 
 @pytest.fixture(scope="session")
 def facts_task():
   return tasks.make_task("facts", num_train=64, num_validation=16,
                          num_test=16)
-
-
-def tiny_config(task, d_model: int, n_layers: int) -> networks.ModelConfig:
-  tok = task.tokenizer
-  return networks.ModelConfig(
-      vocab_size=len(tok), d_model=d_model, n_layers=n_layers, n_heads=2,
-      n_kv_heads=1, d_ff=2 * d_model, max_positions=128,
-      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-      bos_token_id=tok.bos_token_id)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ prints one JSON object of results on its last stdout line.
 """
 
 import json
+import pathlib
 import sys
 import tempfile
 
@@ -22,16 +23,12 @@ from gkdrl.agents import base
 from gkdrl.envs import tasks
 from gkdrl.runners import checkpointing
 
+# Run as a script: the repository root makes the shared test helpers
+# importable.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+from tests.tiny_models import tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 BATCH = 8
-
-
-def tiny_config(task, d_model, n_layers):
-  tok = task.tokenizer
-  return networks.ModelConfig(
-      vocab_size=len(tok), d_model=d_model, n_layers=n_layers, n_heads=2,
-      n_kv_heads=1, d_ff=2 * d_model, max_positions=128,
-      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-      bos_token_id=tok.bos_token_id)
 
 
 def rel_err(a, b):
