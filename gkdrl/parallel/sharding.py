@@ -20,11 +20,13 @@ state leaf whose path ends with a parameter's path (and has its shape) gets
 that parameter's spec; other leaves (step counts) are replicated.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
 
 MIN_SHARD_SIZE = 2**14
 BATCH_AXES = ("data", "fsdp")
@@ -176,9 +178,11 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
   """Places every array of `batch` with its leading axis split by rows.
 
   In a single process `batch` is the whole batch. In a multi-process run
-  (`jax.process_count() > 1`) each process passes its own rows and the
-  global batch is their concatenation in process order
-  (`jax.make_array_from_process_local_data`).
+  (`jax.process_count() > 1`) each process passes its own rows as NumPy (or
+  process-local) arrays and the global batch is their concatenation in
+  process order (`jax.make_array_from_process_local_data`; `jax.make_mesh`
+  lays out processes along the batch axes in order); global `jax.Array`s
+  (outputs of jitted code on the mesh) are resharded as they are.
 
   Args:
     batch: a pytree of arrays with a shared leading batch axis B (e.g.
@@ -200,14 +204,16 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
 
   def put(path, x):
     shape = getattr(x, "shape", ())
-    if not shape or (shape[0] * processes) % rows:
+    is_global = isinstance(x, jax.Array) and not x.is_fully_addressable
+    local_parts = 1 if is_global else processes
+    if not shape or (shape[0] * local_parts) % rows:
       raise ValueError(
           f"batch field {jax.tree_util.keystr(path)!r} has shape "
-          f"{tuple(shape)} in each of {processes} process(es); the global "
+          f"{tuple(shape)} in each of {local_parts} process(es); the global "
           f"leading (batch) size must be a multiple of data * fsdp = {rows} "
           "on this mesh.")
-    if processes > 1:
-      return jax.make_array_from_process_local_data(sharding, x)
+    if processes > 1 and not is_global:
+      return jax.make_array_from_process_local_data(sharding, np.asarray(x))
     return jax.device_put(x, sharding)
 
   return jax.tree_util.tree_map_with_path(put, batch)
@@ -222,3 +228,37 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       tree, shardings)
+
+
+def jit_update(update: Callable[..., Any], mesh: jax.sharding.Mesh,
+               state: Any, teacher_params: Any = None, *,
+               min_size: int = MIN_SHARD_SIZE) -> Callable[..., Any]:
+  """`update(state, batch, teacher_params, key)` with explicit shardings.
+
+  Inputs and outputs are pinned: the state and the teacher by the rules
+  (`state_shardings`, `param_shardings`), the batch by rows
+  (`batch_sharding`), the key and the metrics replicated. So the new state
+  has exactly the layout of the old (no recompiles, checkpoints keep their
+  layout) and the metrics are readable on every host (`float()` needs a
+  replicated array in a multi-process run).
+
+  Args:
+    update: an agent's update (jitted or not; a jitted one is inlined).
+    mesh: the mesh.
+    state: the training state (arrays or `jax.ShapeDtypeStruct`s), for its
+      structure and shapes.
+    teacher_params: the teacher parameters (or None), likewise.
+    min_size: as in `param_partition_specs`.
+
+  Returns:
+    The jitted update; it returns `(new_state, metrics)`.
+  """
+  replicated = NamedSharding(mesh, P())
+  state_sh = state_shardings(state, mesh, min_size=min_size)
+  teacher_sh = (None if teacher_params is None
+                else param_shardings(teacher_params, mesh,
+                                     min_size=min_size))
+  return jax.jit(update,
+                 in_shardings=(state_sh, batch_sharding(mesh), teacher_sh,
+                               replicated),
+                 out_shardings=(state_sh, replicated))

@@ -67,7 +67,10 @@ class Task(NamedTuple):
       `seed=None` rows come in dataset order; with an int seed every epoch
       is a permutation drawn from (seed, epoch). `num_epochs=None` repeats
       forever. A short last batch of an epoch is kept unless
-      `drop_remainder` (it has a smaller B, hence a new shape).
+      `drop_remainder` (it has a smaller B, hence a new shape). With
+      `process_index=i, process_count=n` (a multi-host run) `batch_size`
+      is the global B and process i gets rows [i * B / n, (i + 1) * B / n)
+      of each global batch (bucketed on its own rows: see `pad_batch`).
     reward_fns: name -> `reward_fn(sources, completions, targets)` returning
       `[B]` float32 (see `TextRewardFn`); empty when the task has none.
   """
@@ -168,6 +171,14 @@ def _fit_prompt(ids: list[int], max_tokens: int, tail: int) -> list[int]:
   return ids[:max_tokens - tail] + ids[len(ids) - tail:]
 
 
+def pad_token_id(tokenizer: transformers.PreTrainedTokenizerBase) -> int:
+  """The id that pads batches: the tokenizer's pad token, else its EOS."""
+  if tokenizer.eos_token_id is None:
+    raise ValueError("tokenizer must define an eos_token, got None")
+  pad_id = tokenizer.pad_token_id
+  return tokenizer.eos_token_id if pad_id is None else pad_id
+
+
 def collate(
     tokenizer: transformers.PreTrainedTokenizerBase,
     examples: Mapping[str, Sequence[str]],
@@ -193,10 +204,7 @@ def collate(
     A `TaskBatch` with `prompt_tokens [B, P]` and `target_tokens [B, T]`.
   """
   eos_id = tokenizer.eos_token_id
-  if eos_id is None:
-    raise ValueError("tokenizer must define an eos_token, got None")
-  pad_id = tokenizer.pad_token_id
-  pad_id = eos_id if pad_id is None else pad_id
+  pad_id = pad_token_id(tokenizer)
   sources, prompts, targets = (list(examples[c]) for c in COLUMNS)
   if not len(sources) == len(prompts) == len(targets) > 0:
     raise ValueError(
@@ -239,13 +247,31 @@ def iterate_batches(
     num_epochs: int | None = 1,
     drop_remainder: bool = False,
     fixed_shape: bool = False,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> Iterator[TaskBatch]:
-  """Yields `TaskBatch`es over `dataset`; see `Task.batches`."""
+  """Yields `TaskBatch`es over `dataset`; see `Task.batches`.
+
+  With `process_count` > 1 every process draws the same global order (it
+  depends only on `seed` and the epoch) and reads and tokenizes only its
+  own `batch_size / process_count` rows of each global batch.
+  """
   batch_size = check_positive_int("batch_size", batch_size)
   if num_epochs is not None:
     check_positive_int("num_epochs", num_epochs)
   if seed is not None:
     check_int("seed", seed)
+  process_count = check_positive_int("process_count", process_count)
+  process_index = check_int("process_index", process_index, 0,
+                            process_count - 1)
+  if batch_size % process_count:
+    raise ValueError(f"batch_size {batch_size} must be a multiple of "
+                     f"process_count {process_count} (equal rows per "
+                     "process)")
+  if process_count > 1 and not drop_remainder:
+    raise ValueError(f"process_count {process_count} > 1 needs "
+                     "drop_remainder=True (every global batch full, so "
+                     "every process gets the same number of rows)")
   n = len(dataset)
   if n == 0 or (drop_remainder and batch_size > n):
     raise ValueError(
@@ -253,12 +279,15 @@ def iterate_batches(
         f"yields no batch from a split of {n} rows")
   # Arguments are checked above, when called; batches come lazily.
   return _generate_batches(dataset, batch_size, collate_fn, seed, num_epochs,
-                           drop_remainder, fixed_shape)
+                           drop_remainder, fixed_shape, process_index,
+                           process_count)
 
 
 def _generate_batches(dataset, batch_size, collate_fn, seed, num_epochs,
-                      drop_remainder, fixed_shape):
+                      drop_remainder, fixed_shape, process_index,
+                      process_count):
   n = len(dataset)
+  local = batch_size // process_count
   epoch = 0
   while num_epochs is None or epoch < num_epochs:
     order = list(range(n))
@@ -267,9 +296,46 @@ def _generate_batches(dataset, batch_size, collate_fn, seed, num_epochs,
       random.Random(f"{seed}:{epoch}").shuffle(order)
     stop = n - n % batch_size if drop_remainder else n
     for start in range(0, stop, batch_size):
-      yield collate_fn(dataset[order[start:start + batch_size]],
+      start += process_index * local
+      stop_row = min(start + local, stop)
+      yield collate_fn(dataset[order[start:stop_row]],
                        fixed_shape=fixed_shape)
     epoch += 1
+
+
+def pad_batch(batch: TaskBatch, prompt_length: int, target_length: int,
+              pad_id: int) -> TaskBatch:
+  """Pads a batch to longer prompt and target lengths.
+
+  Prompts gain pad columns on the left, targets on the right, masks False
+  there: the batch `collate` would have built with those buckets. Processes
+  of a multi-host run bucket their own rows, then pad to the largest
+  process's lengths, which is what one process bucketing the whole global
+  batch gives (a bucket covers the longest row).
+
+  Args:
+    batch: the batch, `prompt_tokens [B, P]` and `target_tokens [B, T]`.
+    prompt_length: the new P, >= the batch's.
+    target_length: the new T, >= the batch's.
+    pad_id: the token id written in new padding.
+
+  Returns:
+    The batch with `prompt_tokens [B, prompt_length]` and
+    `target_tokens [B, target_length]`.
+  """
+  p = batch.prompt_tokens.shape[1]
+  t = batch.target_tokens.shape[1]
+  check_int("prompt_length", prompt_length, p)
+  check_int("target_length", target_length, t)
+  grow_p, grow_t = ((0, 0), (prompt_length - p, 0)), ((0, 0),
+                                                       (0, target_length - t))
+  return batch._replace(
+      prompt_tokens=np.pad(batch.prompt_tokens, grow_p,
+                           constant_values=pad_id),
+      prompt_mask=np.pad(batch.prompt_mask, grow_p, constant_values=False),
+      target_tokens=np.pad(batch.target_tokens, grow_t,
+                           constant_values=pad_id),
+      target_mask=np.pad(batch.target_mask, grow_t, constant_values=False))
 
 
 def build_task(
