@@ -12,6 +12,13 @@ writes into `workdir`:
 Every step's randomness is `fold_in(PRNGKey(seed), step)`, and the data order
 depends only on the seed, so a resumed run reaches the same final state as an
 uninterrupted one.
+
+The host does not wait for each update: a step's loss is checked for NaN
+one step later (while the device runs the next update, the host loads and
+tokenizes the next batch), except on steps that log, save or evaluate,
+which check it at once so that nothing is written after a bad step. The
+update skips a non-finite step (the state stays as it was), so the one
+extra update dispatched before a late check changes nothing that is kept.
 """
 
 from collections.abc import Callable
@@ -27,6 +34,7 @@ import tqdm
 
 from gkdrl import parallel
 from gkdrl.agents import base as agent_base
+from gkdrl.envs.tasks import base as tasks_base
 from gkdrl.runners import checkpointing
 
 
@@ -69,6 +77,16 @@ class LoopConfig:
 EvaluateFn = Callable[[Any], dict[str, dict[str, float]]]
 
 
+def _check_finite(step: int, loss, last_saved: int,
+                  directory: pathlib.Path) -> None:
+  """Raises TrainingDivergedError if `loss` (of `step`) is NaN or Inf."""
+  loss = float(loss)
+  if not math.isfinite(loss):
+    raise TrainingDivergedError(
+        f"Non-finite loss {loss} at step {step}; training stopped. The "
+        f"last good checkpoint (step {last_saved}) in {directory} is intact.")
+
+
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
   shown = {"loss/total": "loss", "reward/mean": "reward",
            "kl/teacher": "kl"}
@@ -95,8 +113,10 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     evaluate_fn: `evaluate_fn(student_params) -> {"greedy": {...}, ...}`.
     mesh: a device mesh (`gkdrl.parallel.make_mesh`): the state and the
       teacher are sharded by `gkdrl.parallel`'s rules, every batch over the
-      data axes, and a checkpoint restores onto this mesh whatever mesh
-      wrote it. None runs on the default device.
+      data axes (each process reads only its rows of it), the update runs
+      with explicit input and output shardings (`parallel.jit_update`), and
+      a checkpoint restores onto this mesh whatever mesh wrote it. None
+      runs on the default device.
 
   Returns:
     The final training state.
@@ -120,40 +140,53 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     logging.info("Resumed from the checkpoint of step %d in %s.", start,
                  checkpointer.directory)
   writer = checkpointing.MetricsWriter(workdir, resume_step=start)
+  # config.batch_size is global: each process reads its rows of it.
   batches = task.batches("train", config.batch_size, seed=config.seed,
-                         num_epochs=None, drop_remainder=True)
+                         num_epochs=None, drop_remainder=True,
+                         **parallel.process_split())
+  update = agent.update
+  if mesh is not None:
+    update = parallel.jit_update(agent.update, mesh, state, teacher_params)
   for _ in range(start):  # the data order depends only on the seed
     next(batches)
   root_key = jax.random.key(config.seed)
   bar = tqdm.tqdm(total=config.steps, initial=start, desc=agent.name,
                   disable=not config.progress, dynamic_ncols=True)
   last_saved = start
+  unchecked = None  # (step, loss) of an update whose loss is not read yet
   try:
     for step in range(start + 1, config.steps + 1):
       act_key, update_key = jax.random.split(jax.random.fold_in(root_key,
                                                                 step))
-      batch, info = agent.act(state, next(batches), act_key,
+      task_batch = next(batches)
+      if mesh is not None:
+        task_batch = parallel.global_task_batch(
+            task_batch, mesh, tasks_base.pad_token_id(task.tokenizer))
+      batch, info = agent.act(state, task_batch, act_key,
                               teacher_params=teacher_params,
                               reward_params=reward_params)
       if mesh is not None:
         batch = parallel.shard_batch(batch, mesh)
-      state, metrics = agent.update(state, batch, teacher_params, update_key)
-      loss = float(metrics["loss/total"])
-      if not math.isfinite(loss):
-        raise TrainingDivergedError(
-            f"Non-finite loss {loss} at step {step}; training stopped. The "
-            f"last good checkpoint (step {last_saved}) in "
-            f"{checkpointer.directory} is intact.")
-      if step % config.log_every == 0 or step == config.steps:
-        values = {**checkpointing.to_python(metrics), **info}
+      state, metrics = update(state, batch, teacher_params, update_key)
+      if unchecked is not None:
+        _check_finite(*unchecked, last_saved, checkpointer.directory)
+      unchecked = (step, metrics["loss/total"])
+      log = step % config.log_every == 0 or step == config.steps
+      save = step % config.save_every == 0 or step == config.steps
+      evaluate = bool(evaluate_fn and config.eval_every and (
+          step % config.eval_every == 0) and step != config.steps)
+      if log or save or evaluate:
+        _check_finite(*unchecked, last_saved, checkpointer.directory)
+        unchecked = None
+      if log:
+        values = checkpointing.to_python({**metrics, **info})
         writer.write(step, values)
         bar.set_postfix(_postfix(values), refresh=False)
       bar.update(1)
-      if step % config.save_every == 0 or step == config.steps:
+      if save:
         checkpointer.save(step, state)
         last_saved = step
-      if evaluate_fn and config.eval_every and (
-          step % config.eval_every == 0) and step != config.steps:
+      if evaluate:
         checkpointing.write_json(workdir / "eval" / f"step_{step}.json",
                                  {"step": step, **evaluate_fn(state.params)})
   finally:
