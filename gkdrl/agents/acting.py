@@ -1,11 +1,13 @@
 """Acting: how an agent turns a task batch into a training batch.
 
 Runs on the host around jitted pieces: the sampler (one compiled rollout per
-shape), decoding to text, and host reward models. Nothing here is
-differentiated.
+shape, each compile logged and counted as "sampler", see
+`base.compile_counts`), decoding to text, and host reward models. Nothing
+here is differentiated.
 """
 
 from collections.abc import Sequence
+import functools
 from typing import Any
 
 import jax
@@ -56,20 +58,62 @@ def repeat_rows(task_batch, samples_per_prompt: int):
       targets=rep_list(task_batch.targets))
 
 
+@functools.partial(jax.jit, static_argnames=("model", "settings"))
+def _sample(model, params, key, prompt_tokens, prompt_mask, *, settings):
+  # An outer jit around the sampler's own, so that its compiles are counted
+  # here; the inner jit is inlined, never compiled on its own.
+  base.log_compile("sampler", prompt_tokens=prompt_tokens)
+  return sampling.sample(model, params, key, prompt_tokens, prompt_mask,
+                         **dict(settings))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "settings"))
+def _sample_stacked(model, params, key, prompt_tokens, prompt_mask, *,
+                    settings):
+  base.log_compile("sampler_stacked", prompt_tokens=prompt_tokens)
+  sample = lambda p: sampling.sample(model, p, key, prompt_tokens,
+                                     prompt_mask, **dict(settings))
+  return jax.vmap(sample)(params)
+
+
 def sample_batch(model, params, key: types.PRNGKey, task_batch, *,
                  config: base.AgentConfig, eos_token_id: int,
-                 pad_token_id: int) -> types.Batch:
-  """Completions sampled by `model` (student or teacher) for the prompts."""
-  samples = sampling.sample(
-      model, params, key, jnp.asarray(task_batch.prompt_tokens, jnp.int32),
-      jnp.asarray(task_batch.prompt_mask, bool),
-      max_new_tokens=config.max_new_tokens,
-      temperature=config.sample_temperature, top_k=config.top_k,
-      top_p=config.top_p, eos_token_id=eos_token_id,
-      pad_token_id=pad_token_id)
+                 pad_token_id: int, stacked: bool = False) -> types.Batch:
+  """Completions sampled by `model` (student or teacher) for the prompts.
+
+  Args:
+    model: the sampling `LanguageModel` (a static argument: pass the same
+      object each call).
+    params: its parameters; with `stacked`, a leading axis [A] of A models.
+    key: PRNG key (with `stacked`, every model samples with this same key).
+    task_batch: the `TaskBatch` of prompts `[B, P]`.
+    config: the agent config (T and the sampling settings).
+    eos_token_id: id, or ids, that end a completion.
+    pad_token_id: id written after the end.
+    stacked: sample from each of the A stacked models in one compiled call.
+
+  Returns:
+    The `Batch` of prompts and samples; with `stacked` every field has the
+    leading axis [A] (prompts repeated).
+  """
+  settings = (("max_new_tokens", config.max_new_tokens),
+              ("temperature", config.sample_temperature),
+              ("top_k", config.top_k), ("top_p", config.top_p),
+              ("eos_token_id", eos_token_id if isinstance(eos_token_id, int)
+               else tuple(eos_token_id)),  # static: hashable
+              ("pad_token_id", pad_token_id))
+  prompt_tokens = jnp.asarray(task_batch.prompt_tokens, jnp.int32)  # [B, P]
+  prompt_mask = jnp.asarray(task_batch.prompt_mask, bool)  # [B, P]
+  samples = (_sample_stacked if stacked else _sample)(
+      model, params, key, prompt_tokens, prompt_mask, settings=settings)
+  if stacked:
+    num = samples.tokens.shape[0]
+    prompt_tokens, prompt_mask = (
+        jnp.broadcast_to(x, (num,) + x.shape)
+        for x in (prompt_tokens, prompt_mask))  # [A, B, P]
   return types.Batch(
-      prompt_tokens=jnp.asarray(task_batch.prompt_tokens, jnp.int32),
-      prompt_mask=jnp.asarray(task_batch.prompt_mask, bool),
+      prompt_tokens=prompt_tokens,
+      prompt_mask=prompt_mask,
       completion_tokens=samples.tokens,
       completion_mask=samples.mask,
       behaviour_logp_a=samples.logp_a)
@@ -100,7 +144,11 @@ def score_batch(reward_model: rm_base.RewardModel, reward_params: Any,
                                reward_model.name)
 
 
-def rollout_info(batch: types.Batch) -> dict[str, float]:
-  """Host metrics of a rollout."""
-  lengths = np.asarray(batch.completion_mask).sum(axis=1)
-  return {"rollout/length": float(lengths.mean())}
+def rollout_info(batch: types.Batch) -> dict[str, types.Array]:
+  """Metrics of a rollout, as device scalars.
+
+  Left on the device (not `float`) so that building a batch never waits for
+  the sampler; the loop reads them only on the steps it logs.
+  """
+  lengths = jnp.sum(batch.completion_mask, axis=1, dtype=jnp.float32)  # [B]
+  return {"rollout/length": jnp.mean(lengths)}

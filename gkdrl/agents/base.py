@@ -13,13 +13,22 @@ learning):
 `update` is one jitted function; the student, teacher and reference
 parameters are always its arguments (closed-over arrays would become
 compile-time constants). It compiles once per batch shape; task batches are
-bucketed, so a run compiles a handful of times.
+bucketed, so a run compiles a handful of times. Each compile is logged
+("compiling update for shapes ...") and counted (`compile_counts`).
+
+`update` donates the state it is given: its buffers are reused for the new
+state, so the old `TrainingState` is deleted after the call. Keep only the
+returned state (copy the old one first, `jax.tree.map(jnp.copy, state)`,
+where it is still needed). `init` copies the parameters it is given, so the
+caller's arrays are never donated.
 """
 
+import collections
 from collections.abc import Callable
 import dataclasses
 from typing import Any, NamedTuple
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import optax
@@ -32,12 +41,40 @@ from gkdrl.losses import reductions
 Array = types.Array
 Params = Any
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+PARAM_DTYPES = COMPUTE_DTYPES
+
+# Traces of each named jitted function since the process started.
+_COMPILES: collections.Counter[str] = collections.Counter()
+
+
+def log_compile(name: str, **arrays) -> None:
+  """Counts and logs one compile of the jitted function `name`.
+
+  Call it inside the function's Python body: that body runs once per trace,
+  and jit traces exactly when it misses its cache and compiles.
+
+  Args:
+    name: the function's name in the log line and in `compile_counts`.
+    **arrays: the inputs whose shapes decide the compile (pytrees; None
+      leaves are skipped).
+  """
+  _COMPILES[name] += 1
+  shapes = ", ".join(
+      f"{name}{jax.tree_util.keystr(path)}={leaf.dtype}{list(leaf.shape)}"
+      for name, value in arrays.items()
+      for path, leaf in jax.tree_util.tree_leaves_with_path(value))
+  logging.info("compiling %s for shapes %s", name, shapes)
+
+
+def compile_counts() -> dict[str, int]:
+  """{name: compiles so far} of the functions that call `log_compile`."""
+  return dict(_COMPILES)
 
 
 class TrainingState(NamedTuple):
   """The learner's state (a pytree; nothing static inside)."""
 
-  params: Params  # student parameters, float32
+  params: Params  # student parameters, float32 or `param_dtype`
   opt_state: optax.OptState  # optimizer state of `params`
   step: Array  # [] int32, number of updates applied
   ref_params: Params | None = None  # frozen initial student (KL reference)
@@ -56,7 +93,11 @@ class AgentConfig:
     top_p: nucleus mass when sampling, (0, 1].
     reduction: "sequence" (paper Eq. 2), "token" or "sum".
     compute_dtype: "float32" or "bfloat16" for the forward passes;
-      parameters, optimizer state and every divergence stay float32.
+      every softmax and divergence stays float32.
+    param_dtype: "float32" or "bfloat16": the dtype the student parameters
+      (and so the optimizer state and the gradients) are stored in.
+      bfloat16 halves their memory but rounds every update to 8 bits of
+      mantissa, so small learning rates may stall.
   """
 
   optimizer: optimizer_lib.OptimizerConfig = dataclasses.field(
@@ -67,6 +108,7 @@ class AgentConfig:
   top_p: float = 1.0
   reduction: str = "sequence"
   compute_dtype: str = "float32"
+  param_dtype: str = "float32"
 
   def __post_init__(self):
     if (isinstance(self.max_new_tokens, bool)
@@ -81,6 +123,7 @@ class AgentConfig:
       raise ValueError(f"top_p={self.top_p!r} is outside the range (0, 1].")
     _checks.check_choice("reduction", self.reduction, reductions.REDUCTIONS)
     _checks.check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+    _checks.check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
 
 
 class Agent(NamedTuple):
@@ -110,13 +153,14 @@ class Agent(NamedTuple):
 
 
 def cast_params(params: Params, compute_dtype: str) -> Params:
-  """Casts floating parameters to the compute dtype (float32 masters)."""
+  """Casts floating parameters to `compute_dtype` (a name of COMPUTE_DTYPES).
+
+  A no-op on leaves already of that dtype and on integer leaves.
+  """
   dtype = COMPUTE_DTYPES[compute_dtype]
-  if dtype == jnp.float32:
-    return params
   return jax.tree.map(
-      lambda p: p.astype(dtype) if jnp.issubdtype(p.dtype, jnp.floating)
-      else p, params)
+      lambda p: p.astype(dtype) if (jnp.issubdtype(p.dtype, jnp.floating)
+                                    and p.dtype != dtype) else p, params)
 
 
 def completion_hidden(model, params: Params, batch: types.Batch) -> Array:
@@ -159,11 +203,17 @@ LossFn = Callable[[Params, TrainingState, types.Batch, Params, Array],
 
 
 def make_init(optimizer: optax.GradientTransformation, *,
-              keep_reference: bool) -> Callable[[Params], TrainingState]:
-  """`init(student_params) -> TrainingState`."""
+              keep_reference: bool, param_dtype: str = "float32"
+              ) -> Callable[[Params], TrainingState]:
+  """`init(student_params) -> TrainingState`.
+
+  The state holds copies of the parameters, cast to `param_dtype`, so the
+  update can donate them without deleting the caller's arrays.
+  """
 
   def init(params: Params) -> TrainingState:
-    params = jax.tree.map(jnp.asarray, params)
+    params = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
+    params = cast_params(params, param_dtype)
     ref = jax.tree.map(jnp.copy, params) if keep_reference else None
     return TrainingState(params=params, opt_state=optimizer.init(params),
                          step=jnp.zeros((), jnp.int32), ref_params=ref)
@@ -172,13 +222,25 @@ def make_init(optimizer: optax.GradientTransformation, *,
 
 
 def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
-                epochs: int = 1) -> Callable[..., tuple[TrainingState,
-                                                        types.Metrics]]:
-  """One jitted update: `epochs` gradient steps of `loss_fn` on one batch.
+                epochs: int = 1, jit: bool = True
+                ) -> Callable[..., tuple[TrainingState, types.Metrics]]:
+  """One update: `epochs` gradient steps of `loss_fn` on one batch.
 
   A step whose loss or gradient is not finite leaves the state unchanged and
   reports `train/skipped = 1`, so one bad batch cannot poison the
   parameters; the runner stops on a non-finite loss.
+
+  Args:
+    loss_fn: `loss_fn(params, state, batch, teacher_params, key) -> (loss,
+      metrics)`.
+    optimizer: the optax transformation.
+    epochs: gradient steps per batch (PPO epochs), >= 1.
+    jit: return the function jitted, donating its state argument and logging
+      each compile as "update"; False returns the plain function, for
+      callers that transform it further (vmap) and jit it themselves.
+
+  Returns:
+    `update(state, batch, teacher_params, key) -> (new_state, metrics)`.
   """
 
   def one_step(state: TrainingState, batch, teacher_params, key):
@@ -201,9 +263,10 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
     metrics["train/skipped"] = 1.0 - finite.astype(jnp.float32)
     return new_state, metrics
 
-  @jax.jit
   def update(state: TrainingState, batch: types.Batch, teacher_params,
              key: Array) -> tuple[TrainingState, types.Metrics]:
+    if jit:
+      log_compile("update", batch=batch)
     if epochs == 1:
       return one_step(state, batch, teacher_params, key)
 
@@ -218,4 +281,6 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
                   if k.startswith("loss/")})
     return state, first
 
-  return update
+  # Donating the state lets XLA write the new parameters and optimizer
+  # moments over the old ones: one copy of the state in memory, not two.
+  return jax.jit(update, donate_argnums=0) if jit else update

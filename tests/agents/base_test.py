@@ -1,0 +1,152 @@
+"""The shared update: buffer donation, compile counting, dtypes."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gkdrl import agents
+from gkdrl.agents import acting
+from gkdrl.agents import base
+
+
+def nll_loss(student):
+  """A plain NLL loss of the completion tokens, as agents build them."""
+
+  def loss_fn(params, state, batch, teacher_params, key):
+    del state, teacher_params, key
+    logp = base.token_log_probs(
+        base.completion_logits(student, params, batch),
+        batch.completion_tokens)  # [B, T]
+    loss = -jnp.sum(logp * batch.completion_mask) / jnp.sum(
+        batch.completion_mask)
+    return loss, {"loss/nll": loss}
+
+  return loss_fn
+
+
+def leaves_deleted(tree) -> list[bool]:
+  return [leaf.is_deleted() for leaf in jax.tree.leaves(tree)]
+
+
+def test_update_donates_the_state_and_changes_no_result(tiny_models,
+                                                        fixed_batch):
+  student, sp, _, _ = tiny_models
+  optimizer = optax.adam(1e-2)
+  init = base.make_init(optimizer, keep_reference=True)
+  donating = base.make_update(nll_loss(student), optimizer)
+  plain = jax.jit(base.make_update(nll_loss(student), optimizer, jit=False))
+  batch = acting.dataset_batch(fixed_batch)
+  key = jax.random.key(0)
+
+  ref_state, ref_metrics = plain(init(sp), batch, None, key)
+  state = init(sp)
+  new_state, metrics = donating(state, batch, None, key)
+  # The donated state is gone; the caller's parameters (copied by init) and
+  # the batch are not.
+  assert all(leaves_deleted(state))
+  assert not any(leaves_deleted(sp)) and not any(leaves_deleted(batch))
+  for a, b in zip(jax.tree.leaves((ref_state, ref_metrics)),
+                  jax.tree.leaves((new_state, metrics))):
+    np.testing.assert_array_equal(a, b)
+  # The reference parameters pass through the update unchanged.
+  for a, b in zip(jax.tree.leaves(new_state.ref_params),
+                  jax.tree.leaves(sp)):
+    np.testing.assert_array_equal(a, b)
+
+  # A non-finite step returns the old values, although their buffers were
+  # donated.
+  bad = new_state._replace(params=jax.tree.map(
+      lambda p: p.at[(0,) * p.ndim].set(jnp.nan), new_state.params))
+  # Copies: a NumPy view of a CPU buffer would keep it from being donated.
+  expected = jax.tree.map(lambda x: np.array(x, copy=True), bad)
+  kept, metrics = donating(bad, batch, None, key)
+  assert float(metrics["train/skipped"]) == 1.0 and all(leaves_deleted(bad))
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(kept)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_compiles_are_counted_once_per_shape_and_logged(
+    tiny_models, fixed_batch, caplog):
+  student, sp, _, _ = tiny_models
+  optimizer = optax.sgd(1e-2)
+  init = base.make_init(optimizer, keep_reference=False)
+  update = base.make_update(nll_loss(student), optimizer)
+  batch = acting.dataset_batch(fixed_batch)
+  shorter = batch._replace(completion_tokens=batch.completion_tokens[:, :4],
+                           completion_mask=batch.completion_mask[:, :4])
+  before = base.compile_counts().get("update", 0)
+  caplog.set_level(logging.INFO, logger="absl")
+  state = init(sp)
+  for b in (batch, batch, shorter, batch, shorter):
+    state, _ = update(state, b, None, jax.random.key(0))
+  assert base.compile_counts()["update"] - before == 2
+  lines = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith("compiling update for shapes")]
+  assert len(lines) == 2
+  assert "batch.completion_tokens=int32[4, 4]" in lines[1], lines
+
+
+def test_param_dtype_stores_params_and_optimizer_state_in_bfloat16(
+    tiny_models, fixed_batch):
+  student, sp, _, _ = tiny_models
+  optimizer = optax.adam(3e-2)
+  init = base.make_init(optimizer, keep_reference=False,
+                        param_dtype="bfloat16")
+  update = base.make_update(nll_loss(student), optimizer)
+  state = init(sp)
+  batch = acting.dataset_batch(fixed_batch)
+  dtypes = lambda tree: {x.dtype for x in jax.tree.leaves(tree)
+                         if jnp.issubdtype(x.dtype, jnp.floating)}
+  assert dtypes(state.params) == {jnp.dtype(jnp.bfloat16)}
+  assert dtypes(state.opt_state) == {jnp.dtype(jnp.bfloat16)}
+  assert dtypes(sp) == {jnp.dtype(jnp.float32)}  # the caller's, untouched
+  losses = []
+  for i in range(4):
+    state, metrics = update(state, batch, None, jax.random.key(i))
+    losses.append(float(metrics["loss/total"]))
+  assert dtypes(state.params) == {jnp.dtype(jnp.bfloat16)}
+  assert metrics["loss/total"].dtype == jnp.float32
+  assert losses[-1] < losses[0], losses
+  with pytest.raises(ValueError, match="param_dtype='float16'"):
+    agents.SFTConfig(param_dtype="float16")
+
+
+def _forward_kl_sequence(student_logits, teacher_logits, mask):
+  """float64 NumPy KL(teacher || student), mean per sequence then batch."""
+  s = np.asarray(student_logits, np.float64)
+  t = np.asarray(teacher_logits, np.float64)
+  log_q = s - np.log(np.exp(s - s.max(-1, keepdims=True)).sum(
+      -1, keepdims=True)) - s.max(-1, keepdims=True)
+  log_p = t - np.log(np.exp(t - t.max(-1, keepdims=True)).sum(
+      -1, keepdims=True)) - t.max(-1, keepdims=True)
+  kl = (np.exp(log_p) * (log_p - log_q)).sum(-1)  # [B, T]
+  mask = np.asarray(mask, np.float64)
+  return float(((kl * mask).sum(1) / mask.sum(1)).mean())
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_bfloat16_compute_keeps_the_divergence_in_float32(
+    chunk, tiny_models, facts_task, fixed_batch):
+  student, sp, teacher, tp = tiny_models
+  config = agents.SupervisedKDConfig(compute_dtype="bfloat16",
+                                     loss_chunk_size=chunk)
+  agent = agents.make_agent(config, student=student, teacher=teacher,
+                            tokenizer=facts_task.tokenizer)
+  batch, _ = agent.act(None, fixed_batch, jax.random.key(0))
+  # The logits a bfloat16 forward pass gives (float32 accumulation).
+  s_logits, t_logits = (
+      base.completion_logits(m, base.cast_params(p, "bfloat16"), batch)
+      for m, p in ((student, sp), (teacher, tp)))
+  f32_logits = base.completion_logits(student, sp, batch)
+  assert s_logits.dtype == jnp.float32
+  assert float(jnp.max(jnp.abs(s_logits - f32_logits))) > 1e-4  # bf16 ran
+  _, metrics = agent.update(agent.init(sp), batch, tp, jax.random.key(0))
+  assert metrics["loss/divergence"].dtype == jnp.float32
+  expected = _forward_kl_sequence(s_logits, t_logits, batch.completion_mask)
+  # bfloat16 divergence arithmetic would be off by ~1e-2 relative.
+  np.testing.assert_allclose(float(metrics["loss/divergence"]), expected,
+                             rtol=2e-5)
