@@ -1,15 +1,20 @@
-"""The training loop: a NaN loss stops training and keeps the checkpoint."""
+"""The training loop: NaN losses, resume, and compiles per bucket shape."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gkdrl import agents
+from gkdrl import networks
 from gkdrl.agents import base
+from gkdrl.envs import tasks
 from gkdrl.runners import checkpointing
 from gkdrl.runners import loop
+from tests.tiny_models import tiny_config
 
 
 class FakeTask:
@@ -82,3 +87,73 @@ def test_loop_config_errors():
     loop.LoopConfig(steps=0, batch_size=1)
   with pytest.raises(ValueError, match="batch_size=-1"):
     loop.LoopConfig(steps=1, batch_size=-1)
+
+
+def test_a_late_nan_check_still_writes_nothing_after_the_bad_step(tmp_path):
+  # Step 6 is neither logged nor saved: its loss is read after step 7 is
+  # dispatched, and step 7 is never logged or saved either.
+  config = loop.LoopConfig(steps=12, batch_size=1, save_every=4,
+                           log_every=4, progress=False)
+  agent = fake_agent(nan_at_step=6)
+  dispatched = []
+
+  def update(state, *args):
+    dispatched.append(int(state.step) + 1)
+    return agent.update(state, *args)
+
+  with pytest.raises(loop.TrainingDivergedError,
+                     match=r"step 6.*checkpoint \(step 4\)"):
+    loop.train(agent=agent._replace(update=update), state=initial_state(),
+               task=FakeTask(), config=config, workdir=tmp_path)
+  assert dispatched == [1, 2, 3, 4, 5, 6, 7]
+  checkpointer = checkpointing.Checkpointer(tmp_path)
+  assert checkpointer.latest_step() == 4
+  checkpointer.close()
+  steps = [json.loads(l)["step"]
+           for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [4]
+
+
+@pytest.fixture(scope="module")
+def gkd_agent():
+  """A gkd agent (lmbda 0.5) on tiny models of a small facts task."""
+  task = tasks.make_task("facts", num_train=64, num_validation=16,
+                         num_test=16)
+  student = networks.make_model(tiny_config(task, 16, 1))
+  teacher = networks.make_model(tiny_config(task, 24, 1))
+  config = agents.GKDConfig(lmbda=0.5, max_new_tokens=8)
+  agent = agents.make_agent(config, student=student, teacher=teacher,
+                            tokenizer=task.tokenizer)
+  return (agent, task, student.init(jax.random.key(0)),
+          teacher.init(jax.random.key(1)))
+
+
+def test_a_run_compiles_once_per_bucket_shape(gkd_agent, tmp_path, caplog):
+  agent, task, student_params, teacher_params = gkd_agent
+  shapes = set()
+
+  def update(state, batch, *args):
+    shapes.add(tuple((x.shape, x.dtype) for x in jax.tree.leaves(batch)))
+    return agent.update(state, batch, *args)
+
+  caplog.set_level(logging.INFO, logger="absl")
+  config = loop.LoopConfig(steps=4, batch_size=4, save_every=4,
+                           log_every=4, progress=False)
+  counts = []
+  for run in range(2):
+    counts.append(base.compile_counts())
+    loop.train(agent=agent._replace(update=update),
+               state=agent.init(student_params), task=task, config=config,
+               workdir=tmp_path / str(run), teacher_params=teacher_params)
+  counts.append(base.compile_counts())
+  first = {k: v - counts[0].get(k, 0) for k, v in counts[1].items()}
+  # Exactly one compile per distinct batch shape the update saw, and only a
+  # handful of those: every shape is a pair of task buckets (or T).
+  assert first["update"] == len(shapes) >= 2
+  assert len(shapes) <= len(task.prompt_buckets) * (
+      len(task.target_buckets) + 1)
+  assert first.get("sampler", 0) <= len(task.prompt_buckets)
+  assert counts[2] == counts[1]  # the second run of those shapes: none
+  logged = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("compiling update for shapes")]
+  assert len(logged) == first["update"]
