@@ -240,7 +240,8 @@ def jit_update(update: Callable[..., Any], mesh: jax.sharding.Mesh,
   (`batch_sharding`), the key and the metrics replicated. So the new state
   has exactly the layout of the old (no recompiles, checkpoints keep their
   layout) and the metrics are readable on every host (`float()` needs a
-  replicated array in a multi-process run).
+  replicated array in a multi-process run). Like an agent's update it
+  donates the state it is given: keep only the returned one.
 
   Args:
     update: an agent's update (jitted or not; a jitted one is inlined).
@@ -258,7 +259,9 @@ def jit_update(update: Callable[..., Any], mesh: jax.sharding.Mesh,
   teacher_sh = (None if teacher_params is None
                 else param_shardings(teacher_params, mesh,
                                      min_size=min_size))
+  # The state is donated, as by the agents' own jitted update: the new
+  # state's buffers reuse the old ones (one copy of the state in memory).
   return jax.jit(update,
                  in_shardings=(state_sh, batch_sharding(mesh), teacher_sh,
                                replicated),
-                 out_shardings=(state_sh, replicated))
+                 out_shardings=(state_sh, replicated), donate_argnums=0)

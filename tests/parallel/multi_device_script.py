@@ -74,10 +74,12 @@ def main():
   state = agent.init(s_params)
   key = jax.random.key(3)
 
-  def two_updates(state, batch, t_params):
-    # The first step's learning rate is 0 (warmup); the second moves.
-    state, _ = agent.update(state, batch, t_params, key)
-    return agent.update(state, batch, t_params, key)
+  def two_updates(state, batch, t_params, update=agent.update):
+    # The first step's learning rate is 0 (warmup); the second moves. An
+    # update may donate its state: the caller's stays intact.
+    state = jax.tree.map(jnp.copy, state)
+    state, _ = update(state, batch, t_params, key)
+    return update(state, batch, t_params, key)
 
   ref_state, ref_metrics = two_updates(state, batch, t_params)
 
@@ -111,6 +113,25 @@ def main():
   # Placement: shard shapes on a 4x2 mesh.
   mesh42 = parallel.make_mesh("data:4,fsdp:2")
   sh_state = parallel.shard_state(state, mesh42, min_size=0)
+
+  # The update with pinned input and output shardings (what the loop runs).
+  sh_teacher = parallel.shard_params(t_params, mesh42, min_size=0)
+  update = parallel.jit_update(agent.update, mesh42, state, t_params,
+                               min_size=0)
+  new_state, metrics = two_updates(sh_state,
+                                   parallel.shard_batch(batch, mesh42),
+                                   sh_teacher, update)
+  pinned = parallel.state_shardings(state, mesh42, min_size=0)
+  results["jit_update"] = {
+      "loss": float(metrics["loss/total"]),
+      "ref_loss": float(ref_metrics["loss/total"]),
+      "params_rel_err": rel_err(new_state.params, ref_state.params),
+      "state_sharding_pinned": all(jax.tree.leaves(jax.tree.map(
+          lambda x, s: x.sharding.is_equivalent_to(s, x.ndim), new_state,
+          pinned))),
+      "metrics_replicated": all(v.sharding.is_fully_replicated
+                                for v in metrics.values()),
+  }
   shards = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(sh_state)[0]:
     shards[jax.tree_util.keystr(path)] = {
@@ -162,6 +183,28 @@ def main():
                                        np.asarray(ref.mask))),
       "logp_max_abs_diff": max_abs_diff(out.logp_a, ref.logp_a),
       "num_tokens": int(np.asarray(ref.mask).sum()),
+  }
+
+  # The loop's path: row-sharded task batch -> agent.act (the sampler) ->
+  # shard_batch. Greedy on-policy GKD must sample the unsharded tokens.
+  gkd = agents.make_agent(
+      agents.make_config("gkd", lmbda=1.0, max_new_tokens=6,
+                         sample_temperature=0.0),
+      student=student, teacher=teacher, tokenizer=task.tokenizer)
+  g_tb = parallel.global_task_batch(
+      tb, mesh42, tasks.base.pad_token_id(task.tokenizer))
+  acted, _ = gkd.act(gkd.init(s_params)._replace(params=sh_state.params),
+                     g_tb, key, teacher_params=sh_teacher)
+  acted = parallel.shard_batch(acted, mesh42)
+  rows = parallel.batch_sharding(mesh42)
+  results["act"] = {
+      "prompts_row_sharded": g_tb.prompt_tokens.sharding.is_equivalent_to(
+          rows, 2),
+      "batch_row_sharded": all(
+          x.sharding.is_equivalent_to(rows, x.ndim)
+          for x in jax.tree.leaves(acted)),
+      "same_tokens": bool(np.array_equal(np.asarray(acted.completion_tokens),
+                                         np.asarray(ref.tokens))),
   }
   print(json.dumps(results))
   return 0

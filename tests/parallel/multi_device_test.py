@@ -46,6 +46,8 @@ def test_multi_device():
   for target in ("2x4", "one"):
     check_checkpoint_restores_onto_another_mesh(results, target)
   check_sampler_greedy_tokens_match(results)
+  check_pinned_update_matches_one_device(results["jit_update"])
+  check_act_samples_from_row_sharded_prompts(results["act"])
 
 
 def check_sharded_update_matches_one_device(r):
@@ -107,3 +109,16 @@ def check_sampler_greedy_tokens_match(results):
   assert r["num_tokens"] > 0
   assert r["same_tokens"] and r["same_mask"]
   assert r["logp_max_abs_diff"] < 1e-5
+
+
+def check_pinned_update_matches_one_device(r):
+  np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-5, atol=1e-7)
+  assert r["params_rel_err"] < 1e-5
+  assert r["state_sharding_pinned"]
+  assert r["metrics_replicated"]
+
+
+def check_act_samples_from_row_sharded_prompts(r):
+  assert r["prompts_row_sharded"]
+  assert r["batch_row_sharded"]
+  assert r["same_tokens"]

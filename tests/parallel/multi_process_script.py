@@ -1,0 +1,123 @@
+"""One process of a real 2-process `jax.distributed` run on CPU.
+
+Run by multi_process_test.py as `multi_process_script.py PROCESS_ID PORT
+WORKDIR`, twice at once, each process with 2 forced host devices (4 in the
+run). Each process reads only its rows of every batch, and the sharded
+update and checkpoint are compared with what the same process computes
+alone on one local device from the whole batch. Prints one JSON object of
+results on its last stdout line.
+"""
+
+import json
+import pathlib
+import sys
+
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import numpy as np
+
+from gkdrl import parallel
+
+BATCH = 8
+
+
+def main(process_id: int, port: int, workdir: str):
+  parallel.initialize_distributed(f"localhost:{port}", num_processes=2,
+                                  process_id=process_id)
+  # Imported after start-up: nothing may touch the backend before it.
+  from gkdrl import agents  # pylint: disable=g-import-not-at-top
+  from gkdrl import networks  # pylint: disable=g-import-not-at-top
+  from gkdrl.agents import acting  # pylint: disable=g-import-not-at-top
+  from gkdrl.envs import tasks  # pylint: disable=g-import-not-at-top
+  from gkdrl.runners import checkpointing  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+  from tests.tiny_models import tiny_config  # pylint: disable=g-import-not-at-top
+
+  results = {"process_index": jax.process_index(),
+             "process_count": jax.process_count(),
+             "device_count": jax.device_count(),
+             "local_device_count": jax.local_device_count()}
+  task = tasks.make_task("facts", num_train=40, num_validation=8,
+                         num_test=8)
+  student = networks.make_model(tiny_config(task, 16, 1))
+  teacher = networks.make_model(tiny_config(task, 16, 1))
+  # Local, uncommitted arrays, equal on both processes (same seeds).
+  s_params = student.init(jax.random.key(0))
+  t_params = teacher.init(jax.random.key(1))
+  agent = agents.make_agent(
+      agents.make_config("supervised_kd", max_new_tokens=4),
+      student=student, teacher=teacher, tokenizer=task.tokenizer)
+  state = agent.init(s_params)
+  key = jax.random.key(3)  # from the shared seed: the same on each host
+  kwargs = dict(seed=5, num_epochs=None, drop_remainder=True)
+  pad_id = tasks.base.pad_token_id(task.tokenizer)
+
+  # Alone: the whole batch on this process's first device.
+  whole = next(task.batches("train", BATCH, **kwargs))
+  # Two updates: the first step's learning rate is 0 (warmup). Updates
+  # donate their state: `state` is kept for the sharded run.
+  ref_state = jax.tree.map(jnp.copy, state)
+  for _ in range(2):
+    ref_state, ref_metrics = agent.update(
+        ref_state, acting.dataset_batch(whole), t_params, key)
+
+  # Together: this process's rows only, on a mesh spanning both processes.
+  mesh = parallel.make_mesh("data:2,fsdp:2")
+  mine = next(task.batches("train", BATCH, **kwargs,
+                           **parallel.process_split()))
+  g_tb = parallel.global_task_batch(mine, mesh, pad_id)
+  sh_state = parallel.shard_state(state, mesh, min_size=0)
+  sh_teacher = parallel.shard_params(t_params, mesh, min_size=0)
+  update = parallel.jit_update(agent.update, mesh, state, t_params,
+                               min_size=0)
+  batch = parallel.shard_batch(acting.dataset_batch(g_tb), mesh)
+  new_state, metrics = update(sh_state, batch, sh_teacher, key)
+  new_state, metrics = update(new_state, batch, sh_teacher, key)
+
+  gathered = multihost_utils.process_allgather(new_state.params, tiled=True)
+  results.update(
+      my_rows=mine.sources,
+      whole_rows=whole.sources,
+      local_rows_equal=bool(np.array_equal(
+          parallel.host_local(g_tb.prompt_tokens),
+          np.asarray(whole.prompt_tokens)[
+              process_id * BATCH // 2:(process_id + 1) * BATCH // 2])),
+      local_prompt_length=mine.prompt_tokens.shape[1],
+      global_shape=list(g_tb.prompt_tokens.shape),
+      whole_shape=list(whole.prompt_tokens.shape),
+      loss=float(metrics["loss/total"]),
+      ref_loss=float(ref_metrics["loss/total"]),
+      params_max_abs_diff=max(jax.tree.leaves(jax.tree.map(
+          lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+          gathered, ref_state.params))),
+      params_moved=max(jax.tree.leaves(jax.tree.map(
+          lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+          ref_state.params, state.params))),
+  )
+
+  # The loop's per-step keys and GKD's student-data coin, from the seed.
+  root = jax.random.key(0)
+  results["coins"] = [acting.draw_student_data(
+      jax.random.split(jax.random.fold_in(root, step))[0], 0.5)
+                      for step in range(1, 17)]
+
+  # A checkpoint written by both processes restores onto another mesh.
+  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt.save(1, new_state)
+  other = parallel.make_mesh("data:1,fsdp:4")
+  restored = ckpt.restore(parallel.abstract_like(
+      state, parallel.state_shardings(state, other, min_size=0)))
+  ckpt.close()
+  back = multihost_utils.process_allgather(restored.params, tiled=True)
+  results["restore_max_abs_diff"] = max(jax.tree.leaves(jax.tree.map(
+      lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+      back, gathered)))
+  embed = restored.params["lm/embed"]["embeddings"]
+  results["restore_embed_spec"] = str(embed.sharding.spec)
+  print(json.dumps(results))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
