@@ -139,7 +139,11 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     state = checkpointer.restore(target, start)
     logging.info("Resumed from the checkpoint of step %d in %s.", start,
                  checkpointer.directory)
-  writer = checkpointing.MetricsWriter(workdir, resume_step=start)
+  # Processes of a multi-host run share the workdir: only the first writes
+  # metrics lines (orbax coordinates the checkpoints itself).
+  lead = jax.process_index() == 0
+  writer = (checkpointing.MetricsWriter(workdir, resume_step=start)
+            if lead else None)
   # config.batch_size is global: each process reads its rows of it.
   batches = task.batches("train", config.batch_size, seed=config.seed,
                          num_epochs=None, drop_remainder=True,
@@ -151,7 +155,8 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     next(batches)
   root_key = jax.random.key(config.seed)
   bar = tqdm.tqdm(total=config.steps, initial=start, desc=agent.name,
-                  disable=not config.progress, dynamic_ncols=True)
+                  disable=not (config.progress and lead),
+                  dynamic_ncols=True)
   last_saved = start
   unchecked = None  # (step, loss) of an update whose loss is not read yet
   try:
@@ -180,7 +185,8 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
         unchecked = None
       if log:
         values = checkpointing.to_python({**metrics, **info})
-        writer.write(step, values)
+        if writer is not None:
+          writer.write(step, values)
         bar.set_postfix(_postfix(values), refresh=False)
       bar.update(1)
       if save:
