@@ -20,10 +20,12 @@ only its rows of every global batch.
 """
 
 from gkdrl.parallel.data import common_lengths
+from gkdrl.parallel.data import from_host_local
 from gkdrl.parallel.data import global_task_batch
 from gkdrl.parallel.data import host_local
 from gkdrl.parallel.data import process_split
 from gkdrl.parallel.mesh import AXES
+from gkdrl.parallel.mesh import ENV_VARS
 from gkdrl.parallel.mesh import initialize_distributed
 from gkdrl.parallel.mesh import make_mesh
 from gkdrl.parallel.mesh import parse_mesh
@@ -43,10 +45,12 @@ from gkdrl.parallel.sharding import state_shardings
 __all__ = [
     "AXES",
     "BATCH_AXES",
+    "ENV_VARS",
     "MIN_SHARD_SIZE",
     "abstract_like",
     "batch_sharding",
     "common_lengths",
+    "from_host_local",
     "global_task_batch",
     "host_local",
     "initialize_distributed",

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import numpy as np
 
 from gkdrl.envs.tasks import base as tasks_base
@@ -113,3 +114,29 @@ def host_local(x: Any) -> np.ndarray:
     if start not in blocks:
       blocks[start] = np.asarray(shard.data)
   return np.concatenate([blocks[k] for k in sorted(blocks)], axis=0)
+
+
+def from_host_local(values: Any, like: jax.Array) -> jax.Array:
+  """Per-row values computed on the host, as rows of `like`'s batch.
+
+  The inverse of `host_local`: host reward models score this process's
+  rows (`host_local` of the completions) and this puts their `[B_local]`
+  rewards back as one global `[B]` array split by rows like `like`.
+
+  Args:
+    values: `[B_local, ...]` this process's rows.
+    like: a global array `[B, ...]` split by rows (e.g. the completions).
+
+  Returns:
+    `[B, ...]` on `like`'s devices, rows split over `like`'s batch axes; in
+    a single process (or when `like` is not a global array) simply `values`
+    as a `jax.Array`.
+  """
+  values = np.asarray(values)
+  if not isinstance(like, jax.Array) or like.is_fully_addressable:
+    return jnp.asarray(values)
+  spec = like.sharding.spec
+  rows = jax.sharding.NamedSharding(like.sharding.mesh,
+                                    jax.sharding.PartitionSpec(
+                                        spec[0] if spec else None))
+  return jax.make_array_from_process_local_data(rows, values)

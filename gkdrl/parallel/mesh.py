@@ -16,6 +16,7 @@ the spec leaves one out), so sharding rules can name any of them.
 
 from collections.abc import Sequence
 import math
+import os
 
 import jax
 import numpy as np
@@ -96,28 +97,55 @@ def make_mesh(spec: str,
   return jax.sharding.Mesh(grid, AXES, axis_types=axis_types)
 
 
+# Read when the arguments are not given (JAX itself reads only the first).
+ENV_VARS = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
+            "num_processes": "JAX_NUM_PROCESSES",
+            "process_id": "JAX_PROCESS_ID"}
+
+
+def _from_env(name: str):
+  var = ENV_VARS[name]
+  value = os.environ.get(var, "").strip()
+  if not value or name == "coordinator_address":
+    return value or None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"{var}={value!r} (for {name}) must be an int.") from None
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None) -> bool:
   """Connects the processes of a multi-host run (`jax.distributed`).
 
-  Call once per process, before any other JAX call. With no arguments,
-  JAX detects clusters it knows (SLURM, Open MPI, Cloud TPU, and others)
-  from the environment; in a plain single process nothing is done. Give all
-  three arguments to start a cluster by hand: process 0 listens on
-  `coordinator_address` ("host:port") and the others connect to it. After
+  Call once per process, before any other JAX call. Arguments not given
+  are read from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID. If none is set either, JAX detects clusters it knows
+  (SLURM, Open MPI, Cloud TPU, and others) from the environment, and in a
+  plain single process nothing is done. Otherwise process 0 listens on the
+  coordinator address ("host:port") and the others connect to it. After
   it, `jax.devices()` lists every host's devices, so `make_mesh` spans the
-  hosts; each process feeds its own slice of the batch (see
-  `jax.make_array_from_process_local_data`).
+  hosts; each process feeds its own rows of every batch (see
+  `gkdrl.parallel.process_split` and `global_task_batch`).
 
   Args:
     coordinator_address: "host:port" of process 0.
-    num_processes: number of processes in the run.
+    num_processes: number of processes in the run, >= 1.
     process_id: this process's index in [0, num_processes).
 
   Returns:
     Whether `jax.distributed.initialize` was called.
+
+  Raises:
+    ValueError: naming a bad argument or environment variable.
   """
+  if coordinator_address is None:
+    coordinator_address = _from_env("coordinator_address")
+  if num_processes is None:
+    num_processes = _from_env("num_processes")
+  if process_id is None:
+    process_id = _from_env("process_id")
   given = (coordinator_address, num_processes, process_id)
   if all(v is None for v in given):
     try:

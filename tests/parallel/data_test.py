@@ -121,3 +121,5 @@ def test_single_process_helpers(task):
     assert x.sharding.is_equivalent_to(parallel.batch_sharding(mesh), x.ndim)
     np.testing.assert_array_equal(parallel.host_local(x),
                                   getattr(batch, field))
+  rewards = parallel.from_host_local(np.arange(4.0), placed.prompt_tokens)
+  np.testing.assert_array_equal(np.asarray(rewards), np.arange(4.0))

@@ -51,7 +51,15 @@ def test_make_mesh_has_every_axis():
     parallel.make_mesh("data:2", devices=jax.devices()[:1])
 
 
-def test_initialize_distributed_is_a_single_process_no_op():
+@pytest.fixture
+def no_cluster_env(monkeypatch):
+  for var in parallel.ENV_VARS.values():
+    monkeypatch.delenv(var, raising=False)
+  return monkeypatch
+
+
+def test_initialize_distributed_is_a_single_process_no_op(no_cluster_env):
+  del no_cluster_env
   assert parallel.initialize_distributed() is False
   assert jax.process_count() == 1
 
@@ -60,3 +68,15 @@ def test_initialize_distributed_checks_process_id():
   with pytest.raises(ValueError, match="process_id=3"):
     parallel.initialize_distributed("localhost:1234", num_processes=2,
                                     process_id=3)
+
+
+def test_initialize_distributed_reads_the_environment(no_cluster_env):
+  no_cluster_env.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1234")
+  no_cluster_env.setenv("JAX_NUM_PROCESSES", "2")
+  no_cluster_env.setenv("JAX_PROCESS_ID", "3")
+  # Checked before anything connects.
+  with pytest.raises(ValueError, match=r"process_id=3 .*num_processes=2"):
+    parallel.initialize_distributed()
+  no_cluster_env.setenv("JAX_NUM_PROCESSES", "two")
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
+    parallel.initialize_distributed()

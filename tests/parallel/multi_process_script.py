@@ -1,7 +1,7 @@
 """One process of a real 2-process `jax.distributed` run on CPU.
 
 Run by multi_process_test.py as `multi_process_script.py PROCESS_ID PORT
-WORKDIR`, twice at once, each process with 2 forced host devices (4 in the
+WORKDIR` (PORT "env": start-up from the JAX_* variables), twice at once, each process with 2 forced host devices (4 in the
 run). Each process reads only its rows of every batch, and the sharded
 update and checkpoint are compared with what the same process computes
 alone on one local device from the whole batch. Prints one JSON object of
@@ -22,9 +22,12 @@ from gkdrl import parallel
 BATCH = 8
 
 
-def main(process_id: int, port: int, workdir: str):
-  parallel.initialize_distributed(f"localhost:{port}", num_processes=2,
-                                  process_id=process_id)
+def main(process_id: int, port: str, workdir: str):
+  if port == "env":  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, ..._ID
+    parallel.initialize_distributed()
+  else:
+    parallel.initialize_distributed(f"localhost:{port}", num_processes=2,
+                                    process_id=process_id)
   # Imported after start-up: nothing may touch the backend before it.
   from gkdrl import agents  # pylint: disable=g-import-not-at-top
   from gkdrl import networks  # pylint: disable=g-import-not-at-top
@@ -96,6 +99,15 @@ def main(process_id: int, port: int, workdir: str):
           ref_state.params, state.params))),
   )
 
+  # Host values per local row (as a host reward model gives) back as rows.
+  lengths = parallel.host_local(g_tb.target_mask).sum(axis=1)  # [B_local]
+  rewards = parallel.from_host_local(lengths.astype(np.float32),
+                                     g_tb.target_tokens)
+  results["rewards_global"] = multihost_utils.process_allgather(
+      rewards, tiled=True).tolist()
+  results["rewards_whole"] = np.asarray(whole.target_mask).sum(1).tolist()
+  results["rewards_spec"] = str(rewards.sharding.spec)
+
   # The loop's per-step keys and GKD's student-data coin, from the seed.
   root = jax.random.key(0)
   results["coins"] = [acting.draw_student_data(
@@ -120,4 +132,4 @@ def main(process_id: int, port: int, workdir: str):
 
 
 if __name__ == "__main__":
-  sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+  sys.exit(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))

@@ -4,8 +4,9 @@ Both processes of multi_process_script.py start at once and meet at a
 coordinator on a free local port; each prints its results as JSON. Checked:
 each process reads only its half of every batch, the sharded update on the
 4-device mesh spanning both equals what one process computes alone from the
-whole batch, the student-data coins agree, and a checkpoint written by both
-restores onto another mesh shape.
+whole batch, host values of local rows go back as global rows, the
+student-data coins agree, and a checkpoint written by both restores onto
+another mesh shape. Process 1 starts from the JAX_* environment variables.
 """
 
 import json
@@ -36,10 +37,14 @@ def run_processes(workdir: pathlib.Path) -> list[dict]:
       os.path.join(os.path.expanduser("~"), ".cache", "gkdrl",
                    "test-xla-cache")))
   port = str(_free_port())
+  # Process 0 gets the coordinator as arguments, process 1 from the
+  # environment, as a cluster launcher would set it.
+  env1 = dict(env, JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+              JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1")
   procs = [subprocess.Popen(
-      [sys.executable, str(SCRIPT), str(i), port, str(workdir / "ckpt")],
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+      [sys.executable, str(SCRIPT), str(i), arg, str(workdir / "ckpt")],
+      env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i, arg, e in ((0, port, env), (1, "env", env1))]
   outputs = []
   try:
     for proc in procs:
@@ -64,6 +69,9 @@ def test_two_processes(tmp_path):
   for r in results:
     check_sharded_update_matches_one_process(r)
     check_checkpoint_restores_onto_another_mesh(r)
+  for r in results:  # host values of local rows, back as global rows
+    assert r["rewards_global"] == r["rewards_whole"]
+    assert r["rewards_spec"] == "P(('data', 'fsdp'),)"
   # Every random choice comes from the shared seed: the hosts agree.
   assert results[0]["coins"] == results[1]["coins"]
   assert 0 < sum(results[0]["coins"]) < 16
