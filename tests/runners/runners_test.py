@@ -89,16 +89,32 @@ def test_resume_reaches_the_same_final_state(model_dirs, tmp_path, shared):
     np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
 
 
-def test_two_point_sweep(model_dirs, tmp_path, shared):
-  root = tmp_path / "sweep"
-  rows = sweep_alpha.sweep(values(model_dirs, root, steps=2), [0.0, 1.0],
-                           progress=False)
-  assert [r["alpha"] for r in rows] == [0.0, 1.0]
+SWEEP_ALPHAS = [0.0, 0.5, 1.0]
+
+
+@pytest.fixture(scope="module")
+def sweeps(model_dirs, tmp_path_factory):
+  """{vectorized: workdir} of a 3-point sweep run each way."""
+  roots = {}
+  for vectorized in (False, True):
+    roots[vectorized] = tmp_path_factory.mktemp("sweep") / "sweep"
+    # A length penalty gives the random students rewards that differ.
+    sweep_alpha.sweep(values(model_dirs, roots[vectorized], steps=2,
+                             warmup_steps=0, reward="rouge1",
+                             length_penalty=0.1),
+                      SWEEP_ALPHAS, progress=False, vectorized=vectorized)
+  return roots
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_three_point_sweep(sweeps, vectorized):
+  root = sweeps[vectorized]
   data = json.loads((root / "sweep.json").read_text())
+  assert [r["alpha"] for r in data["rows"]] == SWEEP_ALPHAS
   assert {"teacher", "student start"} == set(data["references"])
   with (root / "sweep.csv").open() as f:
     table = list(csv.DictReader(f))
-  assert [float(r["alpha"]) for r in table] == [0.0, 1.0]
+  assert [float(r["alpha"]) for r in table] == SWEEP_ALPHAS
   assert EVAL_KEYS <= set(table[0])
   assert (root / "sweep.png").stat().st_size > 1000
   # At alpha = 0 the teacher is not part of the loss: no divergence term.
@@ -106,6 +122,31 @@ def test_two_point_sweep(model_dirs, tmp_path, shared):
   assert all(r["loss/divergence"] == 0.0 for r in alpha0)
   alpha1 = _metrics(root / "alpha_1")
   assert all("reward/mean" not in r for r in alpha1)
+  for alpha in SWEEP_ALPHAS:
+    assert (root / f"alpha_{alpha:g}" / "student_hf" / "config.json").exists()
+
+
+def test_vectorized_sweep_matches_the_sequential_one(sweeps, model_dirs):
+  roots = sweeps
+  for alpha in SWEEP_ALPHAS:
+    sequential, vectorized = (root / f"alpha_{alpha:g}"
+                              for root in (roots[False], roots[True]))
+    a, b = _weights(sequential), _weights(vectorized)
+    assert a.keys() == b.keys()
+    moved = max(np.abs(a[k] - w).max() for k, w in
+                safetensors.numpy.load_file(str(pathlib.Path(
+                    model_dirs[1]) / "model.safetensors")).items())
+    assert moved > 1e-4, alpha  # training changed the weights
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6,
+                                 err_msg=f"alpha={alpha} {k}")
+    ma, mb = _metrics(sequential), _metrics(vectorized)
+    assert [r["step"] for r in ma] == [r["step"] for r in mb] == [1, 2]
+    for ra, rb in zip(ma, mb):
+      assert set(ra) == set(rb)
+      for key in set(ra) - {"step", "time"}:
+        np.testing.assert_allclose(ra[key], rb[key], rtol=1e-4, atol=1e-6,
+                                   err_msg=f"alpha={alpha} {key}")
 
 
 def _cli(module, *args, cwd=None):
