@@ -20,7 +20,7 @@ AGENT_FIELDS = (
     "sample_temperature", "teacher_temperature", "student_temperature",
     "baseline", "samples_per_prompt", "kl_mode", "ref_kl_coef", "ppo_epochs",
     "ppo_epsilon", "max_new_tokens", "top_k", "top_p", "reduction",
-    "compute_dtype", "loss_chunk_size",
+    "compute_dtype", "param_dtype", "loss_chunk_size",
 )
 
 
@@ -83,6 +83,10 @@ def define_agent_flags():
   flags.DEFINE_float("top_p", None, "Sampling nucleus mass (1 disables).")
   flags.DEFINE_string("reduction", None, "sequence, token or sum.")
   flags.DEFINE_string("compute_dtype", None, "float32 or bfloat16.")
+  flags.DEFINE_string("param_dtype", None,
+                      "float32 or bfloat16: storage of the student's "
+                      "parameters and optimizer state (divergences stay "
+                      "float32).")
   flags.DEFINE_integer("loss_chunk_size", None,
                        "gkd/supervised_kd: positions per chunk of the "
                        "hidden-state distillation loss (0: logits path; "
