@@ -129,18 +129,23 @@ def decode_completions(tokenizer, tokens, mask) -> list[str]:
 def score_batch(reward_model: rm_base.RewardModel, reward_params: Any,
                 tokenizer, batch: types.Batch, sources: Sequence[str],
                 targets: Sequence[str]) -> np.ndarray:
-  """Rewards `[B]` float32 of a batch's completions (on the host)."""
-  completions = decode_completions(tokenizer, batch.completion_tokens,
-                                   batch.completion_mask)
+  """Rewards `[B]` float32 of a batch's completions (on the host).
+
+  Host models get the decoded completions; device models read only the
+  token arrays, so their batches are not decoded.
+  """
   inputs = rm_base.RewardInputs(
-      sources=list(sources), completions=completions, targets=list(targets),
       prompt_tokens=batch.prompt_tokens, prompt_mask=batch.prompt_mask,
       completion_tokens=batch.completion_tokens,
       completion_mask=batch.completion_mask)
-  if not reward_model.on_host:
-    inputs = inputs.arrays_only()
+  if reward_model.on_host:
+    inputs = inputs._replace(
+        sources=list(sources), targets=list(targets),
+        completions=decode_completions(tokenizer, batch.completion_tokens,
+                                       batch.completion_mask))
   rewards = reward_model.score(reward_params, inputs)
-  return rm_base.check_rewards(np.asarray(rewards), len(completions),
+  return rm_base.check_rewards(np.asarray(rewards),
+                               batch.completion_tokens.shape[0],
                                reward_model.name)
 
 

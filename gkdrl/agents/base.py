@@ -60,8 +60,8 @@ def log_compile(name: str, **arrays) -> None:
   """
   _COMPILES[name] += 1
   shapes = ", ".join(
-      f"{name}{jax.tree_util.keystr(path)}={leaf.dtype}{list(leaf.shape)}"
-      for name, value in arrays.items()
+      f"{arg}{jax.tree_util.keystr(path)}={leaf.dtype}{list(leaf.shape)}"
+      for arg, value in arrays.items()
       for path, leaf in jax.tree_util.tree_leaves_with_path(value))
   logging.info("compiling %s for shapes %s", name, shapes)
 

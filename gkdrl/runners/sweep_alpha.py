@@ -24,7 +24,8 @@ are those of the sequential run), and no checkpoints are written (a killed
 run starts over).
 It pays off for small models on one device, where one step of one student
 leaves the device mostly idle; memory grows with A. It writes the same
-files per alpha (metrics.jsonl, eval/, student_hf/) and the same tables.
+files per alpha (config.json, metrics.jsonl, eval/ without the periodic
+evaluations, student_hf/) and the same tables.
 """
 
 import csv
@@ -37,6 +38,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from gkdrl import agents
 from gkdrl import evaluation
@@ -239,7 +241,8 @@ def train_vectorized(values: dict, alphas: list[float], *,
                          seed=loop_config.seed, num_epochs=None,
                          drop_remainder=True)
   root_key = jax.random.key(loop_config.seed)
-  for step in range(1, loop_config.steps + 1):
+  for step in tqdm.trange(1, loop_config.steps + 1, desc=f"{num} alphas",
+                          disable=not progress, dynamic_ncols=True):
     # The keys and data of step `step` of loop.train, for every alpha.
     act_key, update_key = jax.random.split(jax.random.fold_in(root_key,
                                                               step))
