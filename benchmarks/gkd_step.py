@@ -1,0 +1,343 @@
+r"""One on-policy GKD training step, end to end: gkdrl against TRL.
+
+    python benchmarks/gkd_step.py              # student 256x4, teacher 512x4
+    python benchmarks/gkd_step.py --quick      # fewer steps
+    python benchmarks/gkd_step.py --size=smollm2   # SmolLM2-135M / 360M shapes
+
+A step is what the paper's Algorithm 1 does with lambda = 1: the student
+samples 64 new tokens (temperature 1, no top-k / top-p) for each of 8
+64-token prompts, the teacher scores the sequences, the JSD(beta) loss
+(beta 0.5 by default) and its gradient are computed and AdamW (gradients
+clipped to norm 1) updates the student.
+
+Both sides start from the same weights: two Llama models are built once with
+random weights in transformers and written with `save_pretrained`; TRL loads
+them with `AutoModelForCausalLM`, gkdrl with `networks.from_pretrained` (a
+logit comparison on the prompts is printed as a check). EOS is disabled on
+both sides (gkdrl: an id outside the vocabulary; Hugging Face: no
+`eos_token_id` in the generation config), so every row generates all 64
+tokens; each step asserts that.
+
+  gkdrl  `agents.make_agent(GKDConfig(lmbda=1))`, one step as
+         `runners/loop.py` drives it: `agent.act` (jitted sampler) then
+         `agent.update` (one jitted loss + gradient + AdamW), then the loss
+         is read on the host.
+  trl    `trl.experimental.gkd.GKDTrainer(lmbda=1)`.train(): a step is the
+         time from the Trainer's `on_step_begin` to `on_step_end` callbacks
+         (generation, student and teacher forward, loss, backward,
+         clipping, optimizer and scheduler step).
+
+The sides are interleaved: after each timed TRL step a callback runs one
+gkdrl step, so both see the same machine load. The first `--warmup` steps of
+each side are not timed (gkdrl compiles there); the table gives the median
+of `--steps` timed steps. Torch uses `--torch_threads` threads (2) with
+OMP_WAIT_POLICY=PASSIVE (see benchmarks/sampling.py for why). Where torch
+sees a CUDA device TRL trains there (and gkdrl on JAX's default device),
+else both run on the CPU. Needs torch and trl (`pip install trl`; not gkdrl dependencies).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import NamedTuple
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+from gkdrl import agents
+from gkdrl import networks
+
+# (d_model, n_layers, n_heads, n_kv_heads, d_ff) of the student and teacher.
+SIZES = {
+    "small": dict(vocab=8192, student=(256, 4, 8, 4, 704),
+                  teacher=(512, 4, 8, 4, 1408), tie=True),
+    # SmolLM2-135M and SmolLM2-360M shapes (random weights).
+    "smollm2": dict(vocab=49152, student=(576, 30, 9, 3, 1536),
+                    teacher=(960, 32, 15, 5, 2560), tie=True),
+}
+
+
+def write_models(size: str, directory: str) -> tuple[str, str]:
+  """Writes a random student and teacher as Hugging Face directories."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  spec = SIZES[size]
+  paths = []
+  for seed, role in enumerate(("student", "teacher")):
+    d, n, h, kv, ff = spec[role]
+    config = transformers.LlamaConfig(
+        vocab_size=spec["vocab"], hidden_size=d, num_hidden_layers=n,
+        num_attention_heads=h, num_key_value_heads=kv, intermediate_size=ff,
+        max_position_embeddings=1024, tie_word_embeddings=spec["tie"],
+        bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(config)
+    path = os.path.join(directory, role)
+    model.save_pretrained(path)
+    paths.append(path)
+  return paths[0], paths[1]
+
+
+def word_tokenizer(vocab_size: int):
+  """A word-level tokenizer over the ids (TRL needs one for its pad id)."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  vocab = {f"t{i}": i for i in range(vocab_size)}
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="t3"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
+  return transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2",
+      unk_token="t3")
+
+
+class TaskBatch(NamedTuple):
+  """The fields of `gkdrl.envs.tasks.TaskBatch` that `agent.act` reads."""
+
+  prompt_tokens: np.ndarray  # [B, P] int32
+  prompt_mask: np.ndarray  # [B, P] bool
+  target_tokens: np.ndarray  # [B, 1] int32 (unused when lmbda = 1)
+  target_mask: np.ndarray  # [B, 1] bool
+  sources: list[str]
+  targets: list[str]
+
+
+class Ours:
+  """gkdrl's GKD agent and one step of `runners/loop.py`'s loop."""
+
+  def __init__(self, student_dir, teacher_dir, prompts, args):
+    student, student_params = networks.from_pretrained(student_dir)
+    self.teacher, self.teacher_params = networks.from_pretrained(teacher_dir)
+    self.student = student
+    vocab = student.config.vocab_size
+    config = agents.make_config(
+        "gkd", lmbda=1.0, beta=args.beta, divergence="jsd",
+        max_new_tokens=args.new_tokens, sample_temperature=1.0,
+        compute_dtype=args.compute_dtype,
+        optimizer=agents.OptimizerConfig(
+            learning_rate=1e-5, warmup_steps=0, weight_decay=0.0,
+            max_grad_norm=1.0))
+    # An id outside the vocabulary is never sampled: no row stops early.
+    self.agent = agents.make_agent(
+        config, student=student, teacher=self.teacher, eos_token_id=vocab,
+        pad_token_id=0)
+    self.state = self.agent.init(student_params)
+    batch, p = prompts.shape
+    self.task_batch = TaskBatch(
+        prompt_tokens=prompts.astype(np.int32),
+        prompt_mask=np.ones_like(prompts, bool),
+        target_tokens=np.zeros((batch, 1), np.int32),
+        target_mask=np.ones((batch, 1), bool),
+        sources=[""] * batch, targets=[""] * batch)
+    self.new_tokens = args.new_tokens
+    self.key = jax.random.key(0)
+    self.step_count = 0
+    self.losses = []
+    self.act_seconds = []
+
+  def step(self) -> float:
+    """One timed step; returns its seconds."""
+    self.step_count += 1
+    start = time.perf_counter()
+    act_key, update_key = jax.random.split(
+        jax.random.fold_in(self.key, self.step_count))
+    batch, info = self.agent.act(self.state, self.task_batch, act_key,
+                                 teacher_params=self.teacher_params)
+    # The update would wait for the rollout anyway; blocking here only
+    # splits the step's time into sampling and the rest.
+    jax.block_until_ready(batch)
+    self.act_seconds.append(time.perf_counter() - start)
+    self.state, metrics = self.agent.update(self.state, batch,
+                                            self.teacher_params, update_key)
+    loss = float(metrics["loss/total"])
+    seconds = time.perf_counter() - start
+    assert info["rollout/length"] == self.new_tokens, info
+    self.losses.append(loss)
+    return seconds
+
+  def logits(self, prompts):
+    return np.asarray(self.student.apply(self.state.params, prompts))
+
+
+def run_trl(student_dir, teacher_dir, prompts, args, ours, workdir):
+  """Runs GKDTrainer; returns (trl step seconds, ours step seconds, losses)."""
+  import datasets  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  from trl.experimental import gkd  # pylint: disable=g-import-not-at-top
+
+  load = lambda d: transformers.AutoModelForCausalLM.from_pretrained(
+      d, dtype=torch.float32)
+  student, teacher = load(student_dir), load(teacher_dir)
+  for model in (student, teacher):
+    model.generation_config.eos_token_id = None  # generate all tokens
+  with torch.no_grad():
+    ref = student(torch.as_tensor(prompts)).logits.numpy()
+  check = float(np.abs(ours.logits(prompts) - ref).max())
+
+  batch, prompt_len = prompts.shape
+  new = args.new_tokens
+
+  def collate(features):
+    # The GKD collator's fields, from token ids (no chat template): the
+    # completion columns are placeholders that on-policy generation
+    # replaces; their labels give the Trainer the token count it normalises
+    # the loss with.
+    p = torch.as_tensor([f["prompt_ids"] for f in features])
+    completion = torch.zeros((len(features), new), dtype=torch.long)
+    input_ids = torch.cat([p, completion], 1)
+    labels = input_ids.clone()
+    labels[:, :prompt_len] = -100
+    return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                labels=labels, prompts=p,
+                prompt_attention_mask=torch.ones_like(p))
+
+  total = args.warmup + args.steps
+  cuda = torch.cuda.is_available()
+  data = datasets.Dataset.from_dict(
+      {"prompt_ids": np.tile(prompts, (total, 1)).tolist()})
+  config = gkd.GKDConfig(
+      output_dir=workdir, per_device_train_batch_size=batch, max_steps=total,
+      lmbda=1.0, beta=args.beta, temperature=1.0, max_new_tokens=new,
+      learning_rate=1e-5, weight_decay=0.0, max_grad_norm=1.0,
+      use_cpu=not cuda, report_to=[], save_strategy="no", logging_steps=10**6,
+      disable_tqdm=True, dataloader_num_workers=0, seed=0, bf16=False,
+      fp16=False, gradient_checkpointing=args.trl_gradient_checkpointing)
+  trainer = gkd.GKDTrainer(
+      model=student, teacher_model=teacher, args=config, data_collator=collate,
+      train_dataset=data, processing_class=word_tokenizer(
+          student.config.vocab_size))
+  # The Trainer copies the tokenizer's EOS into the models' generation
+  # configs, and GKDTrainer copies it into its own: remove it everywhere.
+  trainer.generation_config.eos_token_id = None
+  for model in (student, teacher):
+    model.generation_config.eos_token_id = None
+
+  generate = trainer.generate_on_policy_outputs
+
+  def checked_generate(model, inputs, generation_config):
+    start = time.perf_counter()
+    ids, mask, labels = generate(model, inputs, generation_config)
+    generate_seconds.append(time.perf_counter() - start)
+    assert ids.shape == (batch, prompt_len + new), ids.shape
+    assert int((labels != -100).sum()) == batch * new
+    assert generation_config.eos_token_id is None
+    return ids, mask, labels
+
+  trainer.generate_on_policy_outputs = checked_generate
+  times = {"trl": [], "ours": []}
+  generate_seconds = []
+  trl_losses = []
+
+  class Interleave(transformers.TrainerCallback):
+
+    def on_step_begin(self, *unused_args, **unused_kwargs):
+      self.start = time.perf_counter()
+
+    def on_step_end(self, unused_args, state, *unused, **unused_kwargs):
+      if cuda:
+        torch.cuda.synchronize()  # the optimizer step's kernels
+      seconds = time.perf_counter() - self.start
+      if state.global_step > args.warmup:
+        times["trl"].append(seconds)
+        times["ours"].append(ours.step())
+      elif state.global_step == args.warmup:
+        ours.step()  # its second warm-up step, first was before
+
+  trainer.add_callback(Interleave())
+  original_training_step = trainer.training_step
+
+  def training_step(*a, **k):
+    loss = original_training_step(*a, **k)
+    trl_losses.append(float(loss))
+    return loss
+
+  trainer.training_step = training_step
+  trainer.train()
+  times["trl_generate"] = generate_seconds[args.warmup:]
+  times["ours_act"] = ours.act_seconds[-args.steps:]
+  return times, trl_losses, check
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--size", default="small", choices=sorted(SIZES))
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--prompt_length", type=int, default=64)
+  parser.add_argument("--new_tokens", type=int, default=64)
+  parser.add_argument("--beta", type=float, default=0.5)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--steps", type=int, default=7)
+  parser.add_argument("--compute_dtype", default="float32")
+  parser.add_argument("--torch_threads", type=int, default=2,
+                      help="torch.set_num_threads; 0 keeps torch's default")
+  parser.add_argument(
+      "--trl_gradient_checkpointing", action="store_true",
+      help="TRL's SFTConfig default (True) recomputes activations in the "
+      "backward pass and generates without a KV cache; off by default here")
+  parser.add_argument("--json", default="", help="also write rows here")
+  parser.add_argument("--quick", action="store_true",
+                      help="1 warm-up step and 3 timed steps")
+  args = parser.parse_args()
+  if args.quick:
+    args.warmup, args.steps = 1, 3
+  import torch  # pylint: disable=g-import-not-at-top
+  import trl  # pylint: disable=g-import-not-at-top
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
+  rng = np.random.default_rng(0)
+  vocab = SIZES[args.size]["vocab"]
+  prompts = rng.integers(4, vocab, (args.batch_size, args.prompt_length))
+  with tempfile.TemporaryDirectory() as directory:
+    student_dir, teacher_dir = write_models(args.size, directory)
+    ours = Ours(student_dir, teacher_dir, prompts, args)
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} "
+          f"({jax.devices()[0].platform}), torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+          f"{os.environ['OMP_WAIT_POLICY']}), trl {trl.__version__}")
+    print(f"# {args.size}: V {vocab}, student {SIZES[args.size]['student']}"
+          f", teacher {SIZES[args.size]['teacher']} (d, layers, heads, kv, "
+          f"ff); B {args.batch_size}, P {args.prompt_length}, T "
+          f"{args.new_tokens}, JSD(beta={args.beta}), "
+          f"{args.compute_dtype}; median of {args.steps} after "
+          f"{args.warmup} warm-up", flush=True)
+    ours.step()  # compiles the sampler and the update
+    times, trl_losses, check = run_trl(student_dir, teacher_dir, prompts,
+                                       args, ours, directory)
+  print(f"# student logits, gkdrl vs transformers on the prompts: max |diff|"
+        f" {check:.2e}; first losses gkdrl {ours.losses[0]:.4f}, trl "
+        f"{trl_losses[0]:.4f}")
+  ours_s = statistics.median(times["ours"])
+  trl_s = statistics.median(times["trl"])
+  rows = [dict(impl="gkdrl", seconds=ours_s, steps_per_s=1 / ours_s),
+          dict(impl="trl", seconds=trl_s, steps_per_s=1 / trl_s)]
+  rows[0]["sampling_s"] = statistics.median(times["ours_act"])
+  rows[1]["sampling_s"] = statistics.median(times["trl_generate"])
+  print(f"{'impl':<8}{'s/step':>9}{'steps/s':>9}{'tok/s':>9}{'vs trl':>9}"
+        f"{'sampling s':>12}{'rest s':>9}")
+  tokens = args.batch_size * args.new_tokens
+  for row in rows:
+    ratio = trl_s / row["seconds"]
+    row["ratio"] = ratio
+    print(f"{row['impl']:<8}{row['seconds']:>9.3f}{row['steps_per_s']:>9.3f}"
+          f"{tokens / row['seconds']:>9.1f}{ratio:>8.2f}x"
+          f"{row['sampling_s']:>12.3f}"
+          f"{row['seconds'] - row['sampling_s']:>9.3f}")
+  print(f"# per-step seconds gkdrl {[round(t, 3) for t in times['ours']]}, "
+        f"trl {[round(t, 3) for t in times['trl']]}; load average "
+        f"{os.getloadavg()[0]:.1f}", flush=True)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(dict(size=args.size, rows=rows, times=times), f)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,263 @@
+r"""Throughput and model FLOP utilisation of a SmolLM2-135M-sized student.
+
+    python benchmarks/gpu_throughput.py                 # on whatever JAX finds
+    python benchmarks/gpu_throughput.py --quick         # tiny sizes (CPU check)
+    python benchmarks/gpu_throughput.py --peak_tflops=989
+
+Two measurements on a Llama with SmolLM2-135M's shapes (vocabulary 49,152,
+width 576, 30 layers, 9 heads, 3 KV heads, MLP 1536, tied embeddings) and
+random weights, in float32 and bfloat16 compute:
+
+  sample  `gkdrl.sampling.sample`: `--sample_batch` rows of `--prompt_length`
+          random prompt tokens, `--new_tokens` generated tokens each
+          (temperature 1, EOS disabled). tokens/s counts generated tokens;
+          its MFU counts 2 N FLOPs per token (a forward pass).
+  update  one GKD update (`agents.make_agent(GKDConfig)`.update): student
+          forward and backward, teacher forward (a second random model of
+          the same shape), JSD(0.5) loss (chunked: V >= 32,768), AdamW on
+          given sequences of `--train_batch` rows of P + T tokens. tokens/s
+          counts all B (P + T) tokens; MFU = 6 N tokens/s / peak (the
+          student's training FLOPs; the teacher's 2 N per token is shown
+          separately as "MFU incl. teacher").
+
+N is the student's parameter count (tied embedding counted once, as the
+unembedding's matrix product). Attention score FLOPs are not counted. The
+peak comes from `--peak_tflops` or a table by `device_kind` (dense bf16 figures
+of the vendor; both dtypes are divided by the same peak) and is printed. With
+`--hf` (and torch with CUDA) a row times Hugging Face `generate` on the same
+weights for comparison. Times: median of `--repeats` after a compiling
+warm-up.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Leave GPU memory to torch for the Hugging Face row.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+
+from gkdrl import agents
+from gkdrl import networks
+from gkdrl import sampling
+from gkdrl import types
+from gkdrl.agents import base as agents_base
+
+SMOLLM2_135M = networks.ModelConfig(
+    model_type="llama", vocab_size=49152, d_model=576, n_layers=30,
+    n_heads=9, n_kv_heads=3, d_ff=1536, max_positions=2048,
+    rope_theta=100000.0, tie_embeddings=True, bos_token_id=1,
+    eos_token_id=2, pad_token_id=0)
+TINY = networks.ModelConfig(
+    model_type="llama", vocab_size=8192, d_model=128, n_layers=2, n_heads=4,
+    n_kv_heads=2, d_ff=256, max_positions=512, tie_embeddings=True,
+    eos_token_id=2, pad_token_id=0)
+
+# Dense bf16 peak FLOP/s by the start of `device_kind` (vendor figures).
+PEAKS = {
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100 NVL": 835e12,
+    "NVIDIA H100": 989e12,  # SXM
+    "NVIDIA H200": 989e12,
+    "NVIDIA GH200": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+}
+
+
+def peak_flops(device, override_tflops: float) -> tuple[float | None, str]:
+  """(peak FLOP/s or None, where it came from)."""
+  if override_tflops:
+    return override_tflops * 1e12, "--peak_tflops"
+  kind = device.device_kind
+  for prefix, value in PEAKS.items():
+    if kind.startswith(prefix):
+      return value, f"table entry {prefix!r} (dense bf16)"
+  return None, f"unknown device_kind {kind!r}: pass --peak_tflops"
+
+
+def param_count(params) -> int:
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def median_seconds(fn, repeats: int) -> float:
+  fn()  # compiles
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def bench_sample(model, params, dtype, args) -> float:
+  """Seconds per `sampling.sample` call."""
+  params = agents_base.cast_params(params, dtype)
+  vocab = model.config.vocab_size
+  rng = np.random.default_rng(0)
+  prompt = jnp.asarray(rng.integers(
+      3, vocab, (args.sample_batch, args.prompt_length)), jnp.int32)
+  mask = jnp.ones(prompt.shape, bool)
+  keys = iter(jax.random.split(jax.random.key(0), args.repeats + 1))
+
+  def run():
+    samples = sampling.sample(
+        model, params, next(keys), prompt, mask,
+        max_new_tokens=args.new_tokens, temperature=1.0,
+        eos_token_id=vocab, pad_token_id=0)
+    lengths = np.asarray(samples.lengths)
+    assert (lengths == args.new_tokens).all(), lengths
+
+  return median_seconds(run, args.repeats)
+
+
+def bench_update(model, params, teacher_params, dtype, args) -> float:
+  """Seconds per GKD update on fixed sequences."""
+  config = agents.make_config(
+      "gkd", lmbda=1.0, beta=0.5, max_new_tokens=args.train_new_tokens,
+      compute_dtype=dtype,
+      optimizer=agents.OptimizerConfig(learning_rate=1e-5, warmup_steps=0))
+  agent = agents.make_agent(config, student=model, teacher=model,
+                            eos_token_id=model.config.vocab_size,
+                            pad_token_id=0)
+  holder = [agent.init(params)]
+  rng = np.random.default_rng(1)
+  b, p, t = args.train_batch, args.prompt_length, args.train_new_tokens
+  vocab = model.config.vocab_size
+  batch = types.Batch(
+      prompt_tokens=jnp.asarray(rng.integers(3, vocab, (b, p)), jnp.int32),
+      prompt_mask=jnp.ones((b, p), bool),
+      completion_tokens=jnp.asarray(rng.integers(3, vocab, (b, t)),
+                                    jnp.int32),
+      completion_mask=jnp.ones((b, t), bool))
+  key = jax.random.key(0)
+
+  def run():
+    # The update may donate the state: keep only the new one.
+    holder[0], metrics = agent.update(holder[0], batch, teacher_params, key)
+    assert np.isfinite(float(metrics["loss/total"]))
+
+  return median_seconds(run, args.repeats)
+
+
+def bench_hf(model, params, dtype, args) -> float | None:
+  """Seconds per Hugging Face `generate` call on CUDA, or None."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  if not torch.cuda.is_available():
+    return None
+  torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+  with tempfile.TemporaryDirectory() as directory:
+    networks.save_pretrained(model, params, directory)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch_dtype).cuda().eval()
+  rng = np.random.default_rng(0)
+  prompt = torch.as_tensor(rng.integers(
+      3, model.config.vocab_size, (args.sample_batch, args.prompt_length)),
+                           device="cuda")
+  hf.generation_config.eos_token_id = None
+
+  def run():
+    with torch.no_grad():
+      out = hf.generate(
+          input_ids=prompt, attention_mask=torch.ones_like(prompt),
+          do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+          max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+          pad_token_id=0)
+    torch.cuda.synchronize()
+    assert out.shape[1] == args.prompt_length + args.new_tokens
+
+  seconds = median_seconds(run, args.repeats)
+  del hf
+  torch.cuda.empty_cache()
+  return seconds
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--sample_batch", type=int, default=256)
+  parser.add_argument("--prompt_length", type=int, default=64)
+  parser.add_argument("--new_tokens", type=int, default=128)
+  parser.add_argument("--train_batch", type=int, default=32)
+  parser.add_argument("--train_new_tokens", type=int, default=448)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--peak_tflops", type=float, default=0.0)
+  parser.add_argument("--hf", action="store_true",
+                      help="also time transformers generate on CUDA")
+  parser.add_argument("--json", default="", help="also write rows here")
+  parser.add_argument("--quick", action="store_true",
+                      help="tiny model and sizes, 1 repeat (a CPU check)")
+  args = parser.parse_args()
+  config = SMOLLM2_135M
+  if args.quick:
+    config = TINY
+    args.sample_batch, args.new_tokens, args.prompt_length = 4, 8, 8
+    args.train_batch, args.train_new_tokens, args.repeats = 2, 8, 1
+  device = jax.devices()[0]
+  peak, peak_source = peak_flops(device, args.peak_tflops)
+  model = networks.make_model(config)
+  params = model.init(jax.random.key(0))
+  teacher_params = model.init(jax.random.key(1))
+  n = param_count(params)
+  print(f"# {device.platform} {device.device_kind} x{jax.device_count()}, "
+        f"jax {jax.__version__}; student {n / 1e6:.1f}M parameters "
+        f"(V {config.vocab_size}, D {config.d_model}, {config.n_layers} "
+        f"layers); peak {'-' if peak is None else f'{peak / 1e12:.0f}'} "
+        f"TFLOP/s from {peak_source}")
+  print(f"# sample: B {args.sample_batch}, P {args.prompt_length}, T "
+        f"{args.new_tokens}; update: B {args.train_batch}, L "
+        f"{args.prompt_length + args.train_new_tokens}, teacher of the same "
+        f"shape; median of {args.repeats}", flush=True)
+  mfu = lambda flops: "-" if peak is None else f"{100 * flops / peak:.1f}%"
+  print(f"{'what':<8}{'impl':<7}{'dtype':<10}{'s/call':>9}{'tokens/s':>12}"
+        f"{'MFU':>8}{'MFU incl. teacher':>19}", flush=True)
+  rows = []
+
+  def report(what, impl, dtype, seconds, tokens, flops_per_token,
+             teacher_flops_per_token=0):
+    rate = tokens / seconds
+    row = dict(what=what, impl=impl, dtype=dtype, seconds=seconds,
+               tokens_per_s=rate,
+               mfu=None if peak is None else rate * flops_per_token / peak)
+    extra = "-"
+    if teacher_flops_per_token:
+      extra = mfu(rate * (flops_per_token + teacher_flops_per_token))
+    rows.append(row)
+    print(f"{what:<8}{impl:<7}{dtype:<10}{seconds:>9.3f}{rate:>12.0f}"
+          f"{mfu(rate * flops_per_token):>8}{extra:>19}", flush=True)
+
+  for dtype in args.dtypes.split(","):
+    seconds = bench_sample(model, params, dtype, args)
+    report("sample", "gkdrl", dtype, seconds,
+           args.sample_batch * args.new_tokens, 2 * n)
+    if args.hf:
+      seconds = bench_hf(model, params, dtype, args)
+      if seconds is not None:
+        report("sample", "HF", dtype, seconds,
+               args.sample_batch * args.new_tokens, 2 * n)
+    seconds = bench_update(model, params, teacher_params, dtype, args)
+    report("update", "gkdrl", dtype, seconds,
+           args.train_batch * (args.prompt_length + args.train_new_tokens),
+           6 * n, 2 * n)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(dict(device=device.device_kind, peak=peak, n=n, rows=rows), f)
+
+
+if __name__ == "__main__":
+  main()
