@@ -34,6 +34,7 @@ def main(process_id: int, port: str, workdir: str):
   from gkdrl.agents import acting  # pylint: disable=g-import-not-at-top
   from gkdrl.envs import tasks  # pylint: disable=g-import-not-at-top
   from gkdrl.runners import checkpointing  # pylint: disable=g-import-not-at-top
+  from gkdrl.runners import loop  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
   from tests.tiny_models import tiny_config  # pylint: disable=g-import-not-at-top
 
@@ -127,6 +128,19 @@ def main(process_id: int, port: str, workdir: str):
       back, gathered)))
   embed = restored.params["lm/embed"]["embeddings"]
   results["restore_embed_spec"] = str(embed.sharding.spec)
+
+  # The training loop itself, across both processes: on-policy GKD (the
+  # sampler on the mesh; lambda < 1 would compile a second batch shape).
+  gkd = agents.make_agent(
+      agents.make_config("gkd", lmbda=1.0, max_new_tokens=4),
+      student=student, teacher=teacher, tokenizer=task.tokenizer)
+  final = loop.train(agent=gkd, state=gkd.init(s_params), task=task,
+                     config=loop.LoopConfig(steps=2, batch_size=BATCH,
+                                            log_every=1, save_every=2,
+                                            progress=False),
+                     workdir=f"{workdir}/loop", teacher_params=t_params,
+                     mesh=mesh)
+  results["loop_step"] = int(final.step)
   print(json.dumps(results))
   return 0
 

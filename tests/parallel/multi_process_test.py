@@ -6,7 +6,9 @@ each process reads only its half of every batch, the sharded update on the
 4-device mesh spanning both equals what one process computes alone from the
 whole batch, host values of local rows go back as global rows, the
 student-data coins agree, and a checkpoint written by both restores onto
-another mesh shape. Process 1 starts from the JAX_* environment variables.
+another mesh shape, and the training loop runs across both (on-policy
+GKD: the sampler on the mesh). Process 1 starts from the JAX_*
+environment variables.
 """
 
 import json
@@ -75,6 +77,7 @@ def test_two_processes(tmp_path):
   # Every random choice comes from the shared seed: the hosts agree.
   assert results[0]["coins"] == results[1]["coins"]
   assert 0 < sum(results[0]["coins"]) < 16
+  check_training_loop_ran_across_both(results, tmp_path / "ckpt" / "loop")
 
 
 def check_each_process_reads_its_half(results):
@@ -98,3 +101,15 @@ def check_sharded_update_matches_one_process(r):
 def check_checkpoint_restores_onto_another_mesh(r):
   assert r["restore_max_abs_diff"] == 0.0
   assert r["restore_embed_spec"] == "P('fsdp', None)"
+
+
+def check_training_loop_ran_across_both(results, workdir):
+  assert [r["loop_step"] for r in results] == [2, 2]
+  lines = [json.loads(line) for line in
+           (workdir / "metrics.jsonl").read_text().splitlines()]
+  # Written by process 0 alone: each step once, from student samples.
+  assert [r["step"] for r in lines] == [1, 2]
+  assert all(r["rollout/student_data"] == 1.0 for r in lines)
+  assert all(0 < r["rollout/length"] <= 4 for r in lines)
+  assert all(np.isfinite(r["loss/total"]) for r in lines)
+  assert (workdir / "checkpoints" / "2").is_dir()
