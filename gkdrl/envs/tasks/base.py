@@ -63,7 +63,8 @@ class Task(NamedTuple):
       (what `dataset[indices]` returns). With `fixed_shape=True` it pads to
       the maxima instead of the buckets.
     batches: `batches(split, batch_size, *, seed=None, num_epochs=1,
-      drop_remainder=False, fixed_shape=False) -> Iterator[TaskBatch]`. With
+      drop_remainder=False, fixed_shape=False, process_index=0,
+      process_count=1) -> Iterator[TaskBatch]`. With
       `seed=None` rows come in dataset order; with an int seed every epoch
       is a permutation drawn from (seed, epoch). `num_epochs=None` repeats
       forever. A short last batch of an epoch is kept unless
