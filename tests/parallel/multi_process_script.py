@@ -1,11 +1,12 @@
 """One process of a real 2-process `jax.distributed` run on CPU.
 
 Run by multi_process_test.py as `multi_process_script.py PROCESS_ID PORT
-WORKDIR` (PORT "env": start-up from the JAX_* variables), twice at once, each process with 2 forced host devices (4 in the
-run). Each process reads only its rows of every batch, and the sharded
-update and checkpoint are compared with what the same process computes
-alone on one local device from the whole batch. Prints one JSON object of
-results on its last stdout line.
+WORKDIR` (PORT "env": start-up from the JAX_* variables), twice at once,
+each process with 2 forced host devices (4 in the run). Each process reads
+only its rows of every batch, and the sharded update and checkpoint are
+compared with what the same process computes alone on one local device
+from the whole batch; then the training loop runs across both. Prints one
+JSON object of results on its last stdout line.
 """
 
 import json
