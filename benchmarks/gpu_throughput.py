@@ -189,7 +189,7 @@ def bench_hf(model, params, dtype, args) -> float | None:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--dtypes", default="bfloat16,float32")
   parser.add_argument("--sample_batch", type=int, default=256)
   parser.add_argument("--prompt_length", type=int, default=64)
   parser.add_argument("--new_tokens", type=int, default=128)
@@ -222,7 +222,8 @@ def main():
   print(f"# sample: B {args.sample_batch}, P {args.prompt_length}, T "
         f"{args.new_tokens}; update: B {args.train_batch}, L "
         f"{args.prompt_length + args.train_new_tokens}, teacher of the same "
-        f"shape; median of {args.repeats}", flush=True)
+        f"shape; median of {args.repeats}; float32 matmul precision "
+        f"{jax.config.jax_default_matmul_precision or 'default'}", flush=True)
   mfu = lambda flops: "-" if peak is None else f"{100 * flops / peak:.1f}%"
   print(f"{'what':<8}{'impl':<7}{'dtype':<10}{'s/call':>9}{'tokens/s':>12}"
         f"{'MFU':>8}{'MFU incl. teacher':>19}", flush=True)
