@@ -126,13 +126,20 @@ def decode_completions(tokenizer, tokens, mask) -> list[str]:
           for row, valid in zip(tokens, mask)]
 
 
+@functools.partial(jax.jit, static_argnames=("reward_model",))
+def _score_on_device(reward_model, reward_params, inputs):
+  base.log_compile("reward", completion_tokens=inputs.completion_tokens)
+  return reward_model.score(reward_params, inputs)
+
+
 def score_batch(reward_model: rm_base.RewardModel, reward_params: Any,
                 tokenizer, batch: types.Batch, sources: Sequence[str],
                 targets: Sequence[str]) -> np.ndarray:
   """Rewards `[B]` float32 of a batch's completions (on the host).
 
   Host models get the decoded completions; device models read only the
-  token arrays, so their batches are not decoded.
+  token arrays, so their batches are not decoded, and they run as one
+  compiled call (counted as "reward" by `base.compile_counts`).
   """
   inputs = rm_base.RewardInputs(
       prompt_tokens=batch.prompt_tokens, prompt_mask=batch.prompt_mask,
@@ -143,7 +150,9 @@ def score_batch(reward_model: rm_base.RewardModel, reward_params: Any,
         sources=list(sources), targets=list(targets),
         completions=decode_completions(tokenizer, batch.completion_tokens,
                                        batch.completion_mask))
-  rewards = reward_model.score(reward_params, inputs)
+    rewards = reward_model.score(reward_params, inputs)
+  else:
+    rewards = _score_on_device(reward_model, reward_params, inputs)
   return rm_base.check_rewards(np.asarray(rewards),
                                batch.completion_tokens.shape[0],
                                reward_model.name)

@@ -5,6 +5,7 @@ import numpy as np
 from gkdrl import reward_models
 from gkdrl import types
 from gkdrl.agents import acting
+from gkdrl.agents import base
 
 
 class NoDecode:
@@ -26,10 +27,14 @@ def _batch():
 def test_device_reward_models_score_without_decoding():
   reward = reward_models.make_length_penalty(scale=0.5)
   assert not reward.on_host
-  rewards = acting.score_batch(reward, (), NoDecode(), _batch(), ["s"] * 2,
-                               ["t"] * 2)
-  np.testing.assert_allclose(rewards, [-1.5, -0.5])
-  assert rewards.dtype == np.float32
+  before = base.compile_counts().get("reward", 0)
+  for _ in range(2):
+    rewards = acting.score_batch(reward, (), NoDecode(), _batch(),
+                                 ["s"] * 2, ["t"] * 2)
+    np.testing.assert_allclose(rewards, [-1.5, -0.5])
+    assert rewards.dtype == np.float32
+  # One compiled call, compiled once for the shape.
+  assert base.compile_counts()["reward"] - before == 1
 
 
 def test_host_reward_models_get_the_decoded_text():
