@@ -136,7 +136,7 @@ class Agent(NamedTuple):
     act: `act(state, task_batch, key, *, teacher_params=None,
       reward_params=None) -> (Batch, info)`: builds the training batch on
       the host (dataset targets, teacher or student samples, host rewards);
-      `info` holds host-side metrics.
+      `info` holds its metrics, floats or device scalars (read when logged).
     update: `update(state, batch, teacher_params, key) -> (state, metrics)`,
       jitted.
     uses_teacher: whether `update` or `act` reads the teacher.
