@@ -7,6 +7,7 @@ complete, so a kill at any moment leaves the previous checkpoint loadable.
 import json
 import os
 import pathlib
+import time
 from typing import Any
 
 import jax
@@ -67,6 +68,9 @@ def to_python(metrics: dict[str, Any]) -> dict[str, float]:
 class MetricsWriter:
   """Appends one JSON object per logged step to `<workdir>/metrics.jsonl`.
 
+  Each object holds "step", "time" (seconds since the epoch, when written)
+  and the step's metrics.
+
   On resume, lines of steps after the restored checkpoint are dropped, so
   the file holds each step once.
   """
@@ -85,7 +89,9 @@ class MetricsWriter:
       self.path.write_text("".join(f"{line}\n" for line in kept))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
-    record = {"step": int(step), **metrics}
+    # The wall clock lets readers time steps (e.g. sampling versus fixed
+    # data) without a timer in the loop.
+    record = {"step": int(step), "time": time.time(), **metrics}
     with self.path.open("a") as f:
       f.write(json.dumps(record) + "\n")
 

@@ -41,6 +41,10 @@ def define_model_flags():
                       "or ~/.cache/gkdrl).")
   flags.DEFINE_integer("seed", 0, "Seed of data, initialisation and "
                        "sampling.")
+  flags.DEFINE_integer("task_seed", None,
+                       "Seed of a generated task's data, and so of the "
+                       "built-in models trained on it; unset uses --seed. "
+                       "Fix it to compare training seeds on one dataset.")
   flags.DEFINE_integer("eval_examples", 128,
                        "Validation prompts per evaluation.")
   flags.DEFINE_integer("eval_samples_per_prompt", 4,

@@ -42,7 +42,7 @@ TABLE_COLUMNS = ("reward", "factuality", "accuracy", "rouge2", "teacher_kl",
 
 RUN_FLAGS = sorted(set(flags_lib.AGENT_FIELDS) | {
     "agent", "task", "data_files", "teacher", "student", "cache_dir",
-    "seed", "eval_examples", "eval_samples_per_prompt", "reward",
+    "seed", "task_seed", "eval_examples", "eval_samples_per_prompt", "reward",
     "entailment_model", "length_penalty", "steps", "batch_size",
     "learning_rate", "warmup_steps", "log_every", "eval_every",
     "save_every", "workdir", "mesh"})
@@ -85,14 +85,16 @@ def run(values: dict[str, Any], *, progress: bool = True,
       seed=values["seed"], log_every=values["log_every"],
       eval_every=values["eval_every"], save_every=values["save_every"],
       progress=progress)
-  key = (values["task"], tuple(values["data_files"] or ()), values["seed"],
+  task_seed = values.get("task_seed")
+  task_seed = values["seed"] if task_seed is None else task_seed
+  key = (values["task"], tuple(values["data_files"] or ()), task_seed,
          values["student"], values["teacher"], values["cache_dir"])
   if shared.get("key") != key:
     shared.clear()
     shared["key"] = key
     shared["task"], shared["task_kwargs"] = setup.make_task(
         values["task"], data_files=values["data_files"],
-        model_path=values["student"], seed=values["seed"])
+        model_path=values["student"], seed=task_seed)
   mesh = None
   if values.get("mesh"):
     parallel.initialize_distributed()
@@ -142,13 +144,18 @@ def run(values: dict[str, Any], *, progress: bool = True,
         samples_per_prompt=values["eval_samples_per_prompt"],
         seed=values["seed"])
 
+  # The reference evaluations depend on every setting `evaluate` reads.
+  eval_key = tuple(values[k] for k in (
+      "seed", "eval_examples", "eval_samples_per_prompt", "reward",
+      "entailment_model", "length_penalty")) + (config.max_new_tokens,)
+  references = shared.setdefault("references", {})
   for name, model, params in (
       ("teacher", models.teacher, models.teacher_params),
       ("initial", models.student, models.student_params)):
-    if name not in shared:
-      shared[name] = evaluate(model, params)
+    if (name, eval_key) not in references:
+      references[name, eval_key] = evaluate(model, params)
     checkpointing.write_json(workdir / "eval" / f"{name}.json",
-                             {"step": 0, **shared[name]})
+                             {"step": 0, **references[name, eval_key]})
 
   start = time.time()
   state = loop.train(
@@ -160,8 +167,8 @@ def run(values: dict[str, Any], *, progress: bool = True,
   networks.save_pretrained(models.student, jax.device_get(state.params),
                            workdir / "student_hf", tokenizer=task.tokenizer)
   final = checkpointing.read_json(workdir / "eval" / "final.json")
-  return {"config": resolved, "teacher": shared["teacher"],
-          "initial": shared["initial"],
+  return {"config": resolved, "teacher": references["teacher", eval_key],
+          "initial": references["initial", eval_key],
           "final": {k: v for k, v in final.items() if k != "step"}}
 
 
