@@ -52,6 +52,8 @@ from typing import NamedTuple
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# JAX and torch may share one GPU: allocate on demand.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np

@@ -99,7 +99,8 @@ except Exception as e:  # pylint: disable=broad-except
 EOF
 } 2>>"$LOG" | tee "$OUT/env.txt"
 
-BACKEND=$("$PY" -c "import jax; print(jax.default_backend())" 2>>"$LOG")
+# RUN_ALL_BACKEND=gpu forces the accelerator list (to test it on a CPU).
+BACKEND="${RUN_ALL_BACKEND:-$("$PY" -c "import jax; print(jax.default_backend())" 2>>"$LOG")}"
 if [ -z "$BUDGET" ]; then
   case "$BACKEND" in gpu|cuda|tpu) BUDGET=400 ;; *) BUDGET=86400 ;; esac
 fi
@@ -124,4 +125,6 @@ else
   bench gkd_step 900 benchmarks/gkd_step.py "${Q[@]}"
   bench gpu_throughput 900 benchmarks/gpu_throughput.py "${Q[@]}"
 fi
+# Keep the log small enough to come back from a remote machine.
+tail -n 3000 "$LOG" > "$LOG.tmp" && mv "$LOG.tmp" "$LOG"
 echo "== done in $(( $(date +%s) - START ))s; tables in $OUT"
