@@ -115,7 +115,8 @@ def make_agent(config: base.AgentConfig, *, student, teacher=None,
   act = _make_act(name, config, student, teacher, tokenizer, reward,
                   eos_token_id, pad_token_id)
   return base.Agent(name=name, config=config,
-                    init=base.make_init(optimizer, keep_reference=keep_ref),
+                    init=base.make_init(optimizer, keep_reference=keep_ref,
+                                        param_dtype=config.param_dtype),
                     act=act, update=update, uses_teacher=uses_teacher,
                     uses_reward=uses_reward)
 

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from gkdrl import agents
+from gkdrl import reward_models
 from gkdrl.agents import acting
 from gkdrl.agents import base
 
@@ -26,6 +27,11 @@ def nll_loss(student):
     return loss, {"loss/nll": loss}
 
   return loss_fn
+
+
+def floating_dtypes(tree) -> set[np.dtype]:
+  return {x.dtype for x in jax.tree.leaves(tree)
+          if jnp.issubdtype(x.dtype, jnp.floating)}
 
 
 def leaves_deleted(tree) -> list[bool]:
@@ -150,3 +156,50 @@ def test_bfloat16_compute_keeps_the_divergence_in_float32(
   # bfloat16 divergence arithmetic would be off by ~1e-2 relative.
   np.testing.assert_allclose(float(metrics["loss/divergence"]), expected,
                              rtol=2e-5)
+
+
+def test_agents_keep_bfloat16_params_and_float32_divergences(
+    tiny_models, facts_task, fixed_batch):
+  student, sp, teacher, tp = tiny_models
+  length = lambda sources, completions, targets: np.array(
+      [len(c) / 10 for c in completions], np.float32)
+  config = agents.GKDRLConfig(
+      param_dtype="bfloat16", alpha=0.5, divergence="forward_kl",
+      ref_kl_coef=0.1, max_new_tokens=6, samples_per_prompt=2,
+      optimizer=agents.OptimizerConfig(learning_rate=1e-2, warmup_steps=0))
+  agent = agents.make_agent(
+      config, student=student, teacher=teacher,
+      tokenizer=facts_task.tokenizer,
+      reward=reward_models.make_python_reward(length, name="length"))
+  state = agent.init(sp)
+  bf16 = {jnp.dtype(jnp.bfloat16)}
+  assert floating_dtypes(state.params) == bf16
+  assert floating_dtypes(state.ref_params) == bf16
+  assert floating_dtypes(state.opt_state) == bf16
+  for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(sp)):
+    np.testing.assert_array_equal(
+        np.asarray(got, np.float32),
+        np.asarray(want.astype(jnp.bfloat16), np.float32))
+  batch, _ = agent.act(state, fixed_batch, jax.random.key(0),
+                       teacher_params=tp, reward_params=())
+  # The student's logits are those of its stored (rounded) parameters,
+  # computed in float32 (compute_dtype); taken before `update` donates them.
+  s_logits = base.completion_logits(
+      student, base.cast_params(state.params, "float32"), batch)
+  t_logits = base.completion_logits(teacher, tp, batch)
+  # Two updates: the first step of the warmup schedule has a zero rate.
+  new_state, metrics = agent.update(state, batch, tp, jax.random.key(1))
+  divergence = metrics["loss/divergence"]
+  new_state, metrics = agent.update(new_state, batch, tp, jax.random.key(2))
+  assert floating_dtypes(new_state.params) == bf16
+  assert floating_dtypes(new_state.opt_state) == bf16
+  assert int(new_state.step) == 2
+  assert float(metrics["train/skipped"]) == 0.0
+  changed = [not np.array_equal(np.asarray(a, np.float32),
+                                np.asarray(b.astype(jnp.bfloat16), np.float32))
+             for a, b in zip(jax.tree.leaves(new_state.params),
+                             jax.tree.leaves(sp))]
+  assert any(changed)
+  assert divergence.dtype == jnp.float32
+  expected = _forward_kl_sequence(s_logits, t_logits, batch.completion_mask)
+  np.testing.assert_allclose(float(divergence), expected, rtol=2e-5)
