@@ -48,3 +48,6 @@ class Batch(NamedTuple):
   completion_mask: Array  # [B, T] bool
   behaviour_logp_a: Array | None = None  # [B, T] log-prob under the sampler
   rewards: Array | None = None  # [B] float32 sequence-level rewards
+  # [B, T, D] teacher hidden states predicting each completion token, when
+  # computed ahead of the update (overlapping host rewards).
+  teacher_hidden: Array | None = None

@@ -2,8 +2,9 @@
 
 Runs on the host around jitted pieces: the sampler (one compiled rollout per
 shape, each compile logged and counted as "sampler", see
-`base.compile_counts`), decoding to text, and host reward models. Nothing
-here is differentiated.
+`base.compile_counts`), the teacher's forward pass dispatched ahead of the
+update ("teacher"), decoding to text, and host reward models. Nothing here
+is differentiated.
 """
 
 from collections.abc import Sequence
@@ -117,6 +118,26 @@ def sample_batch(model, params, key: types.PRNGKey, task_batch, *,
       completion_tokens=samples.tokens,
       completion_mask=samples.mask,
       behaviour_logp_a=samples.logp_a)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "compute_dtype"))
+def _teacher_hidden(model, params, batch, *, compute_dtype):
+  base.log_compile("teacher", batch=batch)
+  return base.completion_hidden(
+      model, base.cast_params(params, compute_dtype), batch)  # [B, T, D]
+
+
+def with_teacher_hidden(teacher, teacher_params, batch: types.Batch, *,
+                        compute_dtype: str) -> types.Batch:
+  """The batch with the teacher's hidden states `[B, T, D]`, dispatched now.
+
+  JAX returns before the device finishes, so host work that follows (host
+  rewards) overlaps the teacher's forward pass; the update then only
+  unembeds them (`base.teacher_logits`).
+  """
+  return batch._replace(teacher_hidden=_teacher_hidden(
+      teacher, teacher_params, batch._replace(rewards=None),
+      compute_dtype=compute_dtype))
 
 
 def decode_completions(tokenizer, tokens, mask) -> list[str]:

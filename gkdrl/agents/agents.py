@@ -130,8 +130,7 @@ def _make_loss(name, config, student, teacher) -> base.LossFn:
                                   batch)
 
   def teacher_logits(teacher_params, batch):
-    return jax.lax.stop_gradient(base.completion_logits(
-        teacher, base.cast_params(teacher_params, dtype), batch))
+    return base.teacher_logits(teacher, teacher_params, batch, dtype)
 
   def nll_loss(params, state, batch, teacher_params, key):
     del state, teacher_params, key
@@ -238,6 +237,11 @@ def _make_act(name, config, student, teacher, tokenizer, reward,
     else:
       task_batch = acting.repeat_rows(task_batch, config.samples_per_prompt)
       batch = sample(student, state.params, key, task_batch)
+      if name == "gkd_rl" and 0.0 < config.alpha < 1.0 and reward.on_host:
+        # Dispatched before the host rewards, so the two overlap.
+        batch = acting.with_teacher_hidden(
+            teacher, teacher_params, batch,
+            compute_dtype=config.compute_dtype)
       if name == "rl" or config.alpha < 1.0:
         rewards = acting.score_batch(reward, reward_params, tokenizer, batch,
                                      task_batch.sources, task_batch.targets)

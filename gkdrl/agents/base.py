@@ -192,6 +192,23 @@ def completion_logits(model, params: Params, batch: types.Batch) -> Array:
                     preferred_element_type=jnp.float32)  # [B, T, V]
 
 
+def teacher_logits(teacher, teacher_params: Params, batch: types.Batch,
+                   compute_dtype: str) -> Array:
+  """The teacher's completion logits `[B, T, V]` (float32, no gradient).
+
+  From `batch.teacher_hidden` when the acting step computed it ahead of the
+  update (only the unembedding remains), else by a full forward pass.
+  """
+  teacher_params = cast_params(teacher_params, compute_dtype)
+  if batch.teacher_hidden is None:
+    logits = completion_logits(teacher, teacher_params, batch)
+  else:
+    logits = jnp.einsum("btd,dv->btv", batch.teacher_hidden,
+                        teacher.unembedding(teacher_params),
+                        preferred_element_type=jnp.float32)  # [B, T, V]
+  return jax.lax.stop_gradient(logits)
+
+
 def token_log_probs(logits: Array, tokens: Array) -> Array:
   """log softmax(logits)[tokens]: `[B, T, V]`, `[B, T]` -> `[B, T]`."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

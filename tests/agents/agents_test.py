@@ -224,3 +224,20 @@ def test_large_vocabularies_chunk_by_default():
   assert agents.GKDConfig(loss_chunk_size=0).chunk_size(151_936) == 0
   with pytest.raises(ValueError, match="loss_chunk_size=-1"):
     agents.GKDConfig(loss_chunk_size=-1)
+
+
+def test_teacher_runs_ahead_of_host_rewards_with_the_same_update(
+    tiny_models, facts_task, fixed_batch):
+  _, sp, _, tp = tiny_models
+  agent = make("gkd_rl", tiny_models, facts_task, alpha=0.5)
+  batch, _ = agent.act(agent.init(sp), fixed_batch, jax.random.key(0),
+                       teacher_params=tp, reward_params=())
+  assert batch.teacher_hidden is not None
+  assert batch.teacher_hidden.shape[:2] == batch.completion_tokens.shape
+  results = [agent.update(agent.init(sp), b, tp, jax.random.key(1))
+             for b in (batch, batch._replace(teacher_hidden=None))]
+  (s0, m0), (s1, m1) = results
+  for key in ("loss/total", "kl/teacher", "loss/divergence"):
+    np.testing.assert_allclose(m0[key], m1[key], rtol=1e-5, err_msg=key)
+  for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
