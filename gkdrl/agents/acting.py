@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gkdrl import parallel
 from gkdrl import sampling
 from gkdrl import types
 from gkdrl.agents import base
@@ -43,12 +44,30 @@ def dataset_batch(task_batch) -> types.Batch:
       completion_mask=jnp.asarray(task_batch.target_mask, bool))
 
 
+def _repeat(x, k: int):
+  """`x [B, ...]` with each row repeated k times: `[B * k, ...]`."""
+  if not isinstance(x, jax.Array):
+    return np.repeat(np.asarray(x), k, axis=0)
+  # A global array of a multi-host run cannot become NumPy; kept split by
+  # rows as it was, each process holds the repeats of its own rows.
+  repeated = jnp.repeat(x, k, axis=0)
+  if isinstance(x.sharding, jax.sharding.NamedSharding):
+    repeated = jax.device_put(repeated, x.sharding)
+  return repeated
+
+
 def repeat_rows(task_batch, samples_per_prompt: int):
-  """Repeats each prompt `samples_per_prompt` times as consecutive rows."""
+  """Repeats each prompt `samples_per_prompt` times as consecutive rows.
+
+  NumPy arrays stay NumPy; `jax.Array`s (global arrays of a multi-host run
+  included) stay on their devices, split by rows as before, so each
+  process's rows are the repeats of its own rows and match its repeated
+  `sources` and `targets` (process-local lists).
+  """
   k = samples_per_prompt
   if k == 1:
     return task_batch
-  rep = lambda a: np.repeat(np.asarray(a), k, axis=0)
+  rep = lambda a: _repeat(a, k)
   rep_list = lambda xs: [x for x in xs for _ in range(k)]
   return task_batch._replace(
       prompt_tokens=rep(task_batch.prompt_tokens),
@@ -141,8 +160,21 @@ def with_teacher_hidden(teacher, teacher_params, batch: types.Batch, *,
 
 
 def decode_completions(tokenizer, tokens, mask) -> list[str]:
-  """Decodes each row's valid tokens, special tokens (EOS) dropped."""
-  tokens, mask = np.asarray(tokens), np.asarray(mask, bool)
+  """Decodes each row's valid tokens, special tokens (EOS) dropped.
+
+  Only this process's rows (`parallel.host_local`): every row in a single
+  process, the rows of its own prompts in a multi-host run.
+
+  Args:
+    tokenizer: has `decode(ids, skip_special_tokens=True)`.
+    tokens: `[B, T]` completion tokens.
+    mask: `[B, T]`, True at valid tokens.
+
+  Returns:
+    `B_local` strings.
+  """
+  tokens = parallel.host_local(tokens)  # [B_local, T]
+  mask = parallel.host_local(mask).astype(bool)  # [B_local, T]
   return [tokenizer.decode(row[valid].tolist(), skip_special_tokens=True)
           for row, valid in zip(tokens, mask)]
 
@@ -155,28 +187,45 @@ def _score_on_device(reward_model, reward_params, inputs):
 
 def score_batch(reward_model: rm_base.RewardModel, reward_params: Any,
                 tokenizer, batch: types.Batch, sources: Sequence[str],
-                targets: Sequence[str]) -> np.ndarray:
-  """Rewards `[B]` float32 of a batch's completions (on the host).
+                targets: Sequence[str]) -> jax.Array:
+  """Rewards `[B]` float32 of a batch's completions.
 
-  Host models get the decoded completions; device models read only the
-  token arrays, so their batches are not decoded, and they run as one
-  compiled call (counted as "reward" by `base.compile_counts`).
+  Host models get the decoded completions of this process's rows
+  (`parallel.host_local`; every row in a single process), beside those
+  rows' token arrays and texts; their rewards go back as rows of one global
+  array (`parallel.from_host_local`). Device models read only the token
+  arrays, so their batches are not decoded, and they run as one compiled
+  call (counted as "reward" by `base.compile_counts`). Each process checks
+  the rewards of its rows (shape, finite values).
+
+  Args:
+    reward_model: the `RewardModel`.
+    reward_params: its parameters.
+    tokenizer: decodes completions for host models.
+    batch: the `Batch` of prompts `[B, P]` and completions `[B, T]`.
+    sources: this process's `B_local` source texts.
+    targets: this process's `B_local` reference texts.
+
+  Returns:
+    `[B]` float32, split by rows like `batch.completion_tokens`.
   """
   inputs = rm_base.RewardInputs(
       prompt_tokens=batch.prompt_tokens, prompt_mask=batch.prompt_mask,
       completion_tokens=batch.completion_tokens,
       completion_mask=batch.completion_mask)
   if reward_model.on_host:
-    inputs = inputs._replace(
+    local = jax.tree.map(parallel.host_local, inputs)  # [B_local, ...]
+    local = local._replace(
         sources=list(sources), targets=list(targets),
         completions=decode_completions(tokenizer, batch.completion_tokens,
                                        batch.completion_mask))
-    rewards = reward_model.score(reward_params, inputs)
+    rewards = reward_model.score(reward_params, local)
   else:
-    rewards = _score_on_device(reward_model, reward_params, inputs)
-  return rm_base.check_rewards(np.asarray(rewards),
-                               batch.completion_tokens.shape[0],
-                               reward_model.name)
+    rewards = parallel.host_local(
+        _score_on_device(reward_model, reward_params, inputs))
+  num_local = parallel.host_local(batch.completion_mask).shape[0]
+  rewards = rm_base.check_rewards(rewards, num_local, reward_model.name)
+  return parallel.from_host_local(rewards, batch.completion_tokens)
 
 
 def rollout_info(batch: types.Batch) -> dict[str, types.Array]:

@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gkdrl import losses
 from gkdrl import types
@@ -245,8 +244,9 @@ def _make_act(name, config, student, teacher, tokenizer, reward,
       if name == "rl" or config.alpha < 1.0:
         rewards = acting.score_batch(reward, reward_params, tokenizer, batch,
                                      task_batch.sources, task_batch.targets)
-        batch = batch._replace(rewards=jnp.asarray(rewards))
-        info["reward/mean"] = float(np.mean(rewards))
+        batch = batch._replace(rewards=rewards)
+        # Over the global batch: every process logs the same mean.
+        info["reward/mean"] = jnp.mean(rewards)
     info.update(acting.rollout_info(batch))
     return batch, info
 

@@ -1,11 +1,17 @@
 """Acting helpers: reward scoring decodes text only for host models."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gkdrl import reward_models
 from gkdrl import types
 from gkdrl.agents import acting
 from gkdrl.agents import base
+from gkdrl.envs.tasks import base as tasks_base
+
+ARRAY_FIELDS = ("prompt_tokens", "prompt_mask", "target_tokens",
+                "target_mask")
 
 
 class NoDecode:
@@ -32,7 +38,7 @@ def test_device_reward_models_score_without_decoding():
     rewards = acting.score_batch(reward, (), NoDecode(), _batch(),
                                  ["s"] * 2, ["t"] * 2)
     np.testing.assert_allclose(rewards, [-1.5, -0.5])
-    assert rewards.dtype == np.float32
+    assert isinstance(rewards, jax.Array) and rewards.dtype == np.float32
   # One compiled call, compiled once for the shape.
   assert base.compile_counts()["reward"] - before == 1
 
@@ -56,3 +62,24 @@ def test_host_reward_models_get_the_decoded_text():
   np.testing.assert_array_equal(rewards, [3.0, 1.0])
   assert seen == {"sources": ["a", "b"], "completions": ["xxx", "x"],
                   "targets": ["c", "d"]}
+
+
+def test_repeat_rows_keeps_jax_arrays_on_device_with_the_same_rows():
+  task_batch = tasks_base.TaskBatch(
+      prompt_tokens=np.arange(6, dtype=np.int32).reshape(2, 3),
+      prompt_mask=np.array([[0, 1, 1], [1, 1, 1]], bool),
+      target_tokens=np.array([[7, 8], [9, 0]], np.int32),
+      target_mask=np.array([[1, 1], [1, 0]], bool),
+      sources=["a", "b"], targets=["c", "d"])
+  on_host = acting.repeat_rows(task_batch, 3)
+  on_device = acting.repeat_rows(
+      task_batch._replace(**{f: jnp.asarray(getattr(task_batch, f))
+                             for f in ARRAY_FIELDS}), 3)
+  for field in ARRAY_FIELDS:
+    expected = np.repeat(getattr(task_batch, field), 3, axis=0)
+    assert isinstance(getattr(on_host, field), np.ndarray)
+    assert isinstance(getattr(on_device, field), jax.Array)
+    np.testing.assert_array_equal(getattr(on_host, field), expected)
+    np.testing.assert_array_equal(getattr(on_device, field), expected)
+  assert on_device.sources == ["a"] * 3 + ["b"] * 3
+  assert on_device.targets == ["c"] * 3 + ["d"] * 3

@@ -32,6 +32,7 @@ def main(process_id: int, port: str, workdir: str):
   # Imported after start-up: nothing may touch the backend before it.
   from gkdrl import agents  # pylint: disable=g-import-not-at-top
   from gkdrl import networks  # pylint: disable=g-import-not-at-top
+  from gkdrl import reward_models  # pylint: disable=g-import-not-at-top
   from gkdrl.agents import acting  # pylint: disable=g-import-not-at-top
   from gkdrl.envs import tasks  # pylint: disable=g-import-not-at-top
   from gkdrl.runners import checkpointing  # pylint: disable=g-import-not-at-top
@@ -109,6 +110,45 @@ def main(process_id: int, port: str, workdir: str):
       rewards, tiled=True).tolist()
   results["rewards_whole"] = np.asarray(whole.target_mask).sum(1).tolist()
   results["rewards_spec"] = str(rewards.sharding.spec)
+
+  # gkd_rl with a host reward (alpha = 0.5, two greedy samples per prompt):
+  # each process repeats, decodes and scores only its rows; the rewards,
+  # their mean and the update's loss are those of one process alone.
+  text_length = lambda sources, completions, targets: np.array(
+      [len(c) for c in completions], np.float32)
+  rl = agents.make_agent(
+      agents.make_config("gkd_rl", alpha=0.5, samples_per_prompt=2,
+                         sample_temperature=0.0, max_new_tokens=4),
+      student=student, teacher=teacher, tokenizer=task.tokenizer,
+      reward=reward_models.make_python_reward(text_length, name="length"))
+  rl_state = rl.init(s_params)
+  ref_batch, ref_info = rl.act(rl_state, whole, key, teacher_params=t_params,
+                               reward_params=())
+  _, ref_metrics = rl.update(jax.tree.map(jnp.copy, rl_state), ref_batch,
+                             t_params, key)
+  sh_rl_state = parallel.shard_state(rl_state, mesh, min_size=0)
+  g_batch, g_info = rl.act(sh_rl_state, g_tb, key,
+                           teacher_params=sh_teacher, reward_params=())
+  rl_update = parallel.jit_update(rl.update, mesh, rl_state, t_params,
+                                  min_size=0)
+  _, g_metrics = rl_update(sh_rl_state, parallel.shard_batch(g_batch, mesh),
+                           sh_teacher, key)
+  allgather = lambda x: multihost_utils.process_allgather(x, tiled=True)
+  results.update(
+      rl_tokens_equal=bool(np.array_equal(
+          allgather(g_batch.completion_tokens),
+          np.asarray(ref_batch.completion_tokens))),
+      rl_local_completions=len(acting.decode_completions(
+          task.tokenizer, g_batch.completion_tokens,
+          g_batch.completion_mask)),
+      rl_rewards=allgather(g_batch.rewards).tolist(),
+      rl_ref_rewards=np.asarray(ref_batch.rewards).tolist(),
+      rl_rewards_spec=str(g_batch.rewards.sharding.spec),
+      rl_reward_mean=float(g_info["reward/mean"]),
+      rl_ref_reward_mean=float(ref_info["reward/mean"]),
+      rl_loss=float(g_metrics["loss/total"]),
+      rl_ref_loss=float(ref_metrics["loss/total"]),
+  )
 
   # The loop's per-step keys and GKD's student-data coin, from the seed.
   root = jax.random.key(0)

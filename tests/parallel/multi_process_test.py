@@ -7,7 +7,8 @@ each process reads only its half of every batch, the sharded update on the
 whole batch, host values of local rows go back as global rows, the
 student-data coins agree, and a checkpoint written by both restores onto
 another mesh shape, and the training loop runs across both (on-policy
-GKD: the sampler on the mesh). Process 1 starts from the JAX_*
+GKD: the sampler on the mesh), and gkd_rl with a host reward model scores
+each process's rows on that process. Process 1 starts from the JAX_*
 environment variables.
 """
 
@@ -78,6 +79,20 @@ def test_two_processes(tmp_path):
   assert results[0]["coins"] == results[1]["coins"]
   assert 0 < sum(results[0]["coins"]) < 16
   check_training_loop_ran_across_both(results, tmp_path / "ckpt" / "loop")
+  for r in results:
+    check_host_rewards_score_local_rows(r)
+
+
+def check_host_rewards_score_local_rows(r):
+  """gkd_rl with a host reward, across both processes, as on one."""
+  assert r["rl_tokens_equal"]
+  assert r["rl_local_completions"] == 8  # 4 local prompts, 2 samples each
+  assert r["rl_rewards"] == r["rl_ref_rewards"]
+  assert len(r["rl_rewards"]) == 16 and len(set(r["rl_rewards"])) > 1
+  assert r["rl_rewards_spec"] == "P(('data', 'fsdp'),)"
+  np.testing.assert_allclose(r["rl_reward_mean"], r["rl_ref_reward_mean"],
+                             rtol=1e-6)
+  np.testing.assert_allclose(r["rl_loss"], r["rl_ref_loss"], rtol=1e-5)
 
 
 def check_each_process_reads_its_half(results):
