@@ -27,13 +27,13 @@ tokens; each step asserts that.
          (generation, student and teacher forward, loss, backward,
          clipping, optimizer and scheduler step).
 
-The sides alternate in blocks of `--steps` steps in one process: TRL, gkdrl
-(run from a Trainer callback), TRL, gkdrl, so both see about the same
-machine load. (Alternating every step measured our steps at 3.8 s,
-against 1.6 s for the same steps run in a block just after, on the loaded
-development machine.) The first `--warmup` steps of each side are not timed (gkdrl
-compiles there); the table gives the median of the 2 x `--steps` timed
-steps. Torch uses `--torch_threads` threads (2) with
+Each side runs in its own process (the models are written once and
+shared), `--rounds` times in turn (TRL, gkdrl, TRL, gkdrl), so both see
+about the same machine load; the first `--warmup` steps of every process
+are not timed (gkdrl compiles there) and the table gives the median of all
+timed steps of each side. (Running both in one process, ours from a
+Trainer callback, made our step times depend on where they fell relative to
+`Trainer.train`, by up to 2.5x.) Torch uses `--torch_threads` threads (2) with
 OMP_WAIT_POLICY=PASSIVE (see benchmarks/sampling.py for why). Where torch
 sees a CUDA device TRL trains there (and gkdrl on JAX's default device),
 else both run on the CPU. Needs torch and trl (`pip install trl`; not gkdrl
@@ -45,6 +45,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from typing import NamedTuple
@@ -135,8 +137,6 @@ class Ours:
         config, student=student, teacher=self.teacher, eos_token_id=vocab,
         pad_token_id=0)
     self.state = self.agent.init(student_params)
-    # Before any update, for the weight check against transformers.
-    self.initial_logits = np.asarray(student.apply(student_params, prompts))
     batch, p = prompts.shape
     self.task_batch = TaskBatch(
         prompt_tokens=prompts.astype(np.int32),
@@ -171,8 +171,8 @@ class Ours:
     return seconds
 
 
-def run_trl(student_dir, teacher_dir, prompts, args, ours, workdir):
-  """Runs GKDTrainer; returns (trl step seconds, ours step seconds, losses)."""
+def run_trl(student_dir, teacher_dir, prompts, args, workdir) -> dict:
+  """Runs GKDTrainer for warm-up + timed steps; returns their times."""
   import datasets  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
@@ -181,11 +181,6 @@ def run_trl(student_dir, teacher_dir, prompts, args, ours, workdir):
   load = lambda d: transformers.AutoModelForCausalLM.from_pretrained(
       d, dtype=torch.float32)
   student, teacher = load(student_dir), load(teacher_dir)
-  for model in (student, teacher):
-    model.generation_config.eos_token_id = None  # generate all tokens
-  with torch.no_grad():
-    ref = student(torch.as_tensor(prompts)).logits.numpy()
-  check = float(np.abs(ours.initial_logits - ref).max())
 
   batch, prompt_len = prompts.shape
   new = args.new_tokens
@@ -204,7 +199,7 @@ def run_trl(student_dir, teacher_dir, prompts, args, ours, workdir):
                 labels=labels, prompts=p,
                 prompt_attention_mask=torch.ones_like(p))
 
-  total = args.warmup + 2 * args.steps
+  total = args.warmup + args.steps
   cuda = torch.cuda.is_available()
   data = datasets.Dataset.from_dict(
       {"prompt_ids": np.tile(prompts, (total, 1)).tolist()})
@@ -237,12 +232,10 @@ def run_trl(student_dir, teacher_dir, prompts, args, ours, workdir):
     return ids, mask, labels
 
   trainer.generate_on_policy_outputs = checked_generate
-  times = {"trl": [], "ours": []}
-  generate_seconds = []
+  step_seconds, generate_seconds = [], []
   trl_losses = []
 
-  class Alternate(transformers.TrainerCallback):
-    """Times TRL's steps; runs a block of ours after the first block."""
+  class Timer(transformers.TrainerCallback):
 
     def on_step_begin(self, *unused_args, **unused_kwargs):
       self.start = time.perf_counter()
@@ -251,13 +244,10 @@ def run_trl(student_dir, teacher_dir, prompts, args, ours, workdir):
       if cuda:
         torch.cuda.synchronize()  # the optimizer step's kernels
       seconds = time.perf_counter() - self.start
-      timed = state.global_step - args.warmup
-      if timed > 0:
-        times["trl"].append(seconds)
-      if timed == args.steps:
-        times["ours"] += [ours.step() for _ in range(args.steps)]
+      if state.global_step > args.warmup:
+        step_seconds.append(seconds)
 
-  trainer.add_callback(Alternate())
+  trainer.add_callback(Timer())
   original_training_step = trainer.training_step
 
   def training_step(*a, **k):
@@ -267,10 +257,49 @@ def run_trl(student_dir, teacher_dir, prompts, args, ours, workdir):
 
   trainer.training_step = training_step
   trainer.train()
-  times["trl_generate"] = generate_seconds[args.warmup:]
-  times["ours_act"] = ours.act_seconds[-2 * args.steps:]
-  times["ours"] += [ours.step() for _ in range(args.steps)]
-  return times, trl_losses, check
+  return dict(seconds=step_seconds, sampling=generate_seconds[args.warmup:],
+              loss0=trl_losses[0])
+
+
+def run_ours(student_dir, teacher_dir, prompts, args) -> dict:
+  """Runs gkdrl's agent for warm-up + timed steps; returns their times."""
+  ours = Ours(student_dir, teacher_dir, prompts, args)
+  for _ in range(args.warmup):
+    ours.step()  # the first compiles the sampler and the update
+  seconds = [ours.step() for _ in range(args.steps)]
+  return dict(seconds=seconds, sampling=ours.act_seconds[args.warmup:],
+              loss0=ours.losses[0])
+
+
+def weight_check(student_dir, prompts) -> float:
+  """Largest |difference| of the two libraries' student logits."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  model, params = networks.from_pretrained(student_dir)
+  ours = np.asarray(model.apply(params, prompts))
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+      student_dir, dtype=torch.float32)
+  with torch.no_grad():
+    theirs = hf(torch.as_tensor(prompts)).logits.numpy()
+  return float(np.abs(ours - theirs).max())
+
+
+def measure(side: str, directory: str, argv: list[str]) -> dict:
+  """Runs one side in its own process; returns its times or its error."""
+  result = subprocess.run(
+      [sys.executable, __file__, f"--worker={side}",
+       f"--model_dir={directory}", *argv], capture_output=True, text=True)
+  if result.returncode != 0:
+    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+    return {"error": " | ".join(lines[-2:])[-300:]}
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def prompts_of(args) -> np.ndarray:
+  rng = np.random.default_rng(0)
+  vocab = SIZES[args.size]["vocab"]
+  return rng.integers(4, vocab, (args.batch_size, args.prompt_length))
+
 
 
 def main():
@@ -282,6 +311,7 @@ def main():
   parser.add_argument("--beta", type=float, default=0.5)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--compute_dtype", default="float32")
   parser.add_argument("--torch_threads", type=int, default=2,
                       help="torch.set_num_threads; 0 keeps torch's default")
@@ -291,75 +321,92 @@ def main():
       "backward pass and generates without a KV cache; off by default here")
   parser.add_argument("--json", default="", help="also write rows here")
   parser.add_argument("--quick", action="store_true",
-                      help="1 warm-up step and 2 x 2 timed steps")
+                      help="1 round of 1 warm-up step and 3 timed steps")
+  parser.add_argument("--worker", choices=["ours", "trl"],
+                      help=argparse.SUPPRESS)
+  parser.add_argument("--model_dir", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.quick:
-    args.warmup, args.steps = 1, 2
+    args.warmup, args.steps, args.rounds = 1, 3, 1
+  argv = [f"--{name}={getattr(args, name)}" for name in (
+      "size", "batch_size", "prompt_length", "new_tokens", "beta", "warmup",
+      "steps", "compute_dtype", "torch_threads")]
+  if args.trl_gradient_checkpointing:
+    argv.append("--trl_gradient_checkpointing")
   import torch  # pylint: disable=g-import-not-at-top
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
+  prompts = prompts_of(args)
+  if args.worker:
+    student_dir, teacher_dir = (os.path.join(args.model_dir, role)
+                                for role in ("student", "teacher"))
+    if args.worker == "ours":
+      result = run_ours(student_dir, teacher_dir, prompts, args)
+    else:
+      result = run_trl(student_dir, teacher_dir, prompts, args,
+                       args.model_dir)
+    print(json.dumps(result))
+    return
   try:
     import trl  # pylint: disable=g-import-not-at-top
     trl_version = trl.__version__
   except Exception as e:  # pylint: disable=broad-except
     trl_version = f"unavailable ({type(e).__name__}: {e})"
-  if args.torch_threads:
-    torch.set_num_threads(args.torch_threads)
-  rng = np.random.default_rng(0)
   vocab = SIZES[args.size]["vocab"]
-  prompts = rng.integers(4, vocab, (args.batch_size, args.prompt_length))
+  device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+            else "cpu")
+  print(f"# {platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} "
+        f"({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ['OMP_WAIT_POLICY']}, {device}), trl {trl_version}")
+  print(f"# {args.size}: V {vocab}, student {SIZES[args.size]['student']}"
+        f", teacher {SIZES[args.size]['teacher']} (d, layers, heads, kv, "
+        f"ff); B {args.batch_size}, P {args.prompt_length}, T "
+        f"{args.new_tokens}, JSD(beta={args.beta}), {args.compute_dtype}; "
+        f"{args.rounds} rounds of {args.steps} steps after {args.warmup} "
+        f"warm-up, each side in its own process", flush=True)
+  runs = {"trl": [], "ours": []}
   with tempfile.TemporaryDirectory() as directory:
-    student_dir, teacher_dir = write_models(args.size, directory)
-    ours = Ours(student_dir, teacher_dir, prompts, args)
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; jax {jax.__version__} "
-          f"({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-          f"{os.environ['OMP_WAIT_POLICY']}, "
-          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}"
-          f"), trl {trl_version}")
-    print(f"# {args.size}: V {vocab}, student {SIZES[args.size]['student']}"
-          f", teacher {SIZES[args.size]['teacher']} (d, layers, heads, kv, "
-          f"ff); B {args.batch_size}, P {args.prompt_length}, T "
-          f"{args.new_tokens}, JSD(beta={args.beta}), "
-          f"{args.compute_dtype}; median of 2 x {args.steps} after "
-          f"{args.warmup} warm-up", flush=True)
-    for _ in range(args.warmup):
-      ours.step()  # the first compiles the sampler and the update
-    try:
-      times, trl_losses, check = run_trl(student_dir, teacher_dir, prompts,
-                                         args, ours, directory)
-      print(f"# student logits, gkdrl vs transformers on the prompts: max "
-            f"|diff| {check:.2e}; first losses gkdrl {ours.losses[0]:.4f}, "
-            f"trl {trl_losses[0]:.4f}")
-    except Exception as e:  # pylint: disable=broad-except
-      # Without TRL (or if it fails here) the gkdrl figures still count.
-      print(f"# TRL did not run ({type(e).__name__}: {str(e)[:200]}); "
-            "gkdrl alone")
-      times = {"trl": []}
-      times["ours"] = [ours.step() for _ in range(2 * args.steps)]
-      times["ours_act"] = ours.act_seconds[-2 * args.steps:]
-  ours_s = statistics.median(times["ours"])
-  trl_s = statistics.median(times["trl"]) if times["trl"] else ours_s
-  rows = [dict(impl="gkdrl", seconds=ours_s, steps_per_s=1 / ours_s,
-               sampling_s=statistics.median(times["ours_act"]))]
-  if times["trl"]:
-    rows.append(dict(impl="trl", seconds=trl_s, steps_per_s=1 / trl_s,
-                     sampling_s=statistics.median(times["trl_generate"])))
+    student_dir, _ = write_models(args.size, directory)
+    print(f"# student logits, gkdrl vs transformers on the prompts: max "
+          f"|diff| {weight_check(student_dir, prompts):.2e}", flush=True)
+    for _ in range(args.rounds):
+      for side in ("trl", "ours"):
+        if side == "trl" and runs["trl"] and "error" in runs["trl"][-1]:
+          continue
+        runs[side].append(measure(side, directory, argv))
+  errors = [r["error"] for r in runs["trl"] + runs["ours"] if "error" in r]
+  for error in errors:
+    print(f"# a side failed: {error}")
+  rows = []
+  for side, impl in (("ours", "gkdrl"), ("trl", "trl")):
+    done = [r for r in runs[side] if "error" not in r]
+    if not done:
+      continue
+    seconds = statistics.median([t for r in done for t in r["seconds"]])
+    rows.append(dict(
+        impl=impl, seconds=seconds, steps_per_s=1 / seconds,
+        sampling_s=statistics.median([t for r in done for t in r["sampling"]]),
+        loss0=done[0]["loss0"],
+        rounds=[round(statistics.median(r["seconds"]), 3) for r in done]))
+  trl_s = rows[-1]["seconds"] if rows and rows[-1]["impl"] == "trl" else None
   print(f"{'impl':<8}{'s/step':>9}{'steps/s':>9}{'tok/s':>9}{'vs trl':>9}"
-        f"{'sampling s':>12}{'rest s':>9}")
+        f"{'sampling s':>12}{'rest s':>9}{'loss 1':>9}")
   tokens = args.batch_size * args.new_tokens
   for row in rows:
-    row["ratio"] = trl_s / row["seconds"] if times["trl"] else None
+    row["ratio"] = trl_s / row["seconds"] if trl_s else None
     ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
     print(f"{row['impl']:<8}{row['seconds']:>9.3f}{row['steps_per_s']:>9.3f}"
           f"{tokens / row['seconds']:>9.1f}{ratio:>9}"
           f"{row['sampling_s']:>12.3f}"
-          f"{row['seconds'] - row['sampling_s']:>9.3f}")
-  print(f"# per-step seconds gkdrl {[round(t, 3) for t in times['ours']]}, "
-        f"trl {[round(t, 3) for t in times['trl']]}; load average "
-        f"{os.getloadavg()[0]:.1f}", flush=True)
+          f"{row['seconds'] - row['sampling_s']:>9.3f}{row['loss0']:>9.4f}")
+  print("# median s/step of each round: " + ", ".join(
+      f"{row['impl']} {row['rounds']}" for row in rows) +
+        f"; load average {os.getloadavg()[0]:.1f}", flush=True)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(dict(size=args.size, rows=rows, times=times), f)
+      json.dump(dict(size=args.size, rows=rows, runs=runs), f)
 
 
 if __name__ == "__main__":

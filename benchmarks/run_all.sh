@@ -110,8 +110,8 @@ Q=()
 
 if [ "$BACKEND" = "gpu" ] || [ "$BACKEND" = "tpu" ] || [ "$BACKEND" = "cuda" ]; then
   bench gpu_throughput 240 benchmarks/gpu_throughput.py --hf "${Q[@]}"
-  bench gkd_step 100 benchmarks/gkd_step.py "${Q[@]}"
-  bench gkd_step_smollm2 150 benchmarks/gkd_step.py --size=smollm2 --warmup=1 --steps=3
+  bench gkd_step 120 benchmarks/gkd_step.py --rounds=1 "${Q[@]}"
+  bench gkd_step_smollm2 150 benchmarks/gkd_step.py --size=smollm2 --rounds=1 --warmup=1 --steps=3
 else
   MODELS=random
   "$PY" -c "from gkdrl import assets; assets.locate('smollm2')" 2>/dev/null \
