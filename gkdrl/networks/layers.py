@@ -20,7 +20,7 @@ Array = jax.Array
 
 # Finite rather than -inf so that a query with no valid key (a left-padding
 # position) gets a uniform, finite distribution instead of NaN.
-_MASKED = -1e30
+MASKED = -1e30
 
 
 class Norm(hk.Module):
@@ -34,16 +34,37 @@ class Norm(hk.Module):
     """Normalises the last axis of `x` [..., D]; returns the dtype of `x`."""
     d = x.shape[-1]
     scale = hk.get_parameter("scale", [d], init=jnp.ones)
-    x32 = x.astype(jnp.float32)
-    if self._config.norm == "layer":
-      x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
-    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-    y = x32 * jax.lax.rsqrt(variance + self._config.norm_eps)
-    y = y * scale.astype(jnp.float32)
+    offset = None
     if self._config.norm == "layer":
       offset = hk.get_parameter("offset", [d], init=jnp.zeros)
-      y = y + offset.astype(jnp.float32)
-    return y.astype(x.dtype)
+    return normalize(self._config, x, scale, offset)
+
+
+def normalize(config: ModelConfig, x: Array, scale: Array,
+              offset: Array | None = None, axis: int = -1) -> Array:
+  """`Norm`'s computation on given parameters.
+
+  Args:
+    config: the model configuration (`norm`, `norm_eps`).
+    x: inputs, D features along `axis`.
+    scale: [D] scale.
+    offset: [D] offset (LayerNorm only).
+    axis: the feature axis of `x`.
+
+  Returns:
+    The normalised `x` in the dtype of `x`, computed in float32.
+  """
+  shape = [1] * x.ndim
+  shape[axis] = x.shape[axis]  # broadcasts scale and offset along `axis`
+  x32 = x.astype(jnp.float32)
+  if config.norm == "layer":
+    x32 = x32 - jnp.mean(x32, axis=axis, keepdims=True)
+  variance = jnp.mean(jnp.square(x32), axis=axis, keepdims=True)
+  y = x32 * jax.lax.rsqrt(variance + config.norm_eps)
+  y = y * scale.astype(jnp.float32).reshape(shape)
+  if config.norm == "layer":
+    y = y + offset.astype(jnp.float32).reshape(shape)
+  return y.astype(x.dtype)
 
 
 def rotary(x: Array, positions: Array, theta: float) -> Array:
@@ -116,7 +137,7 @@ def attention(
     q = q.reshape(b, l, k_heads, h // k_heads, dh)  # [B, L, K, G, Dh]
     scores = jnp.einsum("blkgd,bmkd->bkglm", q, k,
                         preferred_element_type=jnp.float32)  # [B, K, G, L, L]
-    scores = jnp.where(allowed[:, None, None], scores * scale, _MASKED)
+    scores = jnp.where(allowed[:, None, None], scores * scale, MASKED)
     if past is not None:
       # The cache is head-major [B, K, S, Dh], so these products read it in
       # place: scoring cached slots and new tokens separately and joining
@@ -126,7 +147,7 @@ def attention(
           "blkgd,bksd->bkgls", q, past_k.astype(q.dtype),
           preferred_element_type=jnp.float32)  # [B, K, G, L, S]
       past_scores = jnp.where(past_mask[:, None, None, None, :],
-                              past_scores * scale, _MASKED)
+                              past_scores * scale, MASKED)
       scores = jnp.concatenate([past_scores, scores], axis=-1)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [.., S+L]
     s_past = scores.shape[-1] - l
@@ -139,7 +160,7 @@ def attention(
   return out, k, v
 
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "relu": jax.nn.relu,
@@ -149,7 +170,7 @@ _ACTIVATIONS = {
 
 def mlp(config: ModelConfig, x: Array) -> Array:
   """`down(act(gate(x)) * up(x))` (gated) or `down(act(up(x)))`, [B, L, D]."""
-  act = _ACTIVATIONS[config.activation]
+  act = ACTIVATIONS[config.activation]
   with hk.name_scope("mlp"):
     up = _linear(config.d_ff, config.mlp_bias, "up")(x)  # [B, L, F]
     if config.gated_mlp:

@@ -36,6 +36,18 @@ same logits as one `apply` on the concatenated left-padded sequence.
 `prefill` may be called on a non-empty cache (chunked prompts). Writing
 beyond `max_length` is not checked (it cannot be inside jit): size the
 cache for P plus the number of decode steps.
+
+Fast decoding loops (gkdrl/networks/decoding.py). A `decode` on the stacked
+parameters runs the layers in a scan that copies every layer's weights and
+cache slice per token. Loops over tokens instead prepare once, outside the
+loop, and decode on the prepared forms (same results up to float rounding):
+
+    fast = model.prepare_decode(params)   # per-layer weights (a copy)
+    cache = model.unstack_cache(cache)    # keys/values as N arrays
+    logits, cache = model.decode(fast, token, cache)  # unrolled, in place
+
+`decode` and `prefill` accept either form of parameters and cache and return
+the cache in the form they were given.
 """
 
 import math
@@ -46,6 +58,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from gkdrl.networks import decoding
 from gkdrl.networks import layers
 from gkdrl.networks.config import ModelConfig
 
@@ -64,10 +77,12 @@ class KVCache(NamedTuple):
   """Keys and values of every processed token, per layer.
 
   N layers, B rows, S = max_length slots, K key/value heads, Dh head width.
+  `keys` and `values` are stacked arrays, or in the per-layer form of
+  `LanguageModel.unstack_cache` tuples of N arrays [B, K, S, Dh].
   """
 
-  keys: Array  # [N, B, K, S, Dh] in the cache dtype (head-major)
-  values: Array  # [N, B, K, S, Dh] in the cache dtype (head-major)
+  keys: Any  # [N, B, K, S, Dh] in the cache dtype (head-major)
+  values: Any  # [N, B, K, S, Dh] in the cache dtype (head-major)
   mask: Array  # [B, S] bool, slot holds a real (non-padding) token
   index: Array  # [] int32, next slot to write (same for every row)
   next_positions: Array  # [B] int32, position of each row's next token
@@ -84,6 +99,9 @@ class LanguageModel(NamedTuple):
   init_cache: Callable[..., KVCache]
   prefill: Callable[..., tuple[Array, KVCache]]
   decode: Callable[..., tuple[Array, KVCache]]
+  prepare_decode: Callable[[Params], decoding.DecodeParams]
+  unstack_cache: Callable[[KVCache], KVCache]
+  stack_cache: Callable[[KVCache], KVCache]
 
 
 def _decoder(config: ModelConfig, tokens: Array, positions: Array,
@@ -228,6 +246,13 @@ def make_model(config: ModelConfig) -> LanguageModel:
     Returns:
       `(logits [B, P, V] float32, cache)` with slots index..index+P-1 written.
     """
+    if isinstance(cache.keys, tuple):
+      logits, cache = prefill(params, tokens, mask,
+                              decoding.stack_cache(cache))
+      return logits, decoding.unstack_cache(cache)
+    if isinstance(params, decoding.DecodeParams):
+      raise TypeError("prefill takes the model's parameters, not the "
+                      "DecodeParams of prepare_decode.")
     mask = mask.astype(bool)
     chex.assert_equal_shape_prefix([tokens, cache.mask], 1)
     positions = _positions(mask, cache.next_positions[:, None])
@@ -250,12 +275,24 @@ def make_model(config: ModelConfig) -> LanguageModel:
 
   def decode(params: Params, tokens: Array,
              cache: KVCache) -> tuple[Array, KVCache]:
-    """Runs one real token per row, tokens [B]; returns logits [B, V]."""
+    """Runs one real token per row, tokens [B]; returns logits [B, V].
+
+    `params` are the model's or `prepare_decode`'s; `cache` is stacked or
+    per layer (see the module docstring).
+    """
     chex.assert_rank(tokens, 1)
+    if isinstance(params, decoding.DecodeParams) or isinstance(cache.keys,
+                                                               tuple):
+      if not isinstance(params, decoding.DecodeParams):
+        params = decoding.prepare(config, params)
+      return decoding.decode(config, params, tokens.astype(jnp.int32), cache)
     logits, cache = prefill(params, tokens[:, None],
                             jnp.ones((tokens.shape[0], 1), bool), cache)
     return logits[:, 0], cache
 
-  return LanguageModel(config=config, init=init, apply=apply, hidden=hidden,
-                       unembedding=unembedding, init_cache=init_cache,
-                       prefill=prefill, decode=decode)
+  return LanguageModel(
+      config=config, init=init, apply=apply, hidden=hidden,
+      unembedding=unembedding, init_cache=init_cache, prefill=prefill,
+      decode=decode,
+      prepare_decode=lambda params: decoding.prepare(config, params),
+      unstack_cache=decoding.unstack_cache, stack_cache=decoding.stack_cache)

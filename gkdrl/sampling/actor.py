@@ -4,13 +4,18 @@ The actor's recurrent state is the model's KV cache plus the logits of the
 next token. `init` prefills the prompt in one forward pass, `select_action`
 draws a token from those logits, and `observe` feeds the token the
 environment accepted through one cached decode step. Agents that roll out the
-environment themselves compose these three functions; `sampling.rollout`
-does it inside a `lax.while_loop`.
+environment themselves compose these functions; `sampling.rollout` does it
+inside a `lax.while_loop`.
 
     actor = make_actor(model, max_new_tokens=T, config=SamplingConfig())
     state = actor.init(params, prompt_tokens, prompt_mask)   # prefill
+    fast = actor.prepare(params)                              # once
     action, logp_a = actor.select_action(key, state)          # sample
-    state = actor.observe(params, state, token)               # decode
+    state = actor.observe(fast, state, token)                 # decode
+
+`prepare` gives the parameters in the form the model decodes fastest
+(`LanguageModel.prepare_decode`: per-layer weights, which a loop over tokens
+must not recompute every step); `observe` also accepts the plain parameters.
 """
 
 from collections.abc import Callable
@@ -46,12 +51,17 @@ class Actor(NamedTuple):
       temperature 1.
     observe: `observe(params, state, token [B]) -> ActorState`, appends one
       token per row (the token the environment accepted, pad for finished
-      rows) with one cached decode step.
+      rows) with one cached decode step; `params` are the parameters or
+      `prepare(params)`.
+    prepare: `prepare(params) -> params for observe`, computed once before
+      a loop of `observe` calls (the identity for models without
+      `prepare_decode`).
   """
 
   init: Callable[[Params, Array, Array], ActorState]
   select_action: Callable[[types.PRNGKey, ActorState], tuple[Array, Array]]
   observe: Callable[[Params, ActorState, Array], ActorState]
+  prepare: Callable[[Params], Params] = lambda params: params
 
 
 def _floating_dtype(params: Params):
@@ -98,6 +108,10 @@ def make_actor(model, *, max_new_tokens: int,
       _, cache = model.prefill(params, prompt_tokens[:, :-1],
                                prompt_mask[:, :-1].astype(bool), cache)
     logits, cache = model.decode(params, prompt_tokens[:, -1], cache)
+    # Per-layer cache arrays, which `observe` updates in place.
+    unstack = getattr(model, "unstack_cache", None)
+    if unstack is not None:
+      cache = unstack(cache)
     return ActorState(cache=cache, logits=logits.astype(jnp.float32))
 
   def select_action(key, state):
@@ -107,4 +121,6 @@ def make_actor(model, *, max_new_tokens: int,
     logits, cache = model.decode(params, token.astype(jnp.int32), state.cache)
     return ActorState(cache=cache, logits=logits.astype(jnp.float32))
 
-  return Actor(init=init, select_action=select_action, observe=observe)
+  prepare = getattr(model, "prepare_decode", None) or (lambda params: params)
+  return Actor(init=init, select_action=select_action, observe=observe,
+               prepare=prepare)

@@ -59,6 +59,8 @@ def rollout(env: text_generation.TextGenerationEnv, actor: actor_lib.Actor,
   env_state, _ = env.reset(reset_key, prompt_tokens, prompt_mask,
                            reward_params)
   actor_state = actor.init(params, prompt_tokens, prompt_mask)
+  # Once, outside the loop: e.g. per-layer weights for the model's decode.
+  decode_params = actor.prepare(params)
   logp_a = jnp.zeros((batch_size, max_new_tokens), jnp.float32)  # [B, T]
 
   def act(env_state, actor_state, key, logp_a, rewards):
@@ -85,7 +87,7 @@ def rollout(env: text_generation.TextGenerationEnv, actor: actor_lib.Actor,
     token = jax.lax.dynamic_index_in_dim(
         env_state.tokens, prompt_length + env_state.t - 1, axis=1,
         keepdims=False)  # [B]
-    actor_state = actor.observe(params, actor_state, token)
+    actor_state = actor.observe(decode_params, actor_state, token)
     env_state, key, logp_a, rewards = act(
         env_state, actor_state, key, logp_a, rewards)
     return env_state, actor_state, key, logp_a, rewards
