@@ -11,6 +11,7 @@ from gkdrl.agents.agents import AGENT_CONFIGS
 from gkdrl.agents.agents import agent_name
 from gkdrl.agents.agents import make_agent
 from gkdrl.agents.agents import make_config
+from gkdrl.agents.agents import make_gkd_rl_loss
 from gkdrl.agents.base import Agent
 from gkdrl.agents.base import AgentConfig
 from gkdrl.agents.base import completion_hidden
@@ -32,6 +33,6 @@ __all__ = [
     "GKDConfig", "GKDRLConfig", "OptimizerConfig", "RLConfig", "SFTConfig",
     "SeqKDConfig", "SupervisedKDConfig", "TrainingState", "agent_name",
     "completion_hidden", "completion_logits", "decode_completions",
-    "draw_student_data", "make_agent", "make_config", "make_optimizer",
-    "token_log_probs",
+    "draw_student_data", "make_agent", "make_config", "make_gkd_rl_loss",
+    "make_optimizer", "token_log_probs",
 ]

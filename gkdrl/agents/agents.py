@@ -13,6 +13,8 @@ class picks the agent. The losses come from `gkdrl.losses`:
   gkd_rl         (1 - alpha) REINFORCE + alpha divergence (paper Eq. 5).
 """
 
+from collections.abc import Callable
+import functools
 from typing import Any
 
 import jax
@@ -24,6 +26,7 @@ from gkdrl.agents import acting
 from gkdrl.agents import base
 from gkdrl.agents import configs
 from gkdrl.agents import optimizer as optimizer_lib
+from gkdrl.losses import _checks
 
 AGENT_CONFIGS = {
     "sft": configs.SFTConfig,
@@ -128,9 +131,6 @@ def _make_loss(name, config, student, teacher) -> base.LossFn:
     return base.completion_logits(student, base.cast_params(params, dtype),
                                   batch)
 
-  def teacher_logits(teacher_params, batch):
-    return base.teacher_logits(teacher, teacher_params, batch, dtype)
-
   def nll_loss(params, state, batch, teacher_params, key):
     del state, teacher_params, key
     logp = base.token_log_probs(student_logits(params, batch),
@@ -157,38 +157,91 @@ def _make_loss(name, config, student, teacher) -> base.LossFn:
   def distillation(params, state, batch, teacher_params, key):
     del state, key
     return losses.distillation_loss(
-        student_logits(params, batch), teacher_logits(teacher_params, batch),
+        student_logits(params, batch),
+        base.teacher_logits(teacher, teacher_params, batch, dtype),
         batch.completion_mask, divergence=config.divergence,
         reduction=config.reduction, **config.divergence_kwargs())
 
   def reinforce(params, state, batch, teacher_params, key):
-    del key
+    del teacher_params, key
     s_logits = student_logits(params, batch)
-    use_teacher = name == "gkd_rl" and config.alpha > 0
-    t_logits = teacher_logits(teacher_params, batch) if use_teacher else None
-    ref_logits = None
-    if config.ref_kl_coef > 0:
-      ref_logits = jax.lax.stop_gradient(
-          student_logits(state.ref_params, batch))
-    if name == "rl" and config.ppo_epochs > 1:
+    ref_logits = _reference_logits(config, student, state, batch)
+    if config.ppo_epochs > 1:
       return _ppo_loss(config, s_logits, ref_logits, batch)
-    rewards = batch.rewards if (name == "rl" or config.alpha < 1) else None
-    kwargs = dict(alpha=0.0)
-    if name == "gkd_rl":
-      kwargs = dict(alpha=config.alpha, divergence=config.divergence,
-                    kl_mode=config.kl_mode, **config.divergence_kwargs())
-      kwargs.setdefault("beta", config.beta)
     return losses.gkd_rl_loss(
-        s_logits, t_logits, batch.completion_tokens, batch.completion_mask,
-        rewards, baseline=config.baseline,
+        s_logits, None, batch.completion_tokens, batch.completion_mask,
+        batch.rewards, alpha=0.0, baseline=config.baseline,
         group_size=config.samples_per_prompt, ref_logits=ref_logits,
-        ref_kl_coef=config.ref_kl_coef, reduction=config.reduction, **kwargs)
+        ref_kl_coef=config.ref_kl_coef, reduction=config.reduction)
 
   if name in ("sft", "seqkd"):
     return nll_loss
   if name in ("supervised_kd", "gkd"):
     return chunked_distillation if chunk_size else distillation
-  return reinforce
+  if name == "rl":
+    return reinforce
+  return functools.partial(make_gkd_rl_loss(config, student, teacher),
+                           alpha=config.alpha)
+
+
+def make_gkd_rl_loss(config: configs.GKDRLConfig, student, teacher
+                     ) -> Callable[..., tuple[types.Array, types.Metrics]]:
+  """gkd_rl's loss (paper Eq. 5) with the teacher weight alpha an input.
+
+  `loss(params, state, batch, teacher_params, key, *, alpha) -> (loss,
+  metrics)`, a `base.LossFn` once alpha is bound. The gkd_rl agent binds
+  its config's alpha, a Python number: at alpha = 0 the teacher is not
+  run, at alpha = 1 the rewards are not read. A traced alpha (one student
+  per alpha under `jax.vmap`, as `gkdrl.runners.sweep_alpha --vectorized`
+  trains them) runs both, and `gkdrl.losses.gkd_rl_loss` swaps the unused
+  one out before use, so the loss and gradient are those of the agent with
+  that alpha. `config.alpha` itself is not read.
+
+  Args:
+    config: the gkd_rl settings.
+    student: the student `LanguageModel`.
+    teacher: the teacher `LanguageModel`.
+
+  Returns:
+    The loss function.
+  """
+  dtype = config.compute_dtype
+  kwargs = dict(divergence=config.divergence, kl_mode=config.kl_mode,
+                **config.divergence_kwargs())
+  kwargs.setdefault("beta", config.beta)
+
+  def loss_fn(params, state, batch, teacher_params, key, *, alpha):
+    del key
+    static = _checks.is_static_number(alpha)
+    s_logits = base.completion_logits(
+        student, base.cast_params(params, dtype), batch)  # [B, T, V]
+    t_logits = None
+    if not (static and alpha == 0.0):
+      t_logits = base.teacher_logits(teacher, teacher_params, batch, dtype)
+    loss, metrics = losses.gkd_rl_loss(
+        s_logits, t_logits, batch.completion_tokens, batch.completion_mask,
+        None if (static and alpha == 1.0) else batch.rewards, alpha=alpha,
+        baseline=config.baseline, group_size=config.samples_per_prompt,
+        ref_logits=_reference_logits(config, student, state, batch),
+        ref_kl_coef=config.ref_kl_coef, reduction=config.reduction,
+        **kwargs)
+    if not static:
+      # At alpha = 0 a fixed alpha has no divergence term and reports 0;
+      # a traced one computes D(sg(student) || student), 0 up to rounding.
+      metrics["loss/divergence"] = jnp.where(alpha == 0.0, 0.0,
+                                             metrics["loss/divergence"])
+    return loss, metrics
+
+  return loss_fn
+
+
+def _reference_logits(config, student, state, batch) -> types.Array | None:
+  """The initial student's logits `[B, T, V]` (no gradient), if weighed."""
+  if config.ref_kl_coef <= 0:
+    return None
+  ref_params = base.cast_params(state.ref_params, config.compute_dtype)
+  return jax.lax.stop_gradient(
+      base.completion_logits(student, ref_params, batch))  # [B, T, V]
 
 
 def _ppo_loss(config, s_logits, ref_logits, batch):

@@ -42,7 +42,6 @@ import tqdm
 
 from gkdrl import agents
 from gkdrl import evaluation
-from gkdrl import losses
 from gkdrl import networks
 from gkdrl.agents import acting
 from gkdrl.agents import base
@@ -122,38 +121,14 @@ def make_alpha_loss(config: agents.GKDRLConfig, student,
                     teacher) -> base.LossFn:
   """gkd_rl's loss with alpha read from the input: `(teacher_params, alpha)`.
 
-  The same terms, in the same order, as the gkd_rl agent's loss, so that a
-  traced alpha gives the loss and gradient of the agent with that alpha.
+  The gkd_rl agent's own loss (`agents.make_gkd_rl_loss`), so that a traced
+  alpha gives the loss and gradient of the agent with that alpha.
   """
-  dtype = config.compute_dtype
-
-  def logits(model, params, batch):
-    return base.completion_logits(model, base.cast_params(params, dtype),
-                                  batch)  # [B, T, V]
+  loss = agents.make_gkd_rl_loss(config, student, teacher)
 
   def loss_fn(params, state, batch, teacher_and_alpha, key):
-    del key
     teacher_params, alpha = teacher_and_alpha
-    ref_logits = None
-    if config.ref_kl_coef > 0:
-      ref_logits = jax.lax.stop_gradient(
-          logits(student, state.ref_params, batch))
-    kwargs = dict(divergence=config.divergence, kl_mode=config.kl_mode,
-                  **config.divergence_kwargs())
-    kwargs.setdefault("beta", config.beta)
-    loss, metrics = losses.gkd_rl_loss(
-        logits(student, params, batch),
-        jax.lax.stop_gradient(logits(teacher, teacher_params, batch)),
-        batch.completion_tokens, batch.completion_mask, batch.rewards,
-        alpha=alpha, baseline=config.baseline,
-        group_size=config.samples_per_prompt, ref_logits=ref_logits,
-        ref_kl_coef=config.ref_kl_coef, reduction=config.reduction,
-        **kwargs)
-    # At alpha = 0 the agent has no divergence term (it reports 0); here
-    # the term is D(sg(student) || student), 0 up to rounding.
-    metrics["loss/divergence"] = jnp.where(alpha == 0.0, 0.0,
-                                           metrics["loss/divergence"])
-    return loss, metrics
+    return loss(params, state, batch, teacher_params, key, alpha=alpha)
 
   return loss_fn
 

@@ -3,6 +3,7 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -241,3 +242,36 @@ def test_teacher_runs_ahead_of_host_rewards_with_the_same_update(
     np.testing.assert_allclose(m0[key], m1[key], rtol=1e-5, err_msg=key)
   for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_gkd_rl_loss_with_a_traced_alpha_equals_the_fixed_alpha_losses(
+    tiny_models, facts_task, fixed_batch):
+  student, sp, teacher, tp = tiny_models
+  agent = make("gkd_rl", tiny_models, facts_task, alpha=0.5,
+               samples_per_prompt=2, ref_kl_coef=0.1)
+  state = agent.init(sp)
+  batch, _ = agent.act(state, fixed_batch, jax.random.key(0),
+                       teacher_params=tp, reward_params=())
+  batch = batch._replace(teacher_hidden=None)
+  loss = agents.make_gkd_rl_loss(agent.config, student, teacher)
+  key = jax.random.key(1)
+
+  def value_and_grad(alpha, batch):
+    fn = lambda p: loss(p, state, batch, tp, key, alpha=alpha)
+    return jax.value_and_grad(fn, has_aux=True)(state.params)
+
+  # One student per alpha under vmap, as sweep_alpha --vectorized trains.
+  alphas = (0.0, 1.0)  # where the fixed-alpha loss skips teacher / rewards
+  traced = jax.jit(jax.vmap(value_and_grad, in_axes=(0, None)))(
+      jnp.asarray(alphas, jnp.float32), batch)
+  fixed = jax.jit(value_and_grad, static_argnums=0)
+  for i, alpha in enumerate(alphas):
+    (loss_f, metrics_f), grads_f = fixed(alpha, batch)
+    (loss_t, metrics_t), grads_t = jax.tree.map(lambda x, i=i: x[i], traced)
+    assert np.isfinite(float(loss_t))
+    np.testing.assert_allclose(loss_t, loss_f, rtol=1e-5, atol=1e-7)
+    for name in ("loss/pg", "loss/divergence", "kl/reference"):
+      np.testing.assert_allclose(metrics_t[name], metrics_f[name],
+                                 rtol=1e-5, atol=1e-6, err_msg=name)
+    for a, b in zip(jax.tree.leaves(grads_t), jax.tree.leaves(grads_f)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
