@@ -134,6 +134,10 @@ def main(process_id: int, port: str, workdir: str):
   _, g_metrics = rl_update(sh_rl_state, parallel.shard_batch(g_batch, mesh),
                            sh_teacher, key)
   allgather = lambda x: multihost_utils.process_allgather(x, tiled=True)
+  # A device reward model scores the global batch in one compiled call.
+  penalty = reward_models.make_length_penalty(scale=0.5)
+  device_rewards = [acting.score_batch(penalty, (), None, b, [], [])
+                    for b in (g_batch, ref_batch)]
   results.update(
       rl_tokens_equal=bool(np.array_equal(
           allgather(g_batch.completion_tokens),
@@ -144,6 +148,8 @@ def main(process_id: int, port: str, workdir: str):
       rl_rewards=allgather(g_batch.rewards).tolist(),
       rl_ref_rewards=np.asarray(ref_batch.rewards).tolist(),
       rl_rewards_spec=str(g_batch.rewards.sharding.spec),
+      rl_device_rewards=allgather(device_rewards[0]).tolist(),
+      rl_ref_device_rewards=np.asarray(device_rewards[1]).tolist(),
       rl_reward_mean=float(g_info["reward/mean"]),
       rl_ref_reward_mean=float(ref_info["reward/mean"]),
       rl_loss=float(g_metrics["loss/total"]),

@@ -90,6 +90,8 @@ def check_host_rewards_score_local_rows(r):
   assert r["rl_rewards"] == r["rl_ref_rewards"]
   assert len(r["rl_rewards"]) == 16 and len(set(r["rl_rewards"])) > 1
   assert r["rl_rewards_spec"] == "P(('data', 'fsdp'),)"
+  assert r["rl_device_rewards"] == r["rl_ref_device_rewards"]
+  assert len(r["rl_device_rewards"]) == 16
   np.testing.assert_allclose(r["rl_reward_mean"], r["rl_ref_reward_mean"],
                              rtol=1e-6)
   np.testing.assert_allclose(r["rl_loss"], r["rl_ref_loss"], rtol=1e-5)
