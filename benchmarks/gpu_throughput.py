@@ -193,7 +193,7 @@ def main():
   parser.add_argument("--sample_batch", type=int, default=256)
   parser.add_argument("--prompt_length", type=int, default=64)
   parser.add_argument("--new_tokens", type=int, default=128)
-  parser.add_argument("--train_batch", type=int, default=32)
+  parser.add_argument("--train_batch", type=int, default=16)
   parser.add_argument("--train_new_tokens", type=int, default=448)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--peak_tflops", type=float, default=0.0)
