@@ -55,11 +55,13 @@ def make_schedule(config: OptimizerConfig) -> optax.Schedule:
         init_value=0.0, peak_value=config.learning_rate,
         warmup_steps=config.warmup_steps, decay_steps=config.decay_steps,
         end_value=config.learning_rate * config.final_lr_fraction)
+  if config.warmup_steps == 0:
+    return optax.constant_schedule(config.learning_rate)
   return optax.join_schedules(
       [optax.linear_schedule(0.0, config.learning_rate,
-                             max(config.warmup_steps, 1)),
+                             config.warmup_steps),
        optax.constant_schedule(config.learning_rate)],
-      [max(config.warmup_steps, 1)])
+      [config.warmup_steps])
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:

@@ -12,6 +12,7 @@ from gkdrl import agents
 from gkdrl import reward_models
 from gkdrl.agents import acting
 from gkdrl.agents import base
+from gkdrl.agents import optimizer
 
 
 def nll_loss(student):
@@ -187,7 +188,7 @@ def test_agents_keep_bfloat16_params_and_float32_divergences(
   s_logits = base.completion_logits(
       student, base.cast_params(state.params, "float32"), batch)
   t_logits = base.completion_logits(teacher, tp, batch)
-  # Two updates: the first step of the warmup schedule has a zero rate.
+  # Two updates: the second starts from the first one's bfloat16 state.
   new_state, metrics = agent.update(state, batch, tp, jax.random.key(1))
   divergence = metrics["loss/divergence"]
   new_state, metrics = agent.update(new_state, batch, tp, jax.random.key(2))
@@ -203,3 +204,23 @@ def test_agents_keep_bfloat16_params_and_float32_divergences(
   assert divergence.dtype == jnp.float32
   expected = _forward_kl_sequence(s_logits, t_logits, batch.completion_mask)
   np.testing.assert_allclose(float(divergence), expected, rtol=2e-5)
+
+
+@pytest.mark.parametrize("warmup, decay", [(0, 0), (0, 100), (10, 5),
+                                           (10, 100)])
+def test_schedule_warms_up_linearly_and_never_starts_at_zero_without_warmup(
+    warmup, decay):
+  peak = 0.5
+  schedule = optimizer.make_schedule(agents.OptimizerConfig(
+      learning_rate=peak, warmup_steps=warmup, decay_steps=decay))
+  rates = np.array([float(schedule(i)) for i in range(12)])
+  if warmup == 0:
+    assert rates[0] == pytest.approx(peak)
+  else:
+    np.testing.assert_allclose(rates[:warmup + 1],
+                               peak * np.arange(warmup + 1) / warmup,
+                               rtol=1e-6, atol=1e-9)
+  if decay <= warmup:
+    np.testing.assert_allclose(rates[warmup:], peak, rtol=1e-6)
+  else:
+    assert np.all(np.diff(rates[warmup:]) <= 1e-9)
