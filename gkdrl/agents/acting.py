@@ -83,16 +83,20 @@ def _sample(model, params, key, prompt_tokens, prompt_mask, *, settings):
   # An outer jit around the sampler's own, so that its compiles are counted
   # here; the inner jit is inlined, never compiled on its own.
   base.log_compile("sampler", prompt_tokens=prompt_tokens)
+  settings = dict(settings)
+  params = base.cast_params(params, settings.pop("compute_dtype"))
   return sampling.sample(model, params, key, prompt_tokens, prompt_mask,
-                         **dict(settings))
+                         **settings)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "settings"))
 def _sample_stacked(model, params, key, prompt_tokens, prompt_mask, *,
                     settings):
   base.log_compile("sampler_stacked", prompt_tokens=prompt_tokens)
+  settings = dict(settings)
+  params = base.cast_params(params, settings.pop("compute_dtype"))
   sample = lambda p: sampling.sample(model, p, key, prompt_tokens,
-                                     prompt_mask, **dict(settings))
+                                     prompt_mask, **settings)
   return jax.vmap(sample)(params)
 
 
@@ -121,7 +125,10 @@ def sample_batch(model, params, key: types.PRNGKey, task_batch, *,
               ("top_k", config.top_k), ("top_p", config.top_p),
               ("eos_token_id", eos_token_id if isinstance(eos_token_id, int)
                else tuple(eos_token_id)),  # static: hashable
-              ("pad_token_id", pad_token_id))
+              ("pad_token_id", pad_token_id),
+              # Rollouts run in the compute dtype, like the forward passes
+              # of the update (the cast happens inside the compiled call).
+              ("compute_dtype", config.compute_dtype))
   prompt_tokens = jnp.asarray(task_batch.prompt_tokens, jnp.int32)  # [B, P]
   prompt_mask = jnp.asarray(task_batch.prompt_mask, bool)  # [B, P]
   samples = (_sample_stacked if stacked else _sample)(

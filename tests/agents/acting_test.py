@@ -83,3 +83,31 @@ def test_repeat_rows_keeps_jax_arrays_on_device_with_the_same_rows():
     np.testing.assert_array_equal(getattr(on_device, field), expected)
   assert on_device.sources == ["a"] * 3 + ["b"] * 3
   assert on_device.targets == ["c"] * 3 + ["d"] * 3
+
+
+def test_rollouts_run_in_the_compute_dtype(tiny_models, fixed_batch,
+                                           facts_task):
+  student, params, _, _ = tiny_models
+  tok = facts_task.tokenizer
+  kwargs = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+  key = jax.random.key(3)
+
+  def rollout(compute_dtype, p):
+    config = base.AgentConfig(max_new_tokens=6, sample_temperature=1.0,
+                              compute_dtype=compute_dtype)
+    return acting.sample_batch(student, p, key, fixed_batch, config=config,
+                               **kwargs)
+
+  in_bf16 = rollout("bfloat16", params)
+  cast_first = rollout("float32", base.cast_params(params, "bfloat16"))
+  in_f32 = rollout("float32", params)
+  np.testing.assert_array_equal(in_bf16.completion_tokens,
+                                cast_first.completion_tokens)
+  # XLA may keep excess precision inside one compiled call, so the values
+  # agree to bfloat16 precision, not bit for bit.
+  np.testing.assert_allclose(in_bf16.behaviour_logp_a,
+                             cast_first.behaviour_logp_a, rtol=2e-2,
+                             atol=2e-2)
+  # bfloat16 compute really changed the numbers (not a silent float32 run).
+  assert not np.array_equal(in_bf16.behaviour_logp_a,
+                            in_f32.behaviour_logp_a)
