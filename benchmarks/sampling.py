@@ -15,8 +15,14 @@ whose load exceeds its cores that made Hugging Face ten times slower, so this
 script sets OMP_WAIT_POLICY=PASSIVE unless it is already set (the header
 prints the setting; pass OMP_WAIT_POLICY=ACTIVE on a quiet machine).
 
+`--scan` also times the sampler with the model's stacked-parameter decode
+(the `lax.scan` over layers that `decode` runs on plain parameters) in place
+of the prepared, unrolled one (`LanguageModel.prepare_decode`), as a third
+side of the same alternation.
+
 Usage:
   python benchmarks/sampling.py                  # smollm2 + random, B 1, 16
+  python benchmarks/sampling.py --scan           # plus the scan decode
   python benchmarks/sampling.py --quick          # random model only, fewer
   python benchmarks/sampling.py --models=smollm2 --batch_sizes=16
 """
@@ -79,9 +85,11 @@ def bench(name: str, batch_size: int, args) -> dict:
   prompt = rng.integers(2, vocab_size, (batch_size, args.prompt_length))
   prompt = prompt.astype(np.int32)
   mask = np.ones_like(prompt, bool)
-  keys = iter(jax.random.split(jax.random.key(0), args.repeats + 1))
+  keys = iter(jax.random.split(jax.random.key(0), 2 * args.repeats + 2))
+  # Without prepare_decode the actor decodes on the stacked parameters.
+  scan_model = model._replace(prepare_decode=None, unstack_cache=None)
 
-  def ours():
+  def ours(model=model):
     # An id outside the vocabulary is never sampled: no row stops early.
     samples = sampling.sample(
         model, params, next(keys), prompt, mask,
@@ -102,15 +110,22 @@ def bench(name: str, batch_size: int, args) -> dict:
     assert out.shape[1] == args.prompt_length + new_tokens, out.shape
 
   ours()  # compiles
+  if args.scan:
+    ours(scan_model)
   theirs(4)  # nothing to compile: a short run warms the caches
-  ours_s, theirs_s = [], []
+  ours_s, theirs_s, scan_s = [], [], []
   for _ in range(args.repeats):
     ours_s.append(_seconds(ours))
     theirs_s.append(_seconds(theirs))
+    if args.scan:
+      scan_s.append(_seconds(lambda: ours(scan_model)))
   ours_s, theirs_s = statistics.median(ours_s), statistics.median(theirs_s)
   tokens = batch_size * args.new_tokens
-  return dict(model=name, batch=batch_size, ours=tokens / ours_s,
-              hf=tokens / theirs_s, ratio=theirs_s / ours_s)
+  row = dict(model=name, batch=batch_size, ours=tokens / ours_s,
+             hf=tokens / theirs_s, ratio=theirs_s / ours_s)
+  if args.scan:
+    row["scan"] = tokens / statistics.median(scan_s)
+  return row
 
 
 def main():
@@ -122,6 +137,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--torch_threads", type=int, default=0,
                       help="torch.set_num_threads; 0 keeps torch's default")
+  parser.add_argument("--scan", action="store_true",
+                      help="also time the sampler with the scan decode")
   parser.add_argument("--quick", action="store_true",
                       help="random model only, 32 new tokens, 1 repeat")
   args = parser.parse_args()
@@ -137,13 +154,14 @@ def main():
         f"{os.environ['OMP_WAIT_POLICY']}); {args.new_tokens} new tokens, "
         f"prompt {args.prompt_length}, median of {args.repeats}")
   print(f"{'model':<10}{'batch':>6}{'gkdrl tok/s':>14}{'HF tok/s':>12}"
-        f"{'ratio':>8}")
+        f"{'ratio':>8}" + (f"{'scan tok/s':>14}" if args.scan else ""))
   for name in args.models.split(","):
     MODELS[name] = load(name)
     for batch_size in (int(b) for b in args.batch_sizes.split(",")):
       row = bench(name, batch_size, args)
+      scan = f"{row['scan']:>14.1f}" if args.scan else ""
       print(f"{row['model']:<10}{row['batch']:>6}{row['ours']:>14.1f}"
-            f"{row['hf']:>12.1f}{row['ratio']:>7.2f}x   (load "
+            f"{row['hf']:>12.1f}{row['ratio']:>7.2f}x{scan}   (load "
             f"{os.getloadavg()[0]:.1f})", flush=True)
     del MODELS[name]
 
