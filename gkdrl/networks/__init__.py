@@ -2,7 +2,8 @@
 
   ModelConfig     shape and family switches (GPT-2, Llama, Qwen2, SmolLM2).
   make_model      config -> LanguageModel(init, apply, hidden, unembedding,
-                  init_cache, prefill, decode).
+                  init_cache, prefill, decode, and for fast decoding loops
+                  prepare_decode, unstack_cache, stack_cache).
   KVCache         the decoding cache pytree (see gkdrl/networks/model.py).
   from_pretrained HF directory (safetensors) or GGUF file -> (model, params).
   save_pretrained (model, params) -> HF directory that transformers loads.
