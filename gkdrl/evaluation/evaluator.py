@@ -11,6 +11,15 @@ deterministic for a given seed. The sampler compiles once per mode and the
 teacher KL once: every batch has the same shape, because prompts are padded
 to the task's longest and a short last batch is filled up with copies of
 its last row, which are dropped from every metric.
+
+Several hosts: every process evaluates the whole set on its own. Sharded
+parameters of a multi-host mesh (training's fsdp-sharded student) are first
+gathered whole onto each process (`gkdrl.parallel.gather`, so all processes
+must call `evaluate` together), and each process then samples, decodes and
+scores every prompt on its first local device: every process returns the
+same, complete metrics, those of one process evaluating alone. This needs
+one copy of the evaluated parameters per host on one device, and repeats
+the work on every host instead of splitting it.
 """
 
 from collections.abc import Mapping, Sequence
@@ -25,6 +34,7 @@ import numpy as np
 
 from gkdrl import agents
 from gkdrl import losses
+from gkdrl import parallel
 from gkdrl import sampling
 from gkdrl import types
 from gkdrl.envs import tasks
@@ -270,7 +280,8 @@ def evaluate(*, model, params: Any, task: tasks.Task,
     modes: (name, temperature) pairs, or a dict name -> temperature.
 
   Returns:
-    mode name -> metric name -> float, modes in the order given.
+    mode name -> metric name -> float, modes in the order given; in a
+    multi-host run the same on every process (see the module docstring).
   """
   if split not in task.splits:
     raise ValueError(
@@ -293,6 +304,12 @@ def evaluate(*, model, params: Any, task: tasks.Task,
     raise ValueError(
         f"teacher vocab_size={teacher.config.vocab_size} must equal the "
         f"model's vocab_size={model.config.vocab_size}")
+  if jax.process_count() > 1:
+    # Whole copies on this process, so that nothing below reads rows other
+    # processes hold; a no-op for parameters that are already local.
+    params, teacher_params, reward_params = (
+        jax.tree.map(jnp.asarray, parallel.gather(tree))
+        for tree in (params, teacher_params, reward_params))
   key = jax.random.key(seed)
   if reward is not None:
     reward = rm_base.as_reward_model(reward)

@@ -21,6 +21,7 @@ only its rows of every global batch.
 
 from gkdrl.parallel.data import common_lengths
 from gkdrl.parallel.data import from_host_local
+from gkdrl.parallel.data import gather
 from gkdrl.parallel.data import global_task_batch
 from gkdrl.parallel.data import host_local
 from gkdrl.parallel.data import process_split
@@ -51,6 +52,7 @@ __all__ = [
     "batch_sharding",
     "common_lengths",
     "from_host_local",
+    "gather",
     "global_task_batch",
     "host_local",
     "initialize_distributed",

@@ -11,7 +11,8 @@ axes (`jax.make_array_from_process_local_data`):
 
 Texts (`sources`, `targets`) stay process-local lists: host reward models
 score this process's rows only, read with `host_local`. In a single process
-all of this reduces to placing the whole batch on the mesh.
+all of this reduces to placing the whole batch on the mesh. `gather` is the
+way back to whole arrays on every process (evaluation, saving a model).
 """
 
 from typing import Any
@@ -114,6 +115,30 @@ def host_local(x: Any) -> np.ndarray:
     if start not in blocks:
       blocks[start] = np.asarray(shard.data)
   return np.concatenate([blocks[k] for k in sorted(blocks)], axis=0)
+
+
+def gather(tree: Any) -> Any:
+  """The global arrays of `tree` whole, as NumPy, on every process.
+
+  In a multi-process run a global `jax.Array` that this process does not
+  hold entirely (e.g. fsdp-sharded parameters) is all-gathered
+  (`multihost_utils.process_allgather`); every process must call this
+  together, with the same tree. Every other leaf (NumPy, Python numbers,
+  arrays this process holds whole) is returned unchanged, so in a single
+  process `tree` comes back as it is, with no communication.
+
+  Args:
+    tree: a pytree of arrays.
+
+  Returns:
+    `tree` with each non-fully-addressable array replaced by its whole
+    value as NumPy (the same on every process).
+  """
+  def whole(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return multihost_utils.process_allgather(x, tiled=True)
+    return x
+  return jax.tree.map(whole, tree)
 
 
 def from_host_local(values: Any, like: jax.Array) -> jax.Array:

@@ -9,6 +9,9 @@ writes into `workdir`:
   eval/step_<N>.json      evaluations every `eval_every` steps
   eval/final.json         the evaluation after the last step
 
+(in a multi-host run only process 0 writes these files, except the
+checkpoints, which orbax writes with all processes).
+
 Every step's randomness is `fold_in(PRNGKey(seed), step)`, and the data order
 depends only on the seed, so a resumed run reaches the same final state as an
 uninterrupted one.
@@ -30,6 +33,7 @@ from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import tqdm
 
 from gkdrl import parallel
@@ -110,7 +114,10 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     workdir: the run directory.
     teacher_params: passed to `act` and `update`.
     reward_params: passed to `act`.
-    evaluate_fn: `evaluate_fn(student_params) -> {"greedy": {...}, ...}`.
+    evaluate_fn: `evaluate_fn(student_params) -> {"greedy": {...}, ...}`;
+      with a mesh, called on every process with the sharded parameters
+      (`gkdrl.evaluation.evaluate` gathers them) and must give them all
+      the same results.
     mesh: a device mesh (`gkdrl.parallel.make_mesh`): the state and the
       teacher are sharded by `gkdrl.parallel`'s rules, every batch over the
       data axes (each process reads only its rows of it), the update runs
@@ -193,13 +200,19 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
         checkpointer.save(step, state)
         last_saved = step
       if evaluate:
-        checkpointing.write_json(workdir / "eval" / f"step_{step}.json",
-                                 {"step": step, **evaluate_fn(state.params)})
+        # Every process evaluates (the same metrics); the first writes.
+        results = {"step": step, **evaluate_fn(state.params)}
+        if lead:
+          checkpointing.write_json(workdir / "eval" / f"step_{step}.json",
+                                   results)
   finally:
     bar.close()
     checkpointer.close()
   if evaluate_fn:
-    checkpointing.write_json(workdir / "eval" / "final.json",
-                             {"step": config.steps,
-                              **evaluate_fn(state.params)})
+    results = {"step": config.steps, **evaluate_fn(state.params)}
+    if lead:
+      checkpointing.write_json(workdir / "eval" / "final.json", results)
+  if jax.process_count() > 1:
+    # The others may read what the first wrote once `train` returns.
+    multihost_utils.sync_global_devices("gkdrl.runners.loop.train")
   return state

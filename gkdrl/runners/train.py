@@ -133,7 +133,10 @@ def run(values: dict[str, Any], *, progress: bool = True,
   resolved = {**values, "agent_config": dataclasses.asdict(config),
               "student_path": models.student_path,
               "teacher_path": models.teacher_path}
-  checkpointing.write_json(workdir / "config.json", resolved)
+  # Processes of a multi-host run share the workdir: the first writes.
+  lead = jax.process_index() == 0
+  if lead:
+    checkpointing.write_json(workdir / "config.json", resolved)
 
   def evaluate(model, params):
     return evaluation.evaluate(
@@ -154,8 +157,9 @@ def run(values: dict[str, Any], *, progress: bool = True,
       ("initial", models.student, models.student_params)):
     if (name, eval_key) not in references:
       references[name, eval_key] = evaluate(model, params)
-    checkpointing.write_json(workdir / "eval" / f"{name}.json",
-                             {"step": 0, **references[name, eval_key]})
+    if lead:
+      checkpointing.write_json(workdir / "eval" / f"{name}.json",
+                               {"step": 0, **references[name, eval_key]})
 
   start = time.time()
   state = loop.train(
@@ -164,8 +168,12 @@ def run(values: dict[str, Any], *, progress: bool = True,
       teacher_params=models.teacher_params, reward_params=reward_params,
       evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh)
   logging.info("Training took %.1f s.", time.time() - start)
-  networks.save_pretrained(models.student, jax.device_get(state.params),
-                           workdir / "student_hf", tokenizer=task.tokenizer)
+  # Sharded parameters of a multi-host mesh are gathered by all processes.
+  params = jax.device_get(parallel.gather(state.params))
+  if lead:
+    networks.save_pretrained(models.student, params, workdir / "student_hf",
+                             tokenizer=task.tokenizer)
+  # loop.train returns once final.json is written (by process 0).
   final = checkpointing.read_json(workdir / "eval" / "final.json")
   return {"config": resolved, "teacher": references["teacher", eval_key],
           "initial": references["initial", eval_key],

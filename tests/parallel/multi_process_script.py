@@ -5,8 +5,9 @@ WORKDIR` (PORT "env": start-up from the JAX_* variables), twice at once,
 each process with 2 forced host devices (4 in the run). Each process reads
 only its rows of every batch, and the sharded update and checkpoint are
 compared with what the same process computes alone on one local device
-from the whole batch; then the training loop runs across both. Prints one
-JSON object of results on its last stdout line.
+from the whole batch; then the training loop runs across both, evaluating
+the sharded student. Prints one JSON object of results on its last stdout
+line.
 """
 
 import json
@@ -34,6 +35,7 @@ def main(process_id: int, port: str, workdir: str):
   from gkdrl import networks  # pylint: disable=g-import-not-at-top
   from gkdrl import reward_models  # pylint: disable=g-import-not-at-top
   from gkdrl.agents import acting  # pylint: disable=g-import-not-at-top
+  from gkdrl import evaluation  # pylint: disable=g-import-not-at-top
   from gkdrl.envs import tasks  # pylint: disable=g-import-not-at-top
   from gkdrl.runners import checkpointing  # pylint: disable=g-import-not-at-top
   from gkdrl.runners import loop  # pylint: disable=g-import-not-at-top
@@ -156,6 +158,17 @@ def main(process_id: int, port: str, workdir: str):
       rl_ref_loss=float(ref_metrics["loss/total"]),
   )
 
+  # Evaluation of a student sharded over both processes: every process
+  # gets the metrics of one process evaluating the local copy alone.
+  evaluate = lambda params, teacher_params: evaluation.evaluate(
+      model=student, params=params, task=task, num_examples=3, batch_size=2,
+      max_new_tokens=3, teacher=teacher, teacher_params=teacher_params,
+      reward=reward_models.make_python_reward(text_length, name="length"),
+      reward_params=(), samples_per_prompt=2, seed=7)
+  results["eval_alone"] = evaluate(s_params, t_params)
+  results["eval_sharded"] = evaluate(
+      parallel.shard_params(s_params, mesh, min_size=0), sh_teacher)
+
   # The loop's per-step keys and GKD's student-data coin, from the seed.
   root = jax.random.key(0)
   results["coins"] = [acting.draw_student_data(
@@ -178,16 +191,38 @@ def main(process_id: int, port: str, workdir: str):
 
   # The training loop itself, across both processes: on-policy GKD (the
   # sampler on the mesh; lambda < 1 would compile a second batch shape).
+  # It evaluates after step 1 and at the end; the files it writes are
+  # recorded per process (only process 0 may write them).
   gkd = agents.make_agent(
       agents.make_config("gkd", lmbda=1.0, max_new_tokens=4),
       student=student, teacher=teacher, tokenizer=task.tokenizer)
+  written, write_json = [], checkpointing.write_json
+  def record_write(path, value):
+    written.append(pathlib.Path(path).relative_to(workdir).as_posix())
+    write_json(path, value)
+  checkpointing.write_json = record_write
+  loop_evals = []
+  # A teacher kept whole on this process's first device, beside the
+  # sharded student: jit could not mix the two without the gather.
+  local_teacher = jax.device_put(t_params, jax.local_devices()[0])
+  def evaluate_fn(params):
+    loop_evals.append(evaluate(params, local_teacher))
+    return loop_evals[-1]
   final = loop.train(agent=gkd, state=gkd.init(s_params), task=task,
                      config=loop.LoopConfig(steps=2, batch_size=BATCH,
                                             log_every=1, save_every=2,
-                                            progress=False),
+                                            eval_every=1, progress=False),
                      workdir=f"{workdir}/loop", teacher_params=t_params,
-                     mesh=mesh)
-  results["loop_step"] = int(final.step)
+                     evaluate_fn=evaluate_fn, mesh=mesh)
+  checkpointing.write_json = write_json
+  results.update(
+      loop_step=int(final.step), loop_written=written, loop_evals=loop_evals,
+      # Readable by every process as soon as train returns.
+      loop_final_json=checkpointing.read_json(
+          f"{workdir}/loop/eval/final.json"),
+      loop_final_alone=evaluate(
+          multihost_utils.process_allgather(final.params, tiled=True),
+          t_params))
   print(json.dumps(results))
   return 0
 

@@ -8,7 +8,9 @@ whole batch, host values of local rows go back as global rows, the
 student-data coins agree, and a checkpoint written by both restores onto
 another mesh shape, and the training loop runs across both (on-policy
 GKD: the sampler on the mesh), and gkd_rl with a host reward model scores
-each process's rows on that process. Process 1 starts from the JAX_*
+each process's rows on that process. `evaluate` of a student sharded over
+both gives every process the metrics of one process alone, also inside the
+loop, which only process 0 writes to files. Process 1 starts from the JAX_*
 environment variables.
 """
 
@@ -81,6 +83,48 @@ def test_two_processes(tmp_path):
   check_training_loop_ran_across_both(results, tmp_path / "ckpt" / "loop")
   for r in results:
     check_host_rewards_score_local_rows(r)
+  check_sharded_evaluation_matches_one_process(results)
+  check_loop_evaluates_and_process_0_writes(results, tmp_path / "ckpt")
+
+
+def _assert_same_metrics(actual, expected):
+  assert list(actual) == list(expected)  # the modes, in order
+  for mode in expected:
+    assert sorted(actual[mode]) == sorted(expected[mode])
+    for name, value in expected[mode].items():
+      np.testing.assert_allclose(actual[mode][name], value, rtol=1e-6,
+                                 atol=1e-7, err_msg=f"{mode}/{name}")
+
+
+def check_sharded_evaluation_matches_one_process(results):
+  """evaluate() of a student sharded over both: every process, all rows."""
+  for r in results:
+    alone = r["eval_alone"]
+    assert list(alone) == ["greedy", "sample"]
+    for mode in alone.values():
+      assert mode["num_examples"] == 3.0
+      assert {"reward", "teacher_kl", "self_bleu", "length"} <= set(mode)
+      assert 0 < mode["length"] <= 3
+    _assert_same_metrics(r["eval_sharded"], alone)
+  _assert_same_metrics(results[1]["eval_sharded"], results[0]["eval_sharded"])
+
+
+def check_loop_evaluates_and_process_0_writes(results, workdir):
+  assert results[0]["loop_written"] == ["loop/eval/step_1.json",
+                                        "loop/eval/final.json"]
+  assert results[1]["loop_written"] == []
+  final = json.loads((workdir / "loop" / "eval" / "final.json").read_text())
+  step_1 = json.loads((workdir / "loop" / "eval" / "step_1.json").read_text())
+  assert (final["step"], step_1["step"]) == (2, 1)
+  for r in results:
+    assert len(r["loop_evals"]) == 2
+    assert r["loop_final_json"] == final
+    _assert_same_metrics(r["loop_evals"][0],
+                         {k: v for k, v in step_1.items() if k != "step"})
+    _assert_same_metrics(r["loop_evals"][1],
+                         {k: v for k, v in final.items() if k != "step"})
+    # The loop's sharded final student, evaluated as one process would.
+    _assert_same_metrics(r["loop_evals"][1], r["loop_final_alone"])
 
 
 def check_host_rewards_score_local_rows(r):
