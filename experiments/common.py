@@ -25,7 +25,11 @@ from typing import Any
 
 from absl import flags
 import jax
-import numpy as np
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot  # pylint: disable=g-import-not-at-top,unused-import
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 from gkdrl import evaluation
 from gkdrl import networks
@@ -294,6 +298,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 def claims_markdown(claims: list[dict]) -> str:
   rows = [[c["claim"], c["evidence"], f"**{c['verdict']}**"] for c in claims]
   return markdown_table(["claim (PAPER.md)", "measured", "verdict"], rows)
+
+
+def save_figure(fig, path) -> None:
+  """Lays out, writes (PNG) and closes a matplotlib figure."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  fig.clf()
+  matplotlib.pyplot.close(fig)
 
 
 def write_results(out_dir, name: str, results: dict, markdown: str) -> None:

@@ -95,9 +95,7 @@ def _plot(stats, path) -> None:
   ax.set_ylabel("task reward")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  common.save_figure(fig, path)
 
 
 common.define_flags()

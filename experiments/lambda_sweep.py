@@ -102,9 +102,7 @@ def _plot(stats, path) -> None:
     ax.set_title(metric)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8, title="dotted: SFT start", title_fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  common.save_figure(fig, path)
 
 
 common.define_flags()

@@ -141,9 +141,7 @@ def plot(all_stats: dict, path) -> None:
       ax.set_title(f"{task}: {metric}", fontsize=9)
       ax.grid(axis="y", alpha=0.3)
   axes[0][0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  common.save_figure(fig, path)
 
 
 def table(stats: dict, mode: str) -> str:

@@ -130,9 +130,7 @@ def _plot(stats, names, path) -> None:
       ax.set_title(f"{mode} decoding", fontsize=9)
       ax.grid(alpha=0.3)
   axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  common.save_figure(fig, path)
 
 
 common.define_flags()
