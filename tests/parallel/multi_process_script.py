@@ -166,8 +166,19 @@ def main(process_id: int, port: str, workdir: str):
       reward=reward_models.make_python_reward(text_length, name="length"),
       reward_params=(), samples_per_prompt=2, seed=7)
   results["eval_alone"] = evaluate(s_params, t_params)
-  results["eval_sharded"] = evaluate(
-      parallel.shard_params(s_params, mesh, min_size=0), sh_teacher)
+  sh_student = parallel.shard_params(s_params, mesh, min_size=0)
+  results["eval_sharded"] = evaluate(sh_student, sh_teacher)
+  # gather: sharded leaves whole as NumPy, local leaves untouched.
+  both = parallel.gather({"sharded": sh_student, "local": s_params})
+  results.update(
+      gather_whole=all(
+          isinstance(a, np.ndarray) and np.array_equal(a, np.asarray(b))
+          for a, b in zip(jax.tree.leaves(both["sharded"]),
+                          jax.tree.leaves(s_params))),
+      gather_keeps_local=all(a is b for a, b in zip(
+          jax.tree.leaves(both["local"]), jax.tree.leaves(s_params))),
+      student_sharded=not all(x.is_fully_addressable
+                              for x in jax.tree.leaves(sh_student)))
 
   # The loop's per-step keys and GKD's student-data coin, from the seed.
   root = jax.random.key(0)

@@ -99,6 +99,8 @@ def _assert_same_metrics(actual, expected):
 def check_sharded_evaluation_matches_one_process(results):
   """evaluate() of a student sharded over both: every process, all rows."""
   for r in results:
+    assert r["student_sharded"]
+    assert r["gather_whole"] and r["gather_keeps_local"]
     alone = r["eval_alone"]
     assert list(alone) == ["greedy", "sample"]
     for mode in alone.values():
