@@ -135,11 +135,14 @@ def initialize_distributed(coordinator_address: str | None = None,
     process_id: this process's index in [0, num_processes).
 
   Returns:
-    Whether `jax.distributed.initialize` was called.
+    Whether `jax.distributed.initialize` was called (False when this
+    process is connected already: calling this again is a no-op).
 
   Raises:
     ValueError: naming a bad argument or environment variable.
   """
+  if jax.distributed.is_initialized():
+    return False
   if coordinator_address is None:
     coordinator_address = _from_env("coordinator_address")
   if num_processes is None:

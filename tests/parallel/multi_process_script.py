@@ -234,6 +234,32 @@ def main(process_id: int, port: str, workdir: str):
       loop_final_alone=evaluate(
           multihost_utils.process_allgather(final.params, tiled=True),
           t_params))
+
+  # The whole runner: train.run with --mesh on both processes (it calls
+  # initialize_distributed again, a no-op). Process 0 alone writes files.
+  from gkdrl.runners import train  # pylint: disable=g-import-not-at-top
+  dirs = [f"{workdir}/models/{name}" for name in ("teacher", "student")]
+  if process_id == 0:
+    for d, model, params in ((dirs[0], teacher, t_params),
+                             (dirs[1], student, s_params)):
+      networks.save_pretrained(model, params, d, tokenizer=task.tokenizer)
+  multihost_utils.sync_global_devices("models saved")
+  written = []  # record_write now appends here
+  checkpointing.write_json = record_write
+  save_pretrained = networks.save_pretrained
+  networks.save_pretrained = lambda model, params, path, **kwargs: (
+      written.append(pathlib.Path(path).relative_to(workdir).as_posix()),
+      save_pretrained(model, params, path, **kwargs))[1]
+  summary = train.run(train.default_values(
+      teacher=dirs[0], student=dirs[1], workdir=f"{workdir}/train",
+      agent="supervised_kd", steps=1, batch_size=4, log_every=1,
+      save_every=1, eval_examples=2, eval_samples_per_prompt=1,
+      max_new_tokens=3, mesh="data:2,fsdp:2"), progress=False)
+  checkpointing.write_json, networks.save_pretrained = (
+      write_json, save_pretrained)
+  results.update(train_written=written,
+                 train_summary={k: summary[k]
+                                for k in ("teacher", "initial", "final")})
   print(json.dumps(results))
   return 0
 

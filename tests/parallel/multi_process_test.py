@@ -10,8 +10,9 @@ another mesh shape, and the training loop runs across both (on-policy
 GKD: the sampler on the mesh), and gkd_rl with a host reward model scores
 each process's rows on that process. `evaluate` of a student sharded over
 both gives every process the metrics of one process alone, also inside the
-loop, which only process 0 writes to files. Process 1 starts from the JAX_*
-environment variables.
+loop, which only process 0 writes to files; `train.run --mesh` on both
+writes config, evaluations and student_hf/ once, from process 0. Process 1
+starts from the JAX_* environment variables.
 """
 
 import json
@@ -85,6 +86,7 @@ def test_two_processes(tmp_path):
     check_host_rewards_score_local_rows(r)
   check_sharded_evaluation_matches_one_process(results)
   check_loop_evaluates_and_process_0_writes(results, tmp_path / "ckpt")
+  check_train_run_writes_from_process_0(results, tmp_path / "ckpt" / "train")
 
 
 def _assert_same_metrics(actual, expected):
@@ -176,3 +178,17 @@ def check_training_loop_ran_across_both(results, workdir):
   assert all(0 < r["rollout/length"] <= 4 for r in lines)
   assert all(np.isfinite(r["loss/total"]) for r in lines)
   assert (workdir / "checkpoints" / "2").is_dir()
+
+
+def check_train_run_writes_from_process_0(results, workdir):
+  """train.run --mesh on both: one set of files, the same summary."""
+  assert results[0]["train_written"] == [
+      "train/config.json", "train/eval/teacher.json",
+      "train/eval/initial.json", "train/eval/final.json", "train/student_hf"]
+  assert results[1]["train_written"] == []
+  assert (workdir / "student_hf" / "config.json").is_file()
+  for name in ("teacher", "initial", "final"):
+    on_disk = json.loads((workdir / "eval" / f"{name}.json").read_text())
+    for r in results:
+      _assert_same_metrics(r["train_summary"][name],
+                           {k: v for k, v in on_disk.items() if k != "step"})
