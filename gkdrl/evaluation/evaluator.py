@@ -305,10 +305,12 @@ def evaluate(*, model, params: Any, task: tasks.Task,
         f"teacher vocab_size={teacher.config.vocab_size} must equal the "
         f"model's vocab_size={model.config.vocab_size}")
   if jax.process_count() > 1:
-    # Whole copies on this process, so that nothing below reads rows other
-    # processes hold; a no-op for parameters that are already local.
+    # Whole copies on this process's device, so that nothing below reads
+    # rows other processes hold; local parameters (and non-array leaves of
+    # host reward models) stay as they are.
+    on_device = lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x
     params, teacher_params, reward_params = (
-        jax.tree.map(jnp.asarray, parallel.gather(tree))
+        jax.tree.map(on_device, parallel.gather(tree))
         for tree in (params, teacher_params, reward_params))
   key = jax.random.key(seed)
   if reward is not None:
