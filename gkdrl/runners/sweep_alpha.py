@@ -101,6 +101,8 @@ def sweep(values: dict, alphas: list[float], *, mode: str = "greedy",
   summary = summaries[-1]
   references = {"teacher": summary["teacher"][mode],
                 "student start": summary["initial"][mode]}
+  if jax.process_index() != 0:  # on several hosts, process 0 writes
+    return rows
   checkpointing.write_json(root / "sweep.json",
                            {"mode": mode, "rows": rows,
                             "references": references})
