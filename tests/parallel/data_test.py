@@ -123,3 +123,11 @@ def test_single_process_helpers(task):
                                   getattr(batch, field))
   rewards = parallel.from_host_local(np.arange(4.0), placed.prompt_tokens)
   np.testing.assert_array_equal(np.asarray(rewards), np.arange(4.0))
+
+
+def test_gather_returns_a_single_process_tree_unchanged():
+  tree = {"w": jax.numpy.arange(6.0).reshape(2, 3), "n": np.ones(2), "k": 3}
+  gathered = parallel.gather(tree)
+  assert jax.tree.structure(gathered) == jax.tree.structure(tree)
+  for before, after in zip(jax.tree.leaves(tree), jax.tree.leaves(gathered)):
+    assert after is before
