@@ -297,7 +297,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def claims_markdown(claims: list[dict]) -> str:
   rows = [[c["claim"], c["evidence"], f"**{c['verdict']}**"] for c in claims]
-  return markdown_table(["claim (PAPER.md)", "measured", "verdict"], rows)
+  return markdown_table(["claim (paper)", "measured", "verdict"], rows)
 
 
 def save_figure(fig, path) -> None:
