@@ -233,11 +233,15 @@ def make_model(config: ModelConfig) -> LanguageModel:
                        "must be positive.")
     shape = (config.n_layers, batch_size, config.n_kv_heads, max_length,
              config.head_dim)
-    return KVCache(
+    cache = KVCache(
         keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype),
         mask=jnp.zeros((batch_size, max_length), bool),
         index=jnp.zeros((), jnp.int32),
         next_positions=jnp.zeros((batch_size,), jnp.int32))
+    # Inside a compiled sampler, XLA would otherwise constant-fold the
+    # prefill's attention over this all-masked cache (a [B, K, G, P, S]
+    # constant, seconds of compile time); the barrier keeps it a value.
+    return jax.lax.optimization_barrier(cache)
 
   def prefill(params: Params, tokens: Array, mask: Array,
               cache: KVCache) -> tuple[Array, KVCache]:
