@@ -29,41 +29,106 @@ from gkdrl.losses import reductions
 Array = jax.Array
 
 
-def _chunked_values(fn, student_hidden, student_unembedding, teacher_hidden,
-                    teacher_unembedding, chunk_size):
-  """Per-position outputs of `fn(student_logits, teacher_logits)`, by chunks.
-
-  `fn` returns a tuple of `[B, C]` arrays for a chunk; the result is the
-  tuple of the matching `[B, T]` arrays. Each chunk's logits are built once
-  and rebuilt in the backward pass (`jax.checkpoint`), never kept.
-  """
-  batch, length = student_hidden.shape[:2]
+def _split(x, chunk_size):
+  """[B, T, ...] -> [N, B, C, ...], zero-padded to N * C positions."""
+  batch, length = x.shape[:2]
   num_chunks = -(-length // chunk_size)
   pad = num_chunks * chunk_size - length
+  x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+  x = x.reshape((batch, num_chunks, chunk_size) + x.shape[2:])
+  return jnp.swapaxes(x, 0, 1)
 
-  def split(hidden):  # [B, T, D] -> [N, B, C, D], time-major for the scan
-    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-    hidden = hidden.reshape(batch, num_chunks, chunk_size, hidden.shape[-1])
-    return jnp.swapaxes(hidden, 0, 1)
 
-  @jax.checkpoint
-  def chunk_values(s_hidden, t_hidden, s_unembed, t_unembed):
-    s_logits = jnp.einsum("bcd,dv->bcv", s_hidden, s_unembed,
-                          preferred_element_type=jnp.float32)  # [B, C, V]
-    t_logits = jnp.einsum("bcd,dv->bcv", t_hidden, t_unembed,
-                          preferred_element_type=jnp.float32)  # [B, C, V]
-    return fn(s_logits, t_logits)  # tuple of [B, C]
+def _merge(x, length):
+  """[N, B, C, ...] -> [B, T, ...], the inverse of `_split`."""
+  x = jnp.swapaxes(x, 0, 1)
+  return x.reshape((x.shape[0], -1) + x.shape[3:])[:, :length]
 
-  def body(carry, chunk):
-    s_hidden, t_hidden = chunk
-    return carry, chunk_values(s_hidden, t_hidden, student_unembedding,
-                               teacher_unembedding)
 
-  _, values = jax.lax.scan(body, None, (split(student_hidden),
-                                        split(teacher_hidden)))  # [N, B, C]
-  # Back to batch-major once, at the boundary: [N, B, C] -> [B, T].
-  return tuple(jnp.swapaxes(v, 0, 1).reshape(batch, -1)[:, :length]
-               for v in values)
+def _logits(hidden, unembedding):  # [B, C, D] @ [D, V] -> [B, C, V]
+  return jnp.einsum("bcd,dv->bcv", hidden, unembedding,
+                    preferred_element_type=jnp.float32)
+
+
+def _vocab_slices(vocab: int, target: int = 16_384) -> int:
+  """How many equal slices of the vocabulary the unembedding gradient is
+  accumulated in: the fewest that divide V with slices of at most `target`
+  (1 when no divisor does)."""
+  for n in range(-(-vocab // target), vocab + 1):
+    if vocab % n == 0:
+      return n if vocab // n >= 1024 or n == 1 else 1
+  return 1
+
+
+def _chunked_values(fn, student_hidden, student_unembedding, teacher_hidden,
+                    teacher_unembedding, chunk_size):
+  """Per-position `fn(student_logits, teacher_logits)`, by chunks.
+
+  `fn` returns `(div, kl)`, two `[B, C]` arrays for a chunk of C positions;
+  the result is the matching `[B, T]` arrays. Only `div` is differentiable
+  (the gradient of `kl` is taken as zero), with respect to the student's
+  hidden states and unembedding. The backward pass rebuilds each chunk's
+  logits and accumulates the unembedding's gradient in place, one slice of
+  the vocabulary at a time, so besides the inputs and the gradients no
+  buffer larger than a chunk's `[B, C, V]` logits is ever alive.
+  """
+  length = student_hidden.shape[1]
+  slices = _vocab_slices(student_unembedding.shape[1])
+
+  def forward(s_hidden, s_unembed, t_hidden, t_unembed):
+    def body(carry, chunk):
+      s_h, t_h = chunk
+      return carry, fn(_logits(s_h, s_unembed), _logits(t_h, t_unembed))
+    _, values = jax.lax.scan(body, None, (_split(s_hidden, chunk_size),
+                                          _split(t_hidden, chunk_size)))
+    return tuple(_merge(v, length) for v in values)  # [B, T] each
+
+  @jax.custom_vjp
+  def values(s_hidden, s_unembed, t_hidden, t_unembed):
+    return forward(s_hidden, s_unembed, t_hidden, t_unembed)
+
+  def values_fwd(s_hidden, s_unembed, t_hidden, t_unembed):
+    return (forward(s_hidden, s_unembed, t_hidden, t_unembed),
+            (s_hidden, s_unembed, t_hidden, t_unembed))
+
+  def values_bwd(residuals, cotangents):
+    s_hidden, s_unembed, t_hidden, t_unembed = residuals
+    g_div = cotangents[0]  # [B, T]; kl carries no gradient
+    width = s_unembed.shape[1] // slices
+
+    def body(d_unembed, chunk):
+      s_h, t_h, g = chunk  # [B, C, D_s], [B, C, D_t], [B, C]
+      t_logits = _logits(t_h, t_unembed)
+      _, vjp = jax.vjp(lambda s: fn(s, t_logits)[0],
+                       _logits(s_h, s_unembed))
+      (d_logits,) = vjp(g)  # [B, C, V]
+      d_hidden = jnp.einsum("bcv,dv->bcd", d_logits,
+                            s_unembed.astype(d_logits.dtype))  # [B, C, D_s]
+
+      def add_slice(i, d_unembed):  # d_unembed[:, slice i] += h^T @ dlogits
+        start = i * width
+        part = jnp.einsum(
+            "bcd,bcv->dv", s_h.astype(d_logits.dtype),
+            jax.lax.dynamic_slice_in_dim(d_logits, start, width, axis=2))
+        old = jax.lax.dynamic_slice_in_dim(d_unembed, start, width, axis=1)
+        return jax.lax.dynamic_update_slice_in_dim(
+            d_unembed, old + part, start, axis=1)
+
+      d_unembed = jax.lax.fori_loop(0, slices, add_slice, d_unembed)
+      return d_unembed, d_hidden.astype(s_h.dtype)
+
+    # Accumulated in float32 whatever the parameters' dtype.
+    d_unembed, d_hidden = jax.lax.scan(
+        body, jnp.zeros(s_unembed.shape, jnp.float32),
+        (_split(s_hidden, chunk_size), _split(t_hidden, chunk_size),
+         _split(g_div, chunk_size)))
+    return (_merge(d_hidden, length), d_unembed.astype(s_unembed.dtype),
+            jnp.zeros_like(t_hidden),
+            jnp.zeros_like(t_unembed))
+
+  values.defvjp(values_fwd, values_bwd)
+  return values(student_hidden, student_unembedding, teacher_hidden,
+                teacher_unembedding)
 
 
 def chunked_distillation_loss(student_hidden: Array,

@@ -80,3 +80,31 @@ def test_bad_arguments(inputs):
     losses.chunked_distillation_loss(sh, su, th, tu, mask, chunk_size=0)
   with pytest.raises(ValueError, match="Vocabularies differ"):
     losses.chunked_distillation_loss(sh, su, th, tu[:, :10], mask)
+
+
+def test_gradient_accumulated_in_vocabulary_slices_is_exact():
+  """At V = 40,960 the unembedding's gradient is summed in 4 slices."""
+  from gkdrl.losses import chunked  # pylint: disable=g-import-not-at-top
+  v = 40_960
+  assert chunked._vocab_slices(v) == 4  # pylint: disable=protected-access
+  rng = np.random.default_rng(1)
+  f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)
+  sh, su, th, tu = f(2, 5, 4), f(4, v), f(2, 5, 6), f(6, v)
+  mask = jnp.asarray([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+  chunked_loss = lambda sh, su: losses.chunked_distillation_loss(
+      sh, su, th, tu, mask, divergence="reverse_kl", chunk_size=2)[0]
+  direct = lambda sh, su: losses.distillation_loss(
+      sh @ su, th @ tu, mask, divergence="reverse_kl")[0]
+  got = jax.grad(chunked_loss, argnums=(0, 1))(sh, su)
+  want = jax.grad(direct, argnums=(0, 1))(sh, su)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("vocab, slices", [(50, 1), (32_768, 2),
+                                           (151_936, 16), (49_152, 3),
+                                           (65_537, 1)])
+def test_vocab_slices_divide_the_vocabulary(vocab, slices):
+  from gkdrl.losses import chunked  # pylint: disable=g-import-not-at-top
+  n = chunked._vocab_slices(vocab)  # pylint: disable=protected-access
+  assert n == slices and vocab % n == 0
