@@ -10,7 +10,7 @@ Three implementations start from the same inputs, the final hidden states
 gradient with respect to the student's hidden states and unembedding:
 
   gkdrl          logits = hidden @ unembedding, then `losses.distillation_loss`
-  gkdrl_chunked  `losses.chunked_distillation_loss` (chunks of 128 positions)
+  gkdrl_chunked  `losses.chunked_distillation_loss` (chunks of 32 positions)
   trl            logits in PyTorch, then TRL's `GKDTrainer.generalized_jsd_loss`
 
 Each (implementation, size) runs in its own process, so the peak resident
@@ -29,7 +29,7 @@ import sys
 import time
 
 D = 896
-CHUNK = 128
+CHUNK = 32  # positions per chunk; --chunk_size changes it
 FULL = ["151936:2:512", "151936:4:1024", "49152:2:512", "49152:4:1024"]
 QUICK = ["8192:2:128"]
 IMPLS = ["gkdrl", "gkdrl_chunked", "trl"]
@@ -118,7 +118,8 @@ def measure(impl: str, v: int, b: int, t: int) -> dict:
   env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1",
              TF_CPP_MIN_LOG_LEVEL="3")
   result = subprocess.run(
-      [sys.executable, __file__, "--worker", impl, str(v), str(b), str(t)],
+      [sys.executable, __file__, "--worker", impl, str(v), str(b), str(t),
+       f"--chunk_size={CHUNK}"],
       capture_output=True, text=True, env=env)
   if result.returncode != 0:
     killed = result.returncode in (-9, 137) or "MemoryError" in result.stderr
@@ -128,13 +129,17 @@ def measure(impl: str, v: int, b: int, t: int) -> dict:
 
 
 def main():
+  global CHUNK
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--worker", nargs=4)
   parser.add_argument("--quick", action="store_true")
   parser.add_argument("--configs", default=None,
                       help="comma-separated V:B:T entries")
   parser.add_argument("--impls", default=",".join(IMPLS))
+  parser.add_argument("--chunk_size", type=int, default=CHUNK,
+                      help="positions per chunk of gkdrl_chunked")
   args = parser.parse_args()
+  CHUNK = args.chunk_size
   if args.worker:
     impl, v, b, t = args.worker
     print(json.dumps(worker(impl, int(v), int(b), int(t))))
