@@ -32,9 +32,7 @@ warm-up.
 import argparse
 import json
 import os
-import statistics
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Leave GPU memory to torch for the Hugging Face row.
@@ -49,6 +47,7 @@ from gkdrl import networks
 from gkdrl import sampling
 from gkdrl import types
 from gkdrl.agents import base as agents_base
+import timing  # benchmarks/timing.py, beside this script
 
 SMOLLM2_135M = networks.ModelConfig(
     model_type="llama", vocab_size=49152, d_model=576, n_layers=30,
@@ -91,14 +90,6 @@ def param_count(params) -> int:
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
-def median_seconds(fn, repeats: int) -> float:
-  fn()  # compiles
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def bench_sample(model, params, dtype, args) -> float:
@@ -119,7 +110,7 @@ def bench_sample(model, params, dtype, args) -> float:
     lengths = np.asarray(samples.lengths)
     assert (lengths == args.new_tokens).all(), lengths
 
-  return median_seconds(run, args.repeats)
+  return timing.median_seconds(run, args.repeats)
 
 
 def bench_update(model, params, teacher_params, dtype, args) -> float:
@@ -148,7 +139,7 @@ def bench_update(model, params, teacher_params, dtype, args) -> float:
     holder[0], metrics = agent.update(holder[0], batch, teacher_params, key)
     assert np.isfinite(float(metrics["loss/total"]))
 
-  return median_seconds(run, args.repeats)
+  return timing.median_seconds(run, args.repeats)
 
 
 def bench_hf(model, params, dtype, args) -> float | None:
@@ -181,7 +172,7 @@ def bench_hf(model, params, dtype, args) -> float | None:
     torch.cuda.synchronize()
     assert out.shape[1] == args.prompt_length + args.new_tokens
 
-  seconds = median_seconds(run, args.repeats)
+  seconds = timing.median_seconds(run, args.repeats)
   del hf
   torch.cuda.empty_cache()
   return seconds

@@ -23,10 +23,10 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
+
+import timing  # benchmarks/timing.py, beside this script
 
 D = 896
 CHUNK = 32  # positions per chunk; --chunk_size changes it
@@ -39,14 +39,6 @@ def _peak_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _median_time(fn, repeats=3) -> float:
-  fn()  # warm-up (and compilation)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def _normal(jax, seed: int, shape, scale: float = 1.0, rows: int = 32):
@@ -109,7 +101,7 @@ def worker(impl: str, v: int, b: int, t: int) -> dict:
       loss, grads = grad_fn(*args)
       jax.block_until_ready(grads)
       return float(loss)
-  seconds = _median_time(run)
+  seconds = timing.median_seconds(run)
   return {"impl": impl, "V": v, "B": b, "T": t, "seconds": seconds,
           "peak_mb": _peak_mb(), "loss": run()}
 

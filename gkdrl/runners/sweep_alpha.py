@@ -41,7 +41,6 @@ import numpy as np
 import tqdm
 
 from gkdrl import agents
-from gkdrl import evaluation
 from gkdrl import networks
 from gkdrl.agents import acting
 from gkdrl.agents import base
@@ -252,14 +251,8 @@ def train_vectorized(values: dict, alphas: list[float], *,
                             **{k: float(v[i]) for k, v in metrics.items()
                                if k != unused}})
 
-  def evaluate(model, params):
-    return evaluation.evaluate(
-        model=model, params=params, task=task,
-        num_examples=values["eval_examples"],
-        max_new_tokens=config.max_new_tokens, teacher=models.teacher,
-        teacher_params=models.teacher_params, reward=reward,
-        samples_per_prompt=values["eval_samples_per_prompt"],
-        seed=values["seed"])
+  evaluate = train.make_evaluate(values, task, models, reward,
+                                 config.max_new_tokens)
 
   teacher_eval = evaluate(models.teacher, models.teacher_params)
   initial_eval = evaluate(models.student, models.student_params)

@@ -64,6 +64,19 @@ def default_values(**overrides) -> dict[str, Any]:
   return values
 
 
+def make_evaluate(values: dict[str, Any], task, models, reward,
+                  max_new_tokens: int):
+  """`evaluate(model, params)` with the run's evaluation settings."""
+  def evaluate(model, params):
+    return evaluation.evaluate(
+        model=model, params=params, task=task,
+        num_examples=values["eval_examples"], max_new_tokens=max_new_tokens,
+        teacher=models.teacher, teacher_params=models.teacher_params,
+        reward=reward, samples_per_prompt=values["eval_samples_per_prompt"],
+        seed=values["seed"])
+  return evaluate
+
+
 def run(values: dict[str, Any], *, progress: bool = True,
         shared: dict | None = None) -> dict[str, Any]:
   """Runs one training described by flag `values`; returns its summary.
@@ -138,14 +151,8 @@ def run(values: dict[str, Any], *, progress: bool = True,
   if lead:
     checkpointing.write_json(workdir / "config.json", resolved)
 
-  def evaluate(model, params):
-    return evaluation.evaluate(
-        model=model, params=params, task=task,
-        num_examples=values["eval_examples"],
-        max_new_tokens=config.max_new_tokens, teacher=models.teacher,
-        teacher_params=models.teacher_params, reward=reward,
-        samples_per_prompt=values["eval_samples_per_prompt"],
-        seed=values["seed"])
+  evaluate = make_evaluate(values, task, models, reward,
+                           config.max_new_tokens)
 
   # The reference evaluations depend on every setting `evaluate` reads.
   eval_key = tuple(values[k] for k in (
