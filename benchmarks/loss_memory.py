@@ -13,6 +13,13 @@ gradient with respect to the student's hidden states and unembedding:
   gkdrl_chunked  `losses.chunked_distillation_loss` (chunks of 32 positions)
   trl            logits in PyTorch, then TRL's `GKDTrainer.generalized_jsd_loss`
 
+and two more start from the logits themselves, `[B, T, V]` standard normal
+draws for both sides (the same distribution as the logits above), with the
+gradient taken with respect to the student's logits: the loss alone.
+
+  gkdrl_logits   `losses.distillation_loss` on the logits
+  trl_logits     `GKDTrainer.generalized_jsd_loss` on the logits
+
 Each (implementation, size) runs in its own process, so the peak resident
 memory (`ru_maxrss`) is that of one computation; a process killed for
 memory is reported as "OOM". Times are the median of 3 runs after a warm-up
@@ -32,7 +39,10 @@ D = 896
 CHUNK = 32  # positions per chunk; --chunk_size changes it
 FULL = ["151936:2:512", "151936:4:1024", "49152:2:512", "49152:4:1024"]
 QUICK = ["8192:2:128"]
-IMPLS = ["gkdrl", "gkdrl_chunked", "trl"]
+IMPLS = ["gkdrl", "gkdrl_chunked", "trl", "gkdrl_logits", "trl_logits"]
+# What each row is compared with: the same inputs on TRL's side.
+REFERENCE = {"gkdrl": "trl", "gkdrl_chunked": "trl", "trl": "trl",
+             "gkdrl_logits": "trl_logits", "trl_logits": "trl_logits"}
 
 
 def _peak_mb() -> float:
@@ -63,7 +73,19 @@ def _normal(jax, seed: int, shape, scale: float = 1.0, rows: int = 32):
 
 def worker(impl: str, v: int, b: int, t: int) -> dict:
   # Each side draws its inputs natively, so the process holds one copy.
-  if impl == "trl":
+  if impl == "trl_logits":
+    import torch  # pylint: disable=g-import-not-at-top
+    from trl.experimental.gkd import GKDTrainer  # pylint: disable=g-import-not-at-top
+    torch.manual_seed(0)
+    s_logits = torch.randn(b, t, v).requires_grad_()
+    t_logits = torch.randn(b, t, v)
+
+    def run():
+      s_logits.grad = None
+      loss = GKDTrainer.generalized_jsd_loss(s_logits, t_logits, beta=0.5)
+      loss.backward()
+      return float(loss)
+  elif impl == "trl":
     import torch  # pylint: disable=g-import-not-at-top
     from trl.experimental.gkd import GKDTrainer  # pylint: disable=g-import-not-at-top
     torch.manual_seed(0)
@@ -92,10 +114,22 @@ def worker(impl: str, v: int, b: int, t: int) -> dict:
         return losses.chunked_distillation_loss(
             hs, ws, ht, wt, mask, divergence="jsd", beta=0.5,
             chunk_size=CHUNK)[0]
-    grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
-    args = (_normal(jax, 0, (b, t, D)), _normal(jax, 1, (D, v), D**-0.5),
-            _normal(jax, 2, (b, t, D)), _normal(jax, 3, (D, v), D**-0.5),
-            jnp.ones((b, t), bool))
+    if impl == "gkdrl_logits":
+      # Logits drawn as [B * T, V] rows (a block at a time) and viewed as
+      # [B, T, V] inside the jitted function, where the reshape is free.
+      def loss_fn(s_rows, t_rows, mask):
+        shape = (b, t, v)
+        return losses.distillation_loss(
+            s_rows.reshape(shape), t_rows.reshape(shape), mask,
+            divergence="jsd", beta=0.5)[0]
+      grad_fn = jax.jit(jax.value_and_grad(loss_fn))
+      args = (_normal(jax, 0, (b * t, v)), _normal(jax, 1, (b * t, v)),
+              jnp.ones((b, t), bool))
+    else:
+      grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+      args = (_normal(jax, 0, (b, t, D)), _normal(jax, 1, (D, v), D**-0.5),
+              _normal(jax, 2, (b, t, D)), _normal(jax, 3, (D, v), D**-0.5),
+              jnp.ones((b, t), bool))
 
     def run():
       loss, grads = grad_fn(*args)
@@ -143,13 +177,13 @@ def main():
   for config in configs:
     v, b, t = (int(x) for x in config.split(":"))
     rows = {impl: measure(impl, v, b, t) for impl in args.impls.split(",")}
-    trl = rows.get("trl", {})
     for impl, row in rows.items():
       if "error" in row:
         print(f"{v:>7} {b:>2} {t:>5} {impl:>14} {row['error'][:40]:>8}")
         continue
+      trl = rows.get(REFERENCE[impl], {})
       mem = speed = "-"
-      if "peak_mb" in trl and impl != "trl":
+      if "peak_mb" in trl and impl != REFERENCE[impl]:
         mem = f"{row['peak_mb'] / trl['peak_mb']:.2f}x"
         speed = f"{trl['seconds'] / row['seconds']:.2f}x"
       print(f"{v:>7} {b:>2} {t:>5} {impl:>14} {row['seconds']:8.2f} "

@@ -20,6 +20,7 @@ from gkdrl.losses import _checks
 from gkdrl.losses import divergences
 from gkdrl.losses import policy_gradient
 from gkdrl.losses import reductions
+from gkdrl.losses import row_chunks
 
 Array = jax.Array
 
@@ -54,7 +55,8 @@ def _teacher_kl_metric(student_logits, teacher_logits, mask, reduction,
 
 def distillation_loss(student_logits: Array, teacher_logits: Array,
                       mask: Array, *, divergence: str = "jsd",
-                      reduction: str = "sequence", **divergence_kwargs
+                      reduction: str = "sequence",
+                      chunk_size: int | None = None, **divergence_kwargs
                       ) -> tuple[Array, dict[str, Array]]:
   """Token-level distillation loss averaged over sequences (paper Eq. 2).
 
@@ -69,27 +71,54 @@ def distillation_loss(student_logits: Array, teacher_logits: Array,
     mask: `[B, T]` 0/1 or bool, 1 at valid completion tokens.
     divergence: a name of `DIVERGENCES`.
     reduction: "sequence" (Eq. 2), "token" or "sum".
+    chunk_size: positions per chunk of the memory-lean path (below); None
+      picks about 4M logits per chunk, 0 always takes the plain path.
     **divergence_kwargs: beta / normalized / skew and the temperatures. With
       divergence="jsd" and no beta, beta = 0.5.
+
+  When the logits hold more than one chunk of positions and the divergence
+  settings are Python numbers, the divergence and its gradient are computed
+  a chunk at a time (`gkdrl.losses.row_chunks`): besides the inputs, only
+  the gradient with respect to the student's logits is ever a `[B, T, V]`
+  array. That path supports reverse-mode differentiation (and vmap) only;
+  `chunk_size=0` gives the plain one, which any JAX transformation can use.
 
   Returns:
     (loss, metrics) with "loss/divergence" and "kl/teacher" (reverse KL to
     the teacher, for logging).
   """
   _check_logits(student_logits, teacher_logits, mask)
+  if chunk_size is not None and (isinstance(chunk_size, bool) or not
+                                 isinstance(chunk_size, int) or chunk_size < 0):
+    raise ValueError(f"chunk_size={chunk_size!r} must be None or an int >= 0 "
+                     "(0: no chunks).")
   if divergence == "jsd":
     divergence_kwargs.setdefault("beta", DEFAULT_DISTILLATION_BETA)
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
-  values = divergences.divergence(divergence, student_logits, teacher_logits,
-                                  **divergence_kwargs)  # [B, T]
+  temperatures = temperature_kwargs(divergence_kwargs)
+  batch, length, vocab = student_logits.shape
+  if chunk_size is None:
+    chunk_size = row_chunks.default_chunk_rows(vocab)
+  static = all(_checks.is_static_number(v) or isinstance(v, bool)
+               for v in divergence_kwargs.values())
+  if chunk_size and static and batch * length > chunk_size:
+    def div_and_kl(s_logits, t_logits):  # [C, V] each -> [C], [C]
+      div = divergences.divergence(divergence, s_logits, t_logits,
+                                   **divergence_kwargs)
+      kl = divergences.reverse_kl(jax.lax.stop_gradient(s_logits), t_logits,
+                                  **temperatures)
+      return div, kl
+
+    values, kl = row_chunks.per_position_values(
+        div_and_kl, student_logits, teacher_logits, chunk_size)  # [B, T]
+    kl_metric = reductions.masked_reduce(kl, mask, reduction=reduction)
+  else:
+    values = divergences.divergence(divergence, student_logits,
+                                    teacher_logits, **divergence_kwargs)
+    kl_metric = _teacher_kl_metric(student_logits, teacher_logits, mask,
+                                   reduction, temperatures)
   loss = reductions.masked_reduce(values, mask, reduction=reduction)
-  metrics = {
-      "loss/divergence": loss,
-      "kl/teacher": _teacher_kl_metric(student_logits, teacher_logits, mask,
-                                       reduction,
-                                       temperature_kwargs(divergence_kwargs)),
-  }
-  return loss, metrics
+  return loss, {"loss/divergence": loss, "kl/teacher": kl_metric}
 
 
 def _take(log_probs: Array, actions: Array) -> Array:
