@@ -3,6 +3,7 @@ r"""Throughput and model FLOP utilisation of a SmolLM2-135M-sized student.
     python benchmarks/gpu_throughput.py                 # on whatever JAX finds
     python benchmarks/gpu_throughput.py --quick         # tiny sizes (CPU check)
     python benchmarks/gpu_throughput.py --peak_tflops=989
+    python benchmarks/gpu_throughput.py --remat=full   # every update row
 
 Two measurements on a Llama with SmolLM2-135M's shapes (vocabulary 49,152,
 width 576, 30 layers, 9 heads, 3 KV heads, MLP 1536, tied embeddings) and
@@ -18,7 +19,12 @@ random weights, in float32 and bfloat16 compute:
           given sequences of `--train_batch` rows of P + T tokens. tokens/s
           counts all B (P + T) tokens; MFU = 6 N tokens/s / peak (the
           student's training FLOPs; the teacher's 2 N per token is shown
-          separately as "MFU incl. teacher").
+          separately as "MFU incl. teacher"). The student's layers are
+          rematerialised as `--remat` says (`AgentConfig.remat`); by
+          default not in bfloat16 and "full" in float32, whose update
+          otherwise needs 27 GiB of scratch memory at 16 rows of 512 tokens
+          (2 GiB with "full", at the same speed on an H200). MFU still
+          counts 6 N: recomputed FLOPs are not useful work.
 
 N is the student's parameter count (tied embedding counted once, as the
 unembedding's matrix product). Attention score FLOPs are not counted. The
@@ -86,6 +92,10 @@ def peak_flops(device, override_tflops: float) -> tuple[float | None, str]:
   return None, f"unknown device_kind {kind!r}: pass --peak_tflops"
 
 
+# The update's remat mode per compute dtype, unless --remat is given.
+UPDATE_REMAT = {"bfloat16": "none", "float32": "full"}
+
+
 def param_count(params) -> int:
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
 
@@ -113,11 +123,11 @@ def bench_sample(model, params, dtype, args) -> float:
   return timing.median_seconds(run, args.repeats)
 
 
-def bench_update(model, params, teacher_params, dtype, args) -> float:
+def bench_update(model, params, teacher_params, dtype, remat, args) -> float:
   """Seconds per GKD update on fixed sequences."""
   config = agents.make_config(
       "gkd", lmbda=1.0, beta=0.5, max_new_tokens=args.train_new_tokens,
-      compute_dtype=dtype,
+      compute_dtype=dtype, remat=remat,
       optimizer=agents.OptimizerConfig(learning_rate=1e-5, warmup_steps=0))
   agent = agents.make_agent(config, student=model, teacher=model,
                             eos_token_id=model.config.vocab_size,
@@ -188,6 +198,9 @@ def main():
   parser.add_argument("--train_new_tokens", type=int, default=448)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--peak_tflops", type=float, default=0.0)
+  parser.add_argument("--remat", default="",
+                      help="none, dots or full: the update rows' remat mode "
+                      f"(default per dtype: {UPDATE_REMAT})")
   parser.add_argument("--hf", action="store_true",
                       help="also time transformers generate on CUDA")
   parser.add_argument("--json", default="", help="also write rows here")
@@ -216,22 +229,23 @@ def main():
         f"shape; median of {args.repeats}; float32 matmul precision "
         f"{jax.config.jax_default_matmul_precision or 'default'}", flush=True)
   mfu = lambda flops: "-" if peak is None else f"{100 * flops / peak:.1f}%"
-  print(f"{'what':<8}{'impl':<7}{'dtype':<10}{'s/call':>9}{'tokens/s':>12}"
-        f"{'MFU':>8}{'MFU incl. teacher':>19}", flush=True)
+  print(f"{'what':<8}{'impl':<7}{'dtype':<10}{'remat':<7}{'s/call':>9}"
+        f"{'tokens/s':>12}{'MFU':>8}{'MFU incl. teacher':>19}", flush=True)
   rows = []
 
   def report(what, impl, dtype, seconds, tokens, flops_per_token,
-             teacher_flops_per_token=0):
+             teacher_flops_per_token=0, remat="-"):
     rate = tokens / seconds
-    row = dict(what=what, impl=impl, dtype=dtype, seconds=seconds,
-               tokens_per_s=rate,
+    row = dict(what=what, impl=impl, dtype=dtype, remat=remat,
+               seconds=seconds, tokens_per_s=rate,
                mfu=None if peak is None else rate * flops_per_token / peak)
     extra = "-"
     if teacher_flops_per_token:
       extra = mfu(rate * (flops_per_token + teacher_flops_per_token))
     rows.append(row)
-    print(f"{what:<8}{impl:<7}{dtype:<10}{seconds:>9.3f}{rate:>12.0f}"
-          f"{mfu(rate * flops_per_token):>8}{extra:>19}", flush=True)
+    print(f"{what:<8}{impl:<7}{dtype:<10}{remat:<7}{seconds:>9.3f}"
+          f"{rate:>12.0f}{mfu(rate * flops_per_token):>8}{extra:>19}",
+          flush=True)
 
   for dtype in args.dtypes.split(","):
     seconds = bench_sample(model, params, dtype, args)
@@ -242,10 +256,11 @@ def main():
       if seconds is not None:
         report("sample", "HF", dtype, seconds,
                args.sample_batch * args.new_tokens, 2 * n)
-    seconds = bench_update(model, params, teacher_params, dtype, args)
+    remat = args.remat or UPDATE_REMAT.get(dtype, "none")
+    seconds = bench_update(model, params, teacher_params, dtype, remat, args)
     report("update", "gkdrl", dtype, seconds,
            args.train_batch * (args.prompt_length + args.train_new_tokens),
-           6 * n, 2 * n)
+           6 * n, 2 * n, remat=remat)
   if args.json:
     with open(args.json, "w") as f:
       json.dump(dict(device=device.device_kind, peak=peak, n=n, rows=rows), f)

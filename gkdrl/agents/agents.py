@@ -127,9 +127,11 @@ def _make_loss(name, config, student, teacher) -> base.LossFn:
   """The loss of agent `name` as a function of the student parameters."""
   dtype = config.compute_dtype
 
+  # Only the student's forward passes are differentiated, so only they
+  # rematerialise; the teacher's and the reference's keep nothing.
   def student_logits(params, batch):
     return base.completion_logits(student, base.cast_params(params, dtype),
-                                  batch)
+                                  batch, remat=config.remat)
 
   def nll_loss(params, state, batch, teacher_params, key):
     del state, teacher_params, key
@@ -147,7 +149,7 @@ def _make_loss(name, config, student, teacher) -> base.LossFn:
     params = base.cast_params(params, dtype)
     teacher_params = base.cast_params(teacher_params, dtype)
     return losses.chunked_distillation_loss(
-        base.completion_hidden(student, params, batch),
+        base.completion_hidden(student, params, batch, remat=config.remat),
         student.unembedding(params),
         base.completion_hidden(teacher, teacher_params, batch),
         teacher.unembedding(teacher_params), batch.completion_mask,
@@ -214,7 +216,8 @@ def make_gkd_rl_loss(config: configs.GKDRLConfig, student, teacher
     del key
     static = _checks.is_static_number(alpha)
     s_logits = base.completion_logits(
-        student, base.cast_params(params, dtype), batch)  # [B, T, V]
+        student, base.cast_params(params, dtype), batch,
+        remat=config.remat)  # [B, T, V]
     t_logits = None
     if not (static and alpha == 0.0):
       t_logits = base.teacher_logits(teacher, teacher_params, batch, dtype)

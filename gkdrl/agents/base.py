@@ -37,6 +37,7 @@ from gkdrl import types
 from gkdrl.agents import optimizer as optimizer_lib
 from gkdrl.losses import _checks
 from gkdrl.losses import reductions
+from gkdrl.networks import model as model_lib
 
 Array = types.Array
 Params = Any
@@ -98,6 +99,12 @@ class AgentConfig:
       (and so the optimizer state and the gradients) are stored in.
       bfloat16 halves their memory but rounds every update to 8 bits of
       mantissa, so small learning rates may stall.
+    remat: rematerialisation of the student's layers in the update's
+      backward pass, one of `gkdrl.networks.model.REMAT_MODES`: "none"
+      (keep every layer's activations), "dots" (keep the weight
+      projections' outputs, recompute attention) or "full" (keep each
+      layer's input, recompute the layer). Same gradients; less memory for
+      more compute. Sampling and the teacher are unaffected.
   """
 
   optimizer: optimizer_lib.OptimizerConfig = dataclasses.field(
@@ -109,6 +116,7 @@ class AgentConfig:
   reduction: str = "sequence"
   compute_dtype: str = "float32"
   param_dtype: str = "float32"
+  remat: str = "none"
 
   def __post_init__(self):
     if (isinstance(self.max_new_tokens, bool)
@@ -124,6 +132,7 @@ class AgentConfig:
     _checks.check_choice("reduction", self.reduction, reductions.REDUCTIONS)
     _checks.check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
     _checks.check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
+    _checks.check_choice("remat", self.remat, model_lib.REMAT_MODES)
 
 
 class Agent(NamedTuple):
@@ -163,12 +172,14 @@ def cast_params(params: Params, compute_dtype: str) -> Params:
                                     and p.dtype != dtype) else p, params)
 
 
-def completion_hidden(model, params: Params, batch: types.Batch) -> Array:
+def completion_hidden(model, params: Params, batch: types.Batch, *,
+                      remat: str = "none") -> Array:
   """Final hidden states `[B, T, D]` at the positions predicting completions.
 
   The model reads the left-padded prompt followed by the right-padded
   completion; the hidden state at position P - 1 + t predicts completion
-  token t.
+  token t. `remat` (a `REMAT_MODES` name) goes to `model.hidden`: what a
+  backward pass through this call stores per layer.
   """
   prompt_len = batch.prompt_tokens.shape[1]
   completion_len = batch.completion_tokens.shape[1]
@@ -176,17 +187,19 @@ def completion_hidden(model, params: Params, batch: types.Batch) -> Array:
       [batch.prompt_tokens, batch.completion_tokens], axis=1)  # [B, L]
   mask = jnp.concatenate(
       [batch.prompt_mask, batch.completion_mask], axis=1)  # [B, L]
-  hidden = model.hidden(params, tokens, mask)  # [B, L, D]
+  hidden = model.hidden(params, tokens, mask, remat=remat)  # [B, L, D]
   return hidden[:, prompt_len - 1:prompt_len - 1 + completion_len]
 
 
-def completion_logits(model, params: Params, batch: types.Batch) -> Array:
+def completion_logits(model, params: Params, batch: types.Batch, *,
+                      remat: str = "none") -> Array:
   """Logits `[B, T, V]` (float32) predicting each completion token.
 
   Only the T completion-predicting hidden states are unembedded, so no
-  `[B, L, V]` array is built for the prompt positions.
+  `[B, L, V]` array is built for the prompt positions. `remat` as in
+  `completion_hidden`.
   """
-  hidden = completion_hidden(model, params, batch)  # [B, T, D]
+  hidden = completion_hidden(model, params, batch, remat=remat)  # [B, T, D]
   unembedding = model.unembedding(params)  # [D, V]
   return jnp.einsum("btd,dv->btv", hidden, unembedding,
                     preferred_element_type=jnp.float32)  # [B, T, V]

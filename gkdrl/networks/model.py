@@ -19,6 +19,16 @@ Layers are stacked (`hk.layer_stack`): every per-layer parameter has a
 leading [n_layers] axis and the layers run in a `lax.scan`, so compile time
 does not grow with depth.
 
+Rematerialisation (`remat`, a static argument of `hidden` and `apply`, one
+of REMAT_MODES). Without it the backward pass keeps every layer's
+intermediates, the [B, H, L, L] attention scores and probabilities
+included: XLA gives SmolLM2-135M's gradient at 16 x 512 float32 tokens
+23 GiB of scratch memory. "dots" keeps the weight projections' outputs (matrix
+products without batch dimensions) and recomputes attention and the
+elementwise operations (5.5 GiB); "full" keeps each layer's input and
+recomputes the whole layer (1.6 GiB). Values and gradients do not change.
+Sampling (`prefill`, `decode`) never rematerialises.
+
 KV cache (used by gkdrl.sampling):
 
     cache = model.init_cache(batch_size=B, max_length=S, dtype=jnp.float32)
@@ -72,6 +82,14 @@ FINAL_NORM = "lm/final_norm"
 UNEMBED = "lm/unembed"
 LAYERS = "lm/layers"
 
+# `remat` mode -> the `jax.checkpoint` policy of each layer (None: no remat).
+REMAT_POLICIES = {
+    "none": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
+REMAT_MODES = tuple(REMAT_POLICIES)
+
 
 class KVCache(NamedTuple):
   """Keys and values of every processed token, per layer.
@@ -104,8 +122,15 @@ class LanguageModel(NamedTuple):
   stack_cache: Callable[[KVCache], KVCache]
 
 
+def _check_remat(remat: str) -> None:
+  if not isinstance(remat, str) or remat not in REMAT_POLICIES:
+    raise ValueError(f"remat={remat!r} is not recognised; allowed values: "
+                     f"{', '.join(repr(m) for m in REMAT_MODES)}.")
+
+
 def _decoder(config: ModelConfig, tokens: Array, positions: Array,
-             mask: Array, past: tuple[Array, Array, Array] | None):
+             mask: Array, past: tuple[Array, Array, Array] | None,
+             remat: str = "none"):
   """Haiku body: final-normed hidden states and the new keys/values.
 
   Args:
@@ -115,6 +140,7 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     mask: [B, L] bool, real tokens.
     past: None or `(keys [N, B, K, S, Dh], values [N, B, K, S, Dh],
       mask [B, S])`.
+    remat: one of REMAT_MODES (see the module docstring).
 
   Returns:
     `(hidden [B, L, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
@@ -136,6 +162,14 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
       x = x + layers.mlp(config, layers.Norm(config, name="mlp_norm")(x))
       return x, (k, v)
 
+    if REMAT_POLICIES[remat] is not None:
+      # Checkpointing the scan's body (not the whole stack) makes the
+      # backward pass store only what the policy saves per layer and
+      # rebuild one layer's intermediates at a time. Under a scan, XLA's CSE
+      # cannot merge the recomputation back into the forward pass, so
+      # jax.checkpoint's CSE barriers are not needed (they slow GPU code).
+      layer = hk.remat(layer, policy=REMAT_POLICIES[remat],
+                       prevent_cse=False)
     stack = hk.layer_stack(config.n_layers, with_per_layer_inputs=True,
                            name="layers")
     past_layers = () if past is None else (past[0], past[1])
@@ -167,7 +201,7 @@ def make_model(config: ModelConfig) -> LanguageModel:
     A `LanguageModel`; see the module docstring for each function.
   """
   transformed = hk.without_apply_rng(hk.transform(
-      lambda *args: _decoder(config, *args)))
+      lambda *args, **kwargs: _decoder(config, *args, **kwargs)))
 
   tokens = jnp.zeros((1, 1), jnp.int32)
   shapes = jax.eval_shape(transformed.init, jax.random.key(0), tokens,
@@ -198,15 +232,21 @@ def make_model(config: ModelConfig) -> LanguageModel:
         values.append(draw * leaf.shape[-2] ** -0.5)
     return jax.tree.unflatten(treedef, values)
 
-  def _run(params, tokens, positions, mask, past):
+  def _run(params, tokens, positions, mask, past, remat="none"):
     chex.assert_rank(tokens, 2)
     chex.assert_equal_shape([tokens, mask, positions])
-    return transformed.apply(params, tokens, positions, mask.astype(bool), past)
+    return transformed.apply(params, tokens, positions, mask.astype(bool), past,
+                             remat=remat)
 
-  def hidden(params: Params, tokens: Array, mask: Array | None = None) -> Array:
-    """Final-normed hidden states [B, L, D] of tokens [B, L] (left-padded)."""
+  def hidden(params: Params, tokens: Array, mask: Array | None = None, *,
+             remat: str = "none") -> Array:
+    """Final-normed hidden states [B, L, D] of tokens [B, L] (left-padded).
+
+    `remat` (REMAT_MODES) sets what a backward pass stores per layer.
+    """
+    _check_remat(remat)
     mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
-    h, _, _, _ = _run(params, tokens, _positions(mask), mask, None)
+    h, _, _, _ = _run(params, tokens, _positions(mask), mask, None, remat)
     return h
 
   def unembedding(params: Params) -> Array:
@@ -219,10 +259,15 @@ def make_model(config: ModelConfig) -> LanguageModel:
     return jnp.einsum("...d,dv->...v", h, w,
                       preferred_element_type=jnp.float32)
 
-  def apply(params: Params, tokens: Array, mask: Array | None = None) -> Array:
-    """Float32 logits [B, L, V] of tokens [B, L] with optional mask [B, L]."""
+  def apply(params: Params, tokens: Array, mask: Array | None = None, *,
+            remat: str = "none") -> Array:
+    """Float32 logits [B, L, V] of tokens [B, L] with optional mask [B, L].
+
+    `remat` as in `hidden`.
+    """
+    _check_remat(remat)
     mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
-    h, _, _, w = _run(params, tokens, _positions(mask), mask, None)
+    h, _, _, w = _run(params, tokens, _positions(mask), mask, None, remat)
     return _logits(h, w)
 
   def init_cache(batch_size: int, max_length: int,

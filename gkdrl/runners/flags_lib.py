@@ -20,7 +20,7 @@ AGENT_FIELDS = (
     "sample_temperature", "teacher_temperature", "student_temperature",
     "baseline", "samples_per_prompt", "kl_mode", "ref_kl_coef", "ppo_epochs",
     "ppo_epsilon", "max_new_tokens", "top_k", "top_p", "reduction",
-    "compute_dtype", "param_dtype", "loss_chunk_size",
+    "compute_dtype", "param_dtype", "remat", "loss_chunk_size",
 )
 
 
@@ -91,6 +91,12 @@ def define_agent_flags():
                       "float32 or bfloat16: storage of the student's "
                       "parameters and optimizer state (divergences stay "
                       "float32).")
+  flags.DEFINE_string("remat", None,
+                      "none, dots or full: what the student's backward pass "
+                      "stores per layer (default none: everything; dots: "
+                      "the weight projections, attention recomputed; full: "
+                      "each layer's input, the layer recomputed). Less "
+                      "memory for more compute; same gradients.")
   flags.DEFINE_integer("loss_chunk_size", None,
                        "gkd/supervised_kd: positions per chunk of the "
                        "hidden-state distillation loss (0: logits path; "

@@ -224,3 +224,54 @@ def test_schedule_warms_up_linearly_and_never_starts_at_zero_without_warmup(
     np.testing.assert_allclose(rates[warmup:], peak, rtol=1e-6)
   else:
     assert np.all(np.diff(rates[warmup:]) <= 1e-9)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("supervised_kd", dict(loss_chunk_size=0)),  # student logits
+    ("supervised_kd", dict(loss_chunk_size=3)),  # student hidden states
+    ("gkd_rl", dict(alpha=0.5, ref_kl_coef=0.1)),  # its own loss
+])
+def test_remat_reaches_only_the_student_loss_and_changes_no_update(
+    name, kwargs, tiny_models, facts_task, fixed_batch):
+  student, sp, teacher, tp = tiny_models
+  calls = []
+
+  def spy(model, role):
+    def hidden(*args, remat="none", **kw):
+      calls.append((role, remat))
+      return model.hidden(*args, remat=remat, **kw)
+    return model._replace(hidden=hidden)
+
+  batch = acting.dataset_batch(fixed_batch)
+  batch = batch._replace(rewards=jnp.linspace(0.0, 1.0, 4))
+  results, traced = {}, {}
+  for remat in ("none", "full"):
+    config = agents.make_config(
+        name, remat=remat, optimizer=agents.OptimizerConfig(
+            learning_rate=1e-2, warmup_steps=0), **kwargs)
+    agent = agents.make_agent(
+        config, student=spy(student, "student"),
+        teacher=spy(teacher, "teacher"), tokenizer=facts_task.tokenizer,
+        reward=reward_models.make_python_reward(lambda *a: None))
+    calls.clear()
+    results[remat] = agent.update(agent.init(sp), batch, tp,
+                                  jax.random.key(0))
+    traced[remat] = sorted(calls)
+  # The student's differentiated forward pass rematerialises; the teacher
+  # and the frozen reference (gkd_rl) run without.
+  reference = [("student", "none")] if name == "gkd_rl" else []
+  assert traced["full"] == sorted(
+      [("student", "full"), ("teacher", "none")] + reference)
+  assert traced["none"] == sorted(
+      [("student", "none"), ("teacher", "none")] + reference)
+  (state, metrics), (want_state, want_metrics) = (results["full"],
+                                                  results["none"])
+  assert float(metrics["train/skipped"]) == 0.0
+  assert np.isfinite(float(metrics["loss/total"]))
+  for got, want in zip(jax.tree.leaves((state.params, metrics)),
+                       jax.tree.leaves((want_state.params, want_metrics))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(state.params["lm/embed"]["embeddings"],
+                         sp["lm/embed"]["embeddings"])  # a real update
+  with pytest.raises(ValueError, match="remat='some'.*'none'"):
+    agents.make_config(name, remat="some", **kwargs)
