@@ -9,7 +9,9 @@ hoist the slices out of the sampler's while loop). So a loop over tokens
 prepares, once and outside the loop:
 
 - `prepare`: the weights split into one array per layer and transposed to
-  [out, in] (a copy of every per-layer weight, held while sampling);
+  [out, in], with the products that read the same input joined (query, key
+  and value; gate and up) (a copy of every per-layer weight, held while
+  sampling);
 - `unstack_cache`: the KV cache as one keys and one values array per layer,
 
 and `decode` runs the layers unrolled on them: every product reads its
@@ -74,7 +76,7 @@ def prepare(config: ModelConfig, params: hk.Params, prefix: str = "lm"
         # Linear weights [in, out] become [out, in]; the rest is sliced.
         layer[name[len(stacked):]] = {
             k: v[i].T if k == "w" else v[i] for k, v in leaves.items()}
-    per_layer.append(layer)
+    per_layer.append(_fuse(layer))
   embed = params[f"{prefix}/embed"]["embeddings"]
   unembed = (embed if config.tie_embeddings
              else params[f"{prefix}/unembed"]["w"].T)
@@ -85,6 +87,28 @@ def prepare(config: ModelConfig, params: hk.Params, prefix: str = "lm"
       embed=embed, position_embed=position_embed,
       final_norm=dict(params[f"{prefix}/final_norm"]),
       unembed=unembed, layers=tuple(per_layer))
+
+
+# Linear layers that read the same input, joined into one product each:
+# with one token per row every product is short, and fewer, larger ones use
+# the matrix library better.
+_FUSED = {"attention/qkv": ("attention/query", "attention/key",
+                            "attention/value"),
+          "mlp/gate_up": ("mlp/gate", "mlp/up")}
+
+
+def _fuse(layer: dict[str, dict[str, Array]]) -> dict[str, dict[str, Array]]:
+  """Stacks the [out, in] weights (and biases) of each `_FUSED` group."""
+  layer = dict(layer)
+  for fused, names in _FUSED.items():
+    if not all(name in layer for name in names):
+      continue
+    parts = [layer.pop(name) for name in names]
+    layer[fused] = {k: jnp.concatenate([p[k] for p in parts], axis=0)
+                    for k in parts[0]}
+    if any(set(p) != set(parts[0]) for p in parts):
+      raise ValueError(f"layers {names} differ in which have biases.")
+  return layer
 
 
 def _linear(x_t: Array, layer: dict[str, Any], name: str) -> Array:
@@ -126,9 +150,9 @@ def _attention(config: ModelConfig, h_t: Array, layer: dict[str, Any],
   n_h, n_k, dh = config.n_heads, config.n_kv_heads, config.head_dim
   # The barrier keeps XLA from folding the transposes to rows-first below
   # into the products (which would make the weights right operands again).
-  q, k, v = jax.lax.optimization_barrier(
-      tuple(_linear(h_t, layer, f"attention/{name}")
-            for name in ("query", "key", "value")))  # [out, B]
+  qkv = jax.lax.optimization_barrier(
+      _linear(h_t, layer, "attention/qkv"))  # [(H + 2 K) Dh, B]
+  q, k, v = jnp.split(qkv, [n_h * dh, (n_h + n_k) * dh], axis=0)
   q = q.T.reshape(b, 1, n_h, dh)
   k = k.T.reshape(b, 1, n_k, dh)
   v = v.T.reshape(b, n_k, 1, dh)
@@ -191,8 +215,8 @@ def decode(config: ModelConfig, params: DecodeParams, tokens: Array,
     x_t = x_t + out
     h_t = layers.normalize(config, x_t, **layer["mlp_norm"], axis=0)
     if config.gated_mlp:
-      h_t = act(_linear(h_t, layer, "mlp/gate")) * _linear(h_t, layer,
-                                                           "mlp/up")
+      gate, up = jnp.split(_linear(h_t, layer, "mlp/gate_up"), 2, axis=0)
+      h_t = act(gate) * up  # [F, B]
     else:
       h_t = act(_linear(h_t, layer, "mlp/up"))
     x_t = x_t + _linear(h_t, layer, "mlp/down")

@@ -80,9 +80,18 @@ def test_prepare_transposes_every_matrix(model_and_params):
   model, params = model_and_params
   fast = decoding.prepare(model.config, params)
   assert len(fast.layers) == model.config.n_layers
-  w = params["lm/layers/attention/query"]["w"]  # [N, D, H Dh]
-  np.testing.assert_array_equal(fast.layers[1]["attention/query"]["w"],
-                                w[1].T)
+  # Query, key and value are one [(H + 2 K) Dh, D] product per layer.
+  w = np.concatenate([params[f"lm/layers/attention/{name}"]["w"][1].T
+                      for name in ("query", "key", "value")])
+  np.testing.assert_array_equal(fast.layers[1]["attention/qkv"]["w"], w)
+  if model.config.qkv_bias:
+    np.testing.assert_array_equal(
+        fast.layers[1]["attention/qkv"]["b"],
+        np.concatenate([params[f"lm/layers/attention/{name}"]["b"][1]
+                        for name in ("query", "key", "value")]))
+  assert "attention/query" not in fast.layers[1]
+  w = params["lm/layers/mlp/down"]["w"]  # [N, F, D]
+  np.testing.assert_array_equal(fast.layers[1]["mlp/down"]["w"], w[1].T)
   np.testing.assert_array_equal(fast.unembed.T, model.unembedding(params))
   with pytest.raises(TypeError, match="prefill"):
     model.prefill(fast, jnp.ones((B, 2), jnp.int32), jnp.ones((B, 2), bool),
