@@ -72,7 +72,7 @@ def distillation_loss(student_logits: Array, teacher_logits: Array,
     divergence: a name of `DIVERGENCES`.
     reduction: "sequence" (Eq. 2), "token" or "sum".
     chunk_size: positions per chunk of the memory-lean path (below); None
-      picks about 4M logits per chunk, 0 always takes the plain path.
+      picks about 1M logits per chunk, 0 always takes the plain path.
     **divergence_kwargs: beta / normalized / skew and the temperatures. With
       divergence="jsd" and no beta, beta = 0.5.
 

@@ -20,9 +20,11 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-# Logits per chunk when the caller does not choose: 4M floats (16 MB), so a
-# chunk's temporaries stay near 100 MB at any vocabulary size.
-_CHUNK_ELEMENTS = 1 << 22
+# Logits per chunk when the caller does not choose: 1M floats (4 MB), so a
+# chunk's temporaries stay near 40 MB at any vocabulary size. Larger chunks
+# were no faster on CPU (benchmarks/loss_memory.py, 4M: 0.44 s against 0.30
+# s at V = 49,152, B = 2, T = 512) and need more memory.
+_CHUNK_ELEMENTS = 1 << 20
 
 
 def default_chunk_rows(vocab_size: int) -> int:

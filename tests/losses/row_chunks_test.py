@@ -111,9 +111,9 @@ def test_chunks_need_one_logits_sized_buffer_not_several():
   assert chunked < 1.5 * full, (chunked, full)
 
 
-def test_default_chunk_is_about_four_million_logits():
-  assert row_chunks.default_chunk_rows(151_936) == 27
-  assert row_chunks.default_chunk_rows(8) == (1 << 22) // 8
+def test_default_chunk_is_about_a_million_logits():
+  assert row_chunks.default_chunk_rows(151_936) == 6
+  assert row_chunks.default_chunk_rows(8) == (1 << 20) // 8
   assert row_chunks.default_chunk_rows(1 << 23) == 1
 
 
