@@ -34,6 +34,12 @@ def check_non_negative(name: str, value) -> None:
     raise ValueError(f"{name}={value!r} must be >= 0.")
 
 
+def check_int(name: str, value, minimum: int) -> None:
+  """Raises ValueError unless `value` is an int (not a bool) >= `minimum`."""
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(f"{name}={value!r} must be an int >= {minimum}.")
+
+
 def check_choice(name: str, value, allowed: Collection[str]) -> None:
   """Raises ValueError if `value` is not one of the `allowed` names."""
   if value not in allowed:

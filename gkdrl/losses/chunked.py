@@ -166,9 +166,7 @@ def chunked_distillation_loss(student_hidden: Array,
         f"Vocabularies differ: student_unembedding has V="
         f"{student_unembedding.shape[1]}, teacher_unembedding has V="
         f"{teacher_unembedding.shape[1]}.")
-  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or (
-      chunk_size < 1):
-    raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1.")
+  _checks.check_int("chunk_size", chunk_size, 1)
   _checks.check_choice("divergence", divergence, divergences.DIVERGENCES)
   if divergence == "jsd":
     divergence_kwargs.setdefault("beta",
@@ -177,16 +175,9 @@ def chunked_distillation_loss(student_hidden: Array,
   teacher_unembedding = jax.lax.stop_gradient(teacher_unembedding)
   chunk_size = min(chunk_size, student_hidden.shape[1])
 
-  temperatures = objectives.temperature_kwargs(divergence_kwargs)
-
-  def div_and_kl(s_logits, t_logits):
-    div = divergences.divergence(divergence, s_logits, t_logits,
-                                 **divergence_kwargs)
-    # The logging metric shares the chunk's logits, without a gradient.
-    kl = divergences.reverse_kl(jax.lax.stop_gradient(s_logits), t_logits,
-                                **temperatures)
-    return div, kl
-
+  # The logging metric shares each chunk's logits, without a gradient.
+  div_and_kl = objectives.divergence_and_teacher_kl(divergence,
+                                                    divergence_kwargs)
   values, kl = _chunked_values(div_and_kl, student_hidden,
                                student_unembedding, teacher_hidden,
                                teacher_unembedding, chunk_size)

@@ -44,6 +44,24 @@ def temperature_kwargs(divergence_kwargs) -> dict[str, float]:
           if k in divergence_kwargs}
 
 
+def divergence_and_teacher_kl(divergence: str, divergence_kwargs: dict):
+  """`fn(student_logits, teacher_logits) -> (div, kl)`, both `[...]`.
+
+  `div` is the distillation divergence; `kl` the reverse KL to the teacher
+  for logging, computed from the same logits without a gradient.
+  """
+  temperatures = temperature_kwargs(divergence_kwargs)
+
+  def fn(student_logits, teacher_logits):
+    div = divergences.divergence(divergence, student_logits, teacher_logits,
+                                 **divergence_kwargs)
+    kl = divergences.reverse_kl(jax.lax.stop_gradient(student_logits),
+                                teacher_logits, **temperatures)
+    return div, kl
+
+  return fn
+
+
 def _teacher_kl_metric(student_logits, teacher_logits, mask, reduction,
                        temperatures) -> Array:
   """Reverse KL(student || teacher) per sequence, for logging only."""
@@ -88,37 +106,25 @@ def distillation_loss(student_logits: Array, teacher_logits: Array,
     the teacher, for logging).
   """
   _check_logits(student_logits, teacher_logits, mask)
-  if chunk_size is not None and (isinstance(chunk_size, bool) or not
-                                 isinstance(chunk_size, int) or chunk_size < 0):
-    raise ValueError(f"chunk_size={chunk_size!r} must be None or an int >= 0 "
-                     "(0: no chunks).")
+  if chunk_size is not None:
+    _checks.check_int("chunk_size", chunk_size, 0)
   if divergence == "jsd":
     divergence_kwargs.setdefault("beta", DEFAULT_DISTILLATION_BETA)
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
-  temperatures = temperature_kwargs(divergence_kwargs)
+  fn = divergence_and_teacher_kl(divergence, divergence_kwargs)
   batch, length, vocab = student_logits.shape
   if chunk_size is None:
     chunk_size = row_chunks.default_chunk_rows(vocab)
-  static = all(_checks.is_static_number(v) or isinstance(v, bool)
-               for v in divergence_kwargs.values())
+  static = all(map(_checks.is_static_number, divergence_kwargs.values()))
   if chunk_size and static and batch * length > chunk_size:
-    def div_and_kl(s_logits, t_logits):  # [C, V] each -> [C], [C]
-      div = divergences.divergence(divergence, s_logits, t_logits,
-                                   **divergence_kwargs)
-      kl = divergences.reverse_kl(jax.lax.stop_gradient(s_logits), t_logits,
-                                  **temperatures)
-      return div, kl
-
     values, kl = row_chunks.per_position_values(
-        div_and_kl, student_logits, teacher_logits, chunk_size)  # [B, T]
-    kl_metric = reductions.masked_reduce(kl, mask, reduction=reduction)
+        fn, student_logits, teacher_logits, chunk_size)  # [B, T] each
   else:
-    values = divergences.divergence(divergence, student_logits,
-                                    teacher_logits, **divergence_kwargs)
-    kl_metric = _teacher_kl_metric(student_logits, teacher_logits, mask,
-                                   reduction, temperatures)
+    values, kl = fn(student_logits, teacher_logits)  # [B, T] each
   loss = reductions.masked_reduce(values, mask, reduction=reduction)
-  return loss, {"loss/divergence": loss, "kl/teacher": kl_metric}
+  return loss, {"loss/divergence": loss,
+                "kl/teacher": reductions.masked_reduce(kl, mask,
+                                                       reduction=reduction)}
 
 
 def _take(log_probs: Array, actions: Array) -> Array:

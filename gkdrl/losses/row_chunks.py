@@ -68,36 +68,32 @@ def per_position_values(fn: Callable[[Array, Array], tuple[Array, Array]],
   def put(buffer, part, i):
     return jax.lax.dynamic_update_slice_in_dim(buffer, part, start(i), axis=0)
 
-  def values_only(s, t):
-    s, t = flat(s), flat(t)
-
-    def body(i, carry):
-      div, kl = fn(rows_of(s, i), rows_of(t, i))
-      return put(carry[0], div, i), put(carry[1], kl, i)
-
-    zeros = jnp.zeros((rows,), jnp.float32)
-    div, kl = jax.lax.fori_loop(0, num_chunks, body, (zeros, zeros))
-    return div.reshape(batch, length), kl.reshape(batch, length)
-
-  @jax.custom_vjp
-  def values(s, t):
-    return values_only(s, t)
-
-  def values_fwd(s, t):
+  def run(s, t, with_grad: bool):
+    """(div, kl) [B, T] and, with_grad, d div / d s as [R, V] rows."""
     s_rows, t_rows = flat(s), flat(t)
 
     def body(i, carry):
-      div_all, kl_all, grad_all = carry
-      t_chunk = rows_of(t_rows, i)
-      (div, kl), vjp = jax.vjp(lambda x: fn(x, t_chunk), rows_of(s_rows, i))
-      (grad,) = vjp((jnp.ones_like(div), jnp.zeros_like(kl)))  # [C, V]
-      return (put(div_all, div, i), put(kl_all, kl, i),
-              put(grad_all, grad.astype(s.dtype), i))
+      s_chunk, t_chunk = rows_of(s_rows, i), rows_of(t_rows, i)
+      if with_grad:
+        (div, kl), vjp = jax.vjp(lambda x: fn(x, t_chunk), s_chunk)
+        (grad,) = vjp((jnp.ones_like(div), jnp.zeros_like(kl)))  # [C, V]
+        parts = (div, kl, grad.astype(s.dtype))
+      else:
+        parts = fn(s_chunk, t_chunk)
+      return tuple(put(buffer, part, i) for buffer, part in zip(carry, parts))
 
     zeros = jnp.zeros((rows,), jnp.float32)
-    div, kl, grad = jax.lax.fori_loop(
-        0, num_chunks, body, (zeros, zeros, jnp.zeros_like(s_rows)))
-    outputs = (div.reshape(batch, length), kl.reshape(batch, length))
+    init = (zeros, zeros) + ((jnp.zeros_like(s_rows),) if with_grad else ())
+    out = jax.lax.fori_loop(0, num_chunks, body, init)
+    return (out[0].reshape(batch, length),
+            out[1].reshape(batch, length)), out[2:]
+
+  @jax.custom_vjp
+  def values(s, t):
+    return run(s, t, with_grad=False)[0]
+
+  def values_fwd(s, t):
+    outputs, (grad,) = run(s, t, with_grad=True)
     # Only shapes of the teacher are needed for its (zero) cotangent.
     return outputs, (grad, jnp.zeros((), t.dtype))
 

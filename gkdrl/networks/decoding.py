@@ -104,10 +104,10 @@ def _fuse(layer: dict[str, dict[str, Array]]) -> dict[str, dict[str, Array]]:
     if not all(name in layer for name in names):
       continue
     parts = [layer.pop(name) for name in names]
-    layer[fused] = {k: jnp.concatenate([p[k] for p in parts], axis=0)
-                    for k in parts[0]}
     if any(set(p) != set(parts[0]) for p in parts):
       raise ValueError(f"layers {names} differ in which have biases.")
+    layer[fused] = {k: jnp.concatenate([p[k] for p in parts], axis=0)
+                    for k in parts[0]}
   return layer
 
 
