@@ -107,7 +107,7 @@ def word_tokenizer(vocab_size: int):
 
 
 class TaskBatch(NamedTuple):
-  """The fields of `gkdrl.envs.tasks.TaskBatch` that `agent.act` reads."""
+  """The fields of `gkdrl.tasks.TaskBatch` that `agent.act` reads."""
 
   prompt_tokens: np.ndarray  # [B, P] int32
   prompt_mask: np.ndarray  # [B, P] bool

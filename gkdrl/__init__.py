@@ -4,7 +4,9 @@ Subpackages:
   losses         divergences, policy-gradient terms and the alpha objective.
   networks       Haiku language models and their weights.
   sampling       jitted batched generation with a KV cache.
-  envs           the text-generation environment and its tasks.
+  envs           the text-generation environment.
+  tasks          the data: built-in tasks with oracles, hub datasets.
+  validation     argument checks with one message style.
   reward_models  rewards on finished sequences.
   agents         SFT, SeqKD, supervised KD, GKD, RL and GKD+RL.
   evaluation     task rewards, ROUGE, teacher KL and Self-BLEU of a model.

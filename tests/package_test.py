@@ -5,6 +5,7 @@ import importlib
 import pytest
 
 SUBPACKAGES = ["agents", "envs", "evaluation", "losses", "networks", "parallel",
+               "tasks",
                "reward_models", "runners", "sampling"]
 
 LOSSES_API = [

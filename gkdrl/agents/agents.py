@@ -26,7 +26,7 @@ from gkdrl.agents import acting
 from gkdrl.agents import base
 from gkdrl.agents import configs
 from gkdrl.agents import optimizer as optimizer_lib
-from gkdrl.losses import _checks
+from gkdrl import validation
 
 AGENT_CONFIGS = {
     "sft": configs.SFTConfig,
@@ -214,7 +214,7 @@ def make_gkd_rl_loss(config: configs.GKDRLConfig, student, teacher
 
   def loss_fn(params, state, batch, teacher_params, key, *, alpha):
     del key
-    static = _checks.is_static_number(alpha)
+    static = validation.is_static_number(alpha)
     s_logits = base.completion_logits(
         student, base.cast_params(params, dtype), batch,
         remat=config.remat)  # [B, T, V]

@@ -35,7 +35,7 @@ import optax
 
 from gkdrl import types
 from gkdrl.agents import optimizer as optimizer_lib
-from gkdrl.losses import _checks
+from gkdrl import validation
 from gkdrl.losses import reductions
 from gkdrl.networks import model as model_lib
 
@@ -124,15 +124,15 @@ class AgentConfig:
         or self.max_new_tokens < 1):
       raise ValueError(
           f"max_new_tokens={self.max_new_tokens!r} must be an int >= 1.")
-    _checks.check_non_negative("sample_temperature", self.sample_temperature)
+    validation.check_non_negative("sample_temperature", self.sample_temperature)
     if not isinstance(self.top_k, int) or self.top_k < 0:
       raise ValueError(f"top_k={self.top_k!r} must be an int >= 0.")
     if not 0.0 < self.top_p <= 1.0:
       raise ValueError(f"top_p={self.top_p!r} is outside the range (0, 1].")
-    _checks.check_choice("reduction", self.reduction, reductions.REDUCTIONS)
-    _checks.check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
-    _checks.check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
-    _checks.check_choice("remat", self.remat, model_lib.REMAT_MODES)
+    validation.check_choice("reduction", self.reduction, reductions.REDUCTIONS)
+    validation.check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+    validation.check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
+    validation.check_choice("remat", self.remat, model_lib.REMAT_MODES)
 
 
 class Agent(NamedTuple):

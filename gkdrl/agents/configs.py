@@ -3,7 +3,7 @@
 import dataclasses
 
 from gkdrl.agents import base
-from gkdrl.losses import _checks
+from gkdrl import validation
 from gkdrl.losses import divergences
 from gkdrl.losses import objectives
 from gkdrl.losses import policy_gradient
@@ -59,12 +59,12 @@ class DistillationConfig(base.AgentConfig):
     super().__post_init__()
     if self.loss_chunk_size is not None:
       _check_int("loss_chunk_size", self.loss_chunk_size, 0)
-    _checks.check_choice("divergence", self.divergence,
+    validation.check_choice("divergence", self.divergence,
                          divergences.DIVERGENCES)
-    _checks.check_unit_interval("beta", self.beta)
-    _checks.check_unit_interval("skew", self.skew)
-    _checks.check_positive("student_temperature", self.student_temperature)
-    _checks.check_positive("teacher_temperature", self.teacher_temperature)
+    validation.check_unit_interval("beta", self.beta)
+    validation.check_unit_interval("skew", self.skew)
+    validation.check_positive("student_temperature", self.student_temperature)
+    validation.check_positive("teacher_temperature", self.teacher_temperature)
 
   def chunk_size(self, vocab_size: int) -> int:
     """Positions per loss chunk for a vocabulary; 0 means no chunking."""
@@ -104,7 +104,7 @@ class GKDConfig(DistillationConfig):
 
   def __post_init__(self):
     super().__post_init__()
-    _checks.check_unit_interval("lmbda", self.lmbda)
+    validation.check_unit_interval("lmbda", self.lmbda)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -130,11 +130,11 @@ class RLConfig(base.AgentConfig):
 
   def __post_init__(self):
     super().__post_init__()
-    _checks.check_choice("baseline", self.baseline, policy_gradient.BASELINES)
+    validation.check_choice("baseline", self.baseline, policy_gradient.BASELINES)
     _check_int("samples_per_prompt", self.samples_per_prompt, 1)
     _check_int("ppo_epochs", self.ppo_epochs, 1)
-    _checks.check_positive("ppo_epsilon", self.ppo_epsilon)
-    _checks.check_non_negative("ref_kl_coef", self.ref_kl_coef)
+    validation.check_positive("ppo_epsilon", self.ppo_epsilon)
+    validation.check_non_negative("ref_kl_coef", self.ref_kl_coef)
     if self.baseline == "rloo" and self.samples_per_prompt < 2:
       raise ValueError(
           f"baseline='rloo' needs samples_per_prompt >= 2, got "
@@ -159,8 +159,8 @@ class GKDRLConfig(DistillationConfig, RLConfig):
 
   def __post_init__(self):
     super().__post_init__()
-    _checks.check_unit_interval("alpha", self.alpha)
-    _checks.check_choice("kl_mode", self.kl_mode, objectives.KL_MODES)
+    validation.check_unit_interval("alpha", self.alpha)
+    validation.check_choice("kl_mode", self.kl_mode, objectives.KL_MODES)
     if self.ppo_epochs > 1:
       raise ValueError(
           f"ppo_epochs={self.ppo_epochs} is only supported by the 'rl' "

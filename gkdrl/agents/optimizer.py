@@ -4,7 +4,7 @@ import dataclasses
 
 import optax
 
-from gkdrl.losses import _checks
+from gkdrl import validation
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -34,14 +34,14 @@ class OptimizerConfig:
   max_grad_norm: float = 1.0
 
   def __post_init__(self):
-    _checks.check_positive("learning_rate", self.learning_rate)
+    validation.check_positive("learning_rate", self.learning_rate)
     if self.warmup_steps < 0:
       raise ValueError(f"warmup_steps={self.warmup_steps!r} must be >= 0.")
     if self.decay_steps < 0:
       raise ValueError(f"decay_steps={self.decay_steps!r} must be >= 0.")
-    _checks.check_unit_interval("final_lr_fraction", self.final_lr_fraction)
-    _checks.check_non_negative("weight_decay", self.weight_decay)
-    _checks.check_non_negative("max_grad_norm", self.max_grad_norm)
+    validation.check_unit_interval("final_lr_fraction", self.final_lr_fraction)
+    validation.check_non_negative("weight_decay", self.weight_decay)
+    validation.check_non_negative("max_grad_norm", self.max_grad_norm)
     for name in ("b1", "b2"):
       value = getattr(self, name)
       if not 0.0 <= value < 1.0:

@@ -1,8 +1,14 @@
-"""gkdrl.envs: the text-generation environment and the tasks that feed it."""
+"""gkdrl.envs: text generation as a functional RL environment.
+
+The data that feeds it (prompts, targets, task rewards) lives in
+`gkdrl.tasks`.
+"""
 
 from gkdrl.envs.text_generation import EnvState
 from gkdrl.envs.text_generation import Observation
 from gkdrl.envs.text_generation import RewardFn
 from gkdrl.envs.text_generation import TextGenerationEnv
 from gkdrl.envs.text_generation import TimeStep
-from gkdrl.envs.tasks import make_task, Task, TaskBatch
+
+__all__ = ["EnvState", "Observation", "RewardFn", "TextGenerationEnv",
+           "TimeStep"]

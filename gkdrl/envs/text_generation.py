@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from gkdrl import types
+from gkdrl.reward_models import base as reward_base
 
 Array = types.Array
 # reward_fn(reward_params, inputs: RewardInputs) -> rewards [B] float32, the
@@ -239,9 +240,6 @@ class TextGenerationEnv:
 
   def reward_inputs(self, state: EnvState):
     """The token arrays of `state` as a `reward_models.RewardInputs`."""
-    # Imported here so that reward models may use gkdrl.envs (task oracles)
-    # without an import cycle.
-    from gkdrl.reward_models import base as reward_base  # pylint: disable=g-import-not-at-top
     completion_tokens, completion_mask = self.completion(state)
     return reward_base.RewardInputs(
         prompt_tokens=state.tokens[:, :-self.max_new_tokens],

@@ -37,7 +37,7 @@ from gkdrl import losses
 from gkdrl import parallel
 from gkdrl import sampling
 from gkdrl import types
-from gkdrl.envs import tasks
+from gkdrl import tasks
 from gkdrl.evaluation import bleu_score
 from gkdrl.evaluation import rouge
 from gkdrl.reward_models import base as rm_base
@@ -265,7 +265,7 @@ def evaluate(*, model, params: Any, task: tasks.Task,
     model: the `gkdrl.networks.LanguageModel` to evaluate (pass the same
       object across calls to reuse compilations).
     params: its parameters.
-    task: a `gkdrl.envs.tasks.Task`; its tokenizer gives the EOS and pad ids.
+    task: a `gkdrl.tasks.Task`; its tokenizer gives the EOS and pad ids.
     split: "train", "validation" or "test".
     num_examples: how many prompts, >= 1; capped at the split's size.
     batch_size: prompts per generation call, >= 1 (capped at num_examples).

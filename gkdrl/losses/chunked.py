@@ -21,7 +21,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gkdrl.losses import _checks
+from gkdrl import validation
 from gkdrl.losses import divergences
 from gkdrl.losses import objectives
 from gkdrl.losses import reductions
@@ -166,8 +166,8 @@ def chunked_distillation_loss(student_hidden: Array,
         f"Vocabularies differ: student_unembedding has V="
         f"{student_unembedding.shape[1]}, teacher_unembedding has V="
         f"{teacher_unembedding.shape[1]}.")
-  _checks.check_int("chunk_size", chunk_size, 1)
-  _checks.check_choice("divergence", divergence, divergences.DIVERGENCES)
+  validation.check_int("chunk_size", chunk_size, 1)
+  validation.check_choice("divergence", divergence, divergences.DIVERGENCES)
   if divergence == "jsd":
     divergence_kwargs.setdefault("beta",
                                  objectives.DEFAULT_DISTILLATION_BETA)

@@ -22,7 +22,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gkdrl.losses import _checks
+from gkdrl import validation
 
 Array = jax.Array
 
@@ -31,8 +31,8 @@ def _log_probs(student_logits, teacher_logits, student_temperature,
                teacher_temperature) -> tuple[Array, Array]:
   """Float32 log-probabilities `[..., V]` of student (Q) and teacher (P)."""
   chex.assert_equal_shape([student_logits, teacher_logits])
-  _checks.check_positive("student_temperature", student_temperature)
-  _checks.check_positive("teacher_temperature", teacher_temperature)
+  validation.check_positive("student_temperature", student_temperature)
+  validation.check_positive("teacher_temperature", teacher_temperature)
   log_q = jax.nn.log_softmax(
       student_logits.astype(jnp.float32) / student_temperature, axis=-1)
   log_p = jax.nn.log_softmax(
@@ -53,7 +53,7 @@ def _log_mixture(log_a: Array, log_b: Array, weight) -> Array:
   Building the mixture in probability space and then taking its log loses
   all precision for small probabilities; logsumexp keeps it.
   """
-  if _checks.is_static_number(weight):
+  if validation.is_static_number(weight):
     if weight == 0.0:
       return log_b
     if weight == 1.0:
@@ -138,10 +138,10 @@ def generalized_jsd(student_logits: Array, teacher_logits: Array, *,
   Returns:
     `[...]` float32 divergences.
   """
-  _checks.check_unit_interval("beta", beta)
+  validation.check_unit_interval("beta", beta)
   log_q, log_p = _log_probs(student_logits, teacher_logits,
                             student_temperature, teacher_temperature)
-  if _checks.is_static_number(beta):
+  if validation.is_static_number(beta):
     if beta == 0.0:
       return _kl(log_p, log_q)
     if beta == 1.0:
@@ -150,7 +150,7 @@ def generalized_jsd(student_logits: Array, teacher_logits: Array, *,
   jsd = beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
   if normalized:
     jsd = jsd / jnp.maximum(beta * (1.0 - beta), 1e-12)
-  if _checks.is_static_number(beta):
+  if validation.is_static_number(beta):
     return jsd
   jsd = jnp.where(beta == 0.0, _kl(log_p, log_q), jsd)
   return jnp.where(beta == 1.0, _kl(log_q, log_p), jsd)
@@ -174,7 +174,7 @@ def skew_forward_kl(student_logits: Array, teacher_logits: Array, *,
   Returns:
     `[...]` float32 divergences.
   """
-  _checks.check_unit_interval("skew", skew)
+  validation.check_unit_interval("skew", skew)
   log_q, log_p = _log_probs(student_logits, teacher_logits,
                             student_temperature, teacher_temperature)
   return _kl(log_p, _log_mixture(log_p, log_q, skew))
@@ -197,7 +197,7 @@ def skew_reverse_kl(student_logits: Array, teacher_logits: Array, *,
   Returns:
     `[...]` float32 divergences.
   """
-  _checks.check_unit_interval("skew", skew)
+  validation.check_unit_interval("skew", skew)
   log_q, log_p = _log_probs(student_logits, teacher_logits,
                             student_temperature, teacher_temperature)
   return _kl(log_q, _log_mixture(log_q, log_p, skew))
@@ -256,7 +256,7 @@ def divergence(name: str, student_logits: Array, teacher_logits: Array,
   Returns:
     `[...]` float32 divergences.
   """
-  _checks.check_choice("divergence", name, DIVERGENCES)
+  validation.check_choice("divergence", name, DIVERGENCES)
   allowed = DIVERGENCE_PARAMETERS[name] + (
       "student_temperature", "teacher_temperature")
   unknown = sorted(set(kwargs) - set(allowed))
@@ -291,7 +291,7 @@ def sampled_kl(student_logp_a: Array, teacher_logp_a: Array, *,
     `[...]` float32 estimates.
   """
   chex.assert_equal_shape([student_logp_a, teacher_logp_a])
-  _checks.check_choice("estimator", estimator, ("k1", "k2", "k3"))
+  validation.check_choice("estimator", estimator, ("k1", "k2", "k3"))
   log_r = (teacher_logp_a.astype(jnp.float32)
            - student_logp_a.astype(jnp.float32))
   if estimator == "k1":

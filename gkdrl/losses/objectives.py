@@ -16,7 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gkdrl.losses import _checks
+from gkdrl import validation
 from gkdrl.losses import divergences
 from gkdrl.losses import policy_gradient
 from gkdrl.losses import reductions
@@ -107,7 +107,7 @@ def distillation_loss(student_logits: Array, teacher_logits: Array,
   """
   _check_logits(student_logits, teacher_logits, mask)
   if chunk_size is not None:
-    _checks.check_int("chunk_size", chunk_size, 0)
+    validation.check_int("chunk_size", chunk_size, 0)
   if divergence == "jsd":
     divergence_kwargs.setdefault("beta", DEFAULT_DISTILLATION_BETA)
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
@@ -115,7 +115,7 @@ def distillation_loss(student_logits: Array, teacher_logits: Array,
   batch, length, vocab = student_logits.shape
   if chunk_size is None:
     chunk_size = row_chunks.default_chunk_rows(vocab)
-  static = all(map(_checks.is_static_number, divergence_kwargs.values()))
+  static = all(map(validation.is_static_number, divergence_kwargs.values()))
   if chunk_size and static and batch * length > chunk_size:
     values, kl = row_chunks.per_position_values(
         fn, student_logits, teacher_logits, chunk_size)  # [B, T] each
@@ -185,12 +185,12 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
   """
   _check_logits(student_logits, teacher_logits, mask)
   chex.assert_equal_shape([actions, mask])
-  _checks.check_unit_interval("alpha", alpha)
-  _checks.check_unit_interval("beta", beta)
-  _checks.check_choice("kl_mode", kl_mode, KL_MODES)
-  _checks.check_choice("divergence", divergence, divergences.DIVERGENCES)
-  _checks.check_non_negative("ref_kl_coef", ref_kl_coef)
-  static_alpha = _checks.is_static_number(alpha)
+  validation.check_unit_interval("alpha", alpha)
+  validation.check_unit_interval("beta", beta)
+  validation.check_choice("kl_mode", kl_mode, KL_MODES)
+  validation.check_choice("divergence", divergence, divergences.DIVERGENCES)
+  validation.check_non_negative("ref_kl_coef", ref_kl_coef)
+  static_alpha = validation.is_static_number(alpha)
   use_teacher = not (static_alpha and alpha == 0.0)
   use_rewards = not (static_alpha and alpha == 1.0)
   if use_teacher and teacher_logits is None:

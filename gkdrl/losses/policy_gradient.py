@@ -24,7 +24,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gkdrl.losses import _checks
+from gkdrl import validation
 from gkdrl.losses import reductions
 
 Array = jax.Array
@@ -61,7 +61,7 @@ def sequence_advantages(rewards: Array, *, baseline: str = "mean",
     `[B]` float32 advantages (no gradient flows to the rewards).
   """
   chex.assert_rank(rewards, 1)
-  _checks.check_choice("baseline", baseline, BASELINES)
+  validation.check_choice("baseline", baseline, BASELINES)
   batch_size = rewards.shape[0]
   _check_group_size(batch_size, group_size)
   rewards = jax.lax.stop_gradient(rewards.astype(jnp.float32))
@@ -148,7 +148,7 @@ def ppo_clip_loss(logp_a: Array, old_logp_a: Array, advantages: Array,
   chex.assert_rank([logp_a, old_logp_a, mask], 2)
   chex.assert_equal_shape([logp_a, old_logp_a, mask])
   chex.assert_rank(advantages, {1, 2})
-  _checks.check_positive("epsilon", epsilon)
+  validation.check_positive("epsilon", epsilon)
   if advantages.ndim == 1:
     chex.assert_equal_shape_prefix([logp_a, advantages], 1)
     advantages = advantages[:, None]  # [B, 1]

@@ -20,7 +20,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from gkdrl.losses import _checks
+from gkdrl import validation
 
 Array = jax.Array
 
@@ -41,7 +41,7 @@ def masked_reduce(values: Array, mask: Array, *,
   """
   chex.assert_rank([values, mask], 2)
   chex.assert_equal_shape([values, mask])
-  _checks.check_choice("reduction", reduction, REDUCTIONS)
+  validation.check_choice("reduction", reduction, REDUCTIONS)
   valid = mask.astype(bool)
   values = jnp.where(valid, values.astype(jnp.float32), 0.0)  # [B, T]
   counts = jnp.sum(valid, axis=-1).astype(jnp.float32)  # [B]
@@ -75,5 +75,5 @@ def masked_mean(values: Array, mask: Array, *, mode: str = "sequence"
   Returns:
     A float32 scalar; 0 when no position is valid.
   """
-  _checks.check_choice("mode", mode, ("sequence", "token"))
+  validation.check_choice("mode", mode, ("sequence", "token"))
   return masked_reduce(values, mask, reduction=mode)

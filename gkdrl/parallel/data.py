@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from gkdrl.envs.tasks import base as tasks_base
+from gkdrl.tasks import base as tasks_base
 from gkdrl.parallel import sharding as sharding_lib
 
 _ARRAY_FIELDS = ("prompt_tokens", "prompt_mask", "target_tokens",
@@ -77,7 +77,7 @@ def global_task_batch(task_batch: tasks_base.TaskBatch,
     task_batch: this process's rows (the whole batch in a single process)
       as NumPy arrays.
     mesh: the mesh.
-    pad_id: the pad token id (`gkdrl.envs.tasks.base.pad_token_id`).
+    pad_id: the pad token id (`gkdrl.tasks.base.pad_token_id`).
 
   Returns:
     The `TaskBatch` with `prompt_tokens [B, P]`, `prompt_mask`,

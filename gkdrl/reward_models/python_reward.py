@@ -74,7 +74,7 @@ def task_reward(task: Any, name: str | None = None) -> base.RewardModel:
   """Turns a task's oracle reward function into a host reward model.
 
   An oracle is `fn(sources, completions, targets) -> np.ndarray [B]`, the
-  signature of the built-in tasks' `Task.reward_fns` in `gkdrl.envs.tasks`
+  signature of the built-in tasks' `Task.reward_fns` in `gkdrl.tasks`
   (not imported here); sources and targets are required.
 
   Args:

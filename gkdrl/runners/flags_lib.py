@@ -10,7 +10,7 @@ import dataclasses
 from absl import flags
 
 from gkdrl import agents
-from gkdrl.envs import tasks
+from gkdrl import tasks
 from gkdrl.losses import divergences
 from gkdrl.runners import builtin
 

@@ -38,7 +38,7 @@ import tqdm
 
 from gkdrl import parallel
 from gkdrl.agents import base as agent_base
-from gkdrl.envs.tasks import base as tasks_base
+from gkdrl.tasks import base as tasks_base
 from gkdrl.runners import checkpointing
 
 

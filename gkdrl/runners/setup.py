@@ -13,7 +13,7 @@ import jax
 
 from gkdrl import networks
 from gkdrl import reward_models
-from gkdrl.envs import tasks
+from gkdrl import tasks
 from gkdrl.runners import builtin
 
 GENERATED_TASKS = ("facts", "arithmetic")

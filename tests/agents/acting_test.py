@@ -8,7 +8,7 @@ from gkdrl import reward_models
 from gkdrl import types
 from gkdrl.agents import acting
 from gkdrl.agents import base
-from gkdrl.envs.tasks import base as tasks_base
+from gkdrl.tasks import base as tasks_base
 
 ARRAY_FIELDS = ("prompt_tokens", "prompt_mask", "target_tokens",
                 "target_mask")

@@ -4,7 +4,7 @@ import jax
 import pytest
 
 from gkdrl import networks
-from gkdrl.envs import tasks
+from gkdrl import tasks
 from tests.tiny_models import tiny_config
 
 

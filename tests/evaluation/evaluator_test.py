@@ -15,7 +15,7 @@ from gkdrl import evaluation
 from gkdrl import networks
 from gkdrl import reward_models
 from gkdrl import sampling
-from gkdrl.envs import tasks
+from gkdrl import tasks
 
 NUM_EXAMPLES = 10  # of a 12-row split: the last batch of 4 has 2 real rows
 BATCH_SIZE = 4

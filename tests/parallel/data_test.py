@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from gkdrl import parallel
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import word_tokenizer
+from gkdrl.tasks import base
+from gkdrl.tasks import word_tokenizer
 
 WORDS = [f"w{i}" for i in range(40)] + ["q", ":", "a"]
 TEMPLATE = "q : {source} a :"

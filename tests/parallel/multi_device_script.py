@@ -20,7 +20,7 @@ from gkdrl import parallel
 from gkdrl import sampling
 from gkdrl import types
 from gkdrl.agents import base
-from gkdrl.envs import tasks
+from gkdrl import tasks
 from gkdrl.runners import checkpointing
 
 # Run as a script: the repository root makes the shared test helpers

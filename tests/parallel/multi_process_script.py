@@ -36,7 +36,7 @@ def main(process_id: int, port: str, workdir: str):
   from gkdrl import reward_models  # pylint: disable=g-import-not-at-top
   from gkdrl.agents import acting  # pylint: disable=g-import-not-at-top
   from gkdrl import evaluation  # pylint: disable=g-import-not-at-top
-  from gkdrl.envs import tasks  # pylint: disable=g-import-not-at-top
+  from gkdrl import tasks  # pylint: disable=g-import-not-at-top
   from gkdrl.runners import checkpointing  # pylint: disable=g-import-not-at-top
   from gkdrl.runners import loop  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))

@@ -11,7 +11,7 @@ import pytest
 from gkdrl import agents
 from gkdrl import networks
 from gkdrl.agents import base
-from gkdrl.envs import tasks
+from gkdrl import tasks
 from gkdrl.runners import checkpointing
 from gkdrl.runners import loop
 from tests.tiny_models import tiny_config

@@ -1,4 +1,4 @@
-"""Tests for gkdrl/envs/tasks/base.py: buckets, collation and batching."""
+"""Tests for gkdrl/tasks/base.py: buckets, collation and batching."""
 
 import itertools
 
@@ -6,8 +6,8 @@ import datasets
 import numpy as np
 import pytest
 
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import word_tokenizer
+from gkdrl.tasks import base
+from gkdrl.tasks import word_tokenizer
 
 WORDS = [f"w{i}" for i in range(50)] + ["doc", ":", "answer"]
 TEMPLATE = "doc : {source} answer :"

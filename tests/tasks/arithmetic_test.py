@@ -1,12 +1,12 @@
-"""Tests for gkdrl/envs/tasks/arithmetic.py."""
+"""Tests for gkdrl/tasks/arithmetic.py."""
 
 import re
 
 import numpy as np
 import pytest
 
-from gkdrl.envs.tasks import answers
-from gkdrl.envs.tasks import arithmetic
+from gkdrl.tasks import answers
+from gkdrl.tasks import arithmetic
 
 # An independent reading of the stories: (pattern, count -> new count).
 _STORY = [

@@ -14,8 +14,8 @@ import random
 
 import datasets
 
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import word_tokenizer
+from gkdrl.tasks import base
+from gkdrl.tasks import word_tokenizer
 
 SampleFn = Callable[[random.Random], tuple[str, str]]
 # A generator that fails this many times in a row to find a new source is

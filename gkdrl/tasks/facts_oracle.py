@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import facts_grammar
+from gkdrl.tasks import base
+from gkdrl.tasks import facts_grammar
 
 
 class FactCheck(NamedTuple):

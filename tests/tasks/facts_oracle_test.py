@@ -1,9 +1,9 @@
-"""Tests for gkdrl/envs/tasks/facts_oracle.py on hand-written summaries."""
+"""Tests for gkdrl/tasks/facts_oracle.py on hand-written summaries."""
 
 import numpy as np
 import pytest
 
-from gkdrl.envs.tasks import facts_oracle
+from gkdrl.tasks import facts_oracle
 
 DOCUMENT = ("Ada works as a baker . Ben lives in Oslo . Ada lives in Lyon . "
             "Ada met Ben in Oslo . Ada owns a cat . Ben eats figs every day .")

@@ -1,11 +1,11 @@
-"""Tests for gkdrl/envs/tasks/answers.py."""
+"""Tests for gkdrl/tasks/answers.py."""
 
 import decimal
 
 import numpy as np
 import pytest
 
-from gkdrl.envs.tasks import answers
+from gkdrl.tasks import answers
 
 
 @pytest.mark.parametrize("text, expected", [

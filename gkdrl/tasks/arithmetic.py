@@ -19,9 +19,9 @@ finds it all the same.
 import dataclasses
 import random
 
-from gkdrl.envs.tasks import answers
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import generated
+from gkdrl.tasks import answers
+from gkdrl.tasks import base
+from gkdrl.tasks import generated
 
 NAMES = ("Ada", "Ben", "Cleo", "Dan", "Eva", "Finn", "Hana", "Ivo", "Jade",
          "Kai", "Lena", "Milo", "Nina", "Omar", "Rosa", "Sam")

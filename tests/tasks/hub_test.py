@@ -1,4 +1,4 @@
-"""Tests for gkdrl/envs/tasks/hub.py with local files (never the network)."""
+"""Tests for gkdrl/tasks/hub.py with local files (never the network)."""
 
 import csv
 import json
@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import hub
-from gkdrl.envs.tasks import word_tokenizer
+from gkdrl.tasks import base
+from gkdrl.tasks import hub
+from gkdrl.tasks import word_tokenizer
 
 
 @pytest.fixture(autouse=True)

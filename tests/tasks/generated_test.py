@@ -2,9 +2,9 @@
 
 import pytest
 
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import generated
-from gkdrl.envs.tasks import registry
+from gkdrl.tasks import base
+from gkdrl.tasks import generated
+from gkdrl.tasks import registry
 
 SIZES = {"num_train": 300, "num_validation": 40, "num_test": 40}
 NAMES = ("facts", "arithmetic")

@@ -24,8 +24,8 @@ import random
 import datasets
 import transformers
 
-from gkdrl.envs.tasks import answers
-from gkdrl.envs.tasks import base
+from gkdrl.tasks import answers
+from gkdrl.tasks import base
 
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv",
              ".parquet": "parquet"}

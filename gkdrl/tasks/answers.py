@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from gkdrl.envs.tasks import base
+from gkdrl.tasks import base
 
 _ANSWER = re.compile(r"\s*\$?\s*(-?\s*\d[\d,]*(?:\.\d+)?)")
 

@@ -31,10 +31,10 @@ Rewards: "factuality" (oracle fraction of supported claims) and "coverage"
 import dataclasses
 import random
 
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import facts_grammar as grammar
-from gkdrl.envs.tasks import facts_oracle
-from gkdrl.envs.tasks import generated
+from gkdrl.tasks import base
+from gkdrl.tasks import facts_grammar as grammar
+from gkdrl.tasks import facts_oracle
+from gkdrl.tasks import generated
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

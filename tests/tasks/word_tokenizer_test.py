@@ -1,9 +1,9 @@
-"""Tests for gkdrl/envs/tasks/word_tokenizer.py."""
+"""Tests for gkdrl/tasks/word_tokenizer.py."""
 
 import pytest
 import transformers
 
-from gkdrl.envs.tasks import word_tokenizer
+from gkdrl.tasks import word_tokenizer
 
 WORDS = ["Ada", "likes", "pears", ".", "####", "5", "Ada"]
 

@@ -2,10 +2,10 @@
 
 from collections.abc import Callable
 
-from gkdrl.envs.tasks import arithmetic
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import facts
-from gkdrl.envs.tasks import hub
+from gkdrl.tasks import arithmetic
+from gkdrl.tasks import base
+from gkdrl.tasks import facts
+from gkdrl.tasks import hub
 
 # name -> factory; generated tasks take their config fields as kwargs, hub
 # tasks a `tokenizer` and the arguments of `hub.make_hub_task`.

@@ -1,11 +1,11 @@
-"""Tests for gkdrl/envs/tasks/registry.py and the package's exports."""
+"""Tests for gkdrl/tasks/registry.py and the package's exports."""
 
 import pytest
 
-import gkdrl.envs.tasks
-from gkdrl.envs.tasks import base
-from gkdrl.envs.tasks import registry
-from gkdrl.envs.tasks import word_tokenizer
+import gkdrl.tasks
+from gkdrl.tasks import base
+from gkdrl.tasks import registry
+from gkdrl.tasks import word_tokenizer
 
 
 def test_registry_names():
@@ -54,4 +54,4 @@ def test_public_names_are_exported():
            "make_facts_task", "make_gsm8k_task", "make_task",
            "make_word_tokenizer", "make_xsum_task"]
   for name in names:
-    assert hasattr(gkdrl.envs.tasks, name), name
+    assert hasattr(gkdrl.tasks, name), name

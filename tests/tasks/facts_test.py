@@ -1,4 +1,4 @@
-"""Tests for gkdrl/envs/tasks/facts.py and facts_grammar.py."""
+"""Tests for gkdrl/tasks/facts.py and facts_grammar.py."""
 
 import itertools
 import re
@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from gkdrl.envs.tasks import facts
-from gkdrl.envs.tasks import facts_grammar as grammar
-from gkdrl.envs.tasks import facts_oracle
+from gkdrl.tasks import facts
+from gkdrl.tasks import facts_grammar as grammar
+from gkdrl.tasks import facts_oracle
 
 
 @pytest.fixture(scope="module")
