@@ -205,6 +205,18 @@ def completion_logits(model, params: Params, batch: types.Batch, *,
                     preferred_element_type=jnp.float32)  # [B, T, V]
 
 
+def student_logits(student, params: Params, batch: types.Batch,
+                   config: AgentConfig) -> Array:
+  """The student's completion logits `[B, T, V]` in an update.
+
+  The parameters are cast to `config.compute_dtype`; only the student's
+  forward passes are differentiated, so only they rematerialise
+  (`config.remat`); the teacher's and the reference's keep nothing.
+  """
+  return completion_logits(student, cast_params(params, config.compute_dtype),
+                           batch, remat=config.remat)
+
+
 def teacher_logits(teacher, teacher_params: Params, batch: types.Batch,
                    compute_dtype: str) -> Array:
   """The teacher's completion logits `[B, T, V]` (float32, no gradient).

@@ -62,15 +62,6 @@ def divergence_and_teacher_kl(divergence: str, divergence_kwargs: dict):
   return fn
 
 
-def _teacher_kl_metric(student_logits, teacher_logits, mask, reduction,
-                       temperatures) -> Array:
-  """Reverse KL(student || teacher) per sequence, for logging only."""
-  kl = divergences.reverse_kl(
-      jax.lax.stop_gradient(student_logits),
-      jax.lax.stop_gradient(teacher_logits), **temperatures)
-  return reductions.masked_reduce(kl, mask, reduction=reduction)
-
-
 def distillation_loss(student_logits: Array, teacher_logits: Array,
                       mask: Array, *, divergence: str = "jsd",
                       reduction: str = "sequence",
@@ -132,13 +123,68 @@ def _take(log_probs: Array, actions: Array) -> Array:
   return jnp.take_along_axis(log_probs, actions[..., None], axis=-1)[..., 0]
 
 
+def _analytic_loss(student_logits, teacher_logits, mask, pg_loss, *, alpha,
+                   use_teacher, divergence, divergence_kwargs, reduction,
+                   chunk_size):
+  """Eq. 5 as written: (1 - alpha) L_pg + alpha reduce(D(teacher || student)).
+
+  Returns (total, div_loss, kl `[B, T]` or None): kl is the reverse KL to
+  the teacher for logging, from the same per-position function.
+  """
+  if not use_teacher:
+    return (1.0 - alpha) * pg_loss, jnp.zeros((), jnp.float32), None
+  fn = divergence_and_teacher_kl(divergence, divergence_kwargs)
+  batch, length, vocab = student_logits.shape
+  if chunk_size is None:
+    chunk_size = row_chunks.default_chunk_rows(vocab)
+  static = all(map(validation.is_static_number, divergence_kwargs.values()))
+  if chunk_size and static and batch * length > chunk_size:
+    values, kl = row_chunks.per_position_values(
+        fn, student_logits, teacher_logits, chunk_size)  # [B, T] each
+  else:
+    values, kl = fn(student_logits, teacher_logits)  # [B, T] each
+  div_loss = reductions.masked_reduce(values, mask, reduction=reduction)
+  return (1.0 - alpha) * pg_loss + alpha * div_loss, div_loss, kl
+
+
+def _sampled_loss(student_logits, teacher_logits, student_log_probs, actions,
+                  logp_a, advantages, mask, *, alpha, use_teacher,
+                  temperatures, reduction):
+  """The divergence as a per-token advantage: -alpha * k1_t, with
+  k1_t = log p_S(a_t) - log p_T(a_t) (no gradient through it).
+
+  Returns (total, div_loss).
+  """
+  if use_teacher:
+    st = temperatures.get("student_temperature", 1.0)
+    tt = temperatures.get("teacher_temperature", 1.0)
+    if validation.is_static_number(st) and st == 1.0:
+      student_logp_t = _take(student_log_probs, actions)  # [B, T]
+    else:
+      student_logp_t = _take(jax.nn.log_softmax(
+          student_logits.astype(jnp.float32) / st, axis=-1), actions)
+    teacher_logp_t = _take(jax.nn.log_softmax(
+        teacher_logits.astype(jnp.float32) / tt, axis=-1), actions)
+    k1 = jax.lax.stop_gradient(divergences.sampled_kl(
+        student_logp_t, teacher_logp_t, estimator="k1"))  # [B, T]
+  else:
+    k1 = jnp.zeros_like(logp_a)
+  div_loss = reductions.masked_reduce(k1, mask, reduction=reduction)
+  token_advantages = (1.0 - alpha) * advantages[:, None] - alpha * k1
+  total = reductions.masked_reduce(
+      -jax.lax.stop_gradient(token_advantages) * logp_a, mask,
+      reduction=reduction)
+  return total, div_loss
+
+
 def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
                 actions: Array, mask: Array, rewards: Array | None, *,
                 alpha, divergence: str = "jsd", beta: float = 0.9,
                 baseline: str = "mean", group_size: int = 1,
                 kl_mode: str = "analytic", ref_logits: Array | None = None,
                 ref_kl_coef: float = 0.0, reduction: str = "sequence",
-                **divergence_kwargs) -> tuple[Array, dict[str, Array]]:
+                chunk_size: int | None = None, **divergence_kwargs
+                ) -> tuple[Array, dict[str, Array]]:
   """GKD + RL (paper Eq. 5) as a loss to minimise.
 
       loss = (1 - alpha) * L_pg + alpha * L_div
@@ -176,6 +222,8 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
     ref_logits: `[B, T, V]` logits of the reference (initial) student.
     ref_kl_coef: weight of KL(student || reference), >= 0.
     reduction: "sequence", "token" or "sum".
+    chunk_size: positions per chunk of the analytic divergence, as in
+      `distillation_loss` (None: about 1M logits per chunk; 0: never).
     **divergence_kwargs: skew / normalized and the temperatures.
 
   Returns:
@@ -202,12 +250,14 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
   if rewards is not None:
     chex.assert_shape(rewards, (student_logits.shape[0],))
 
+  if chunk_size is not None:
+    validation.check_int("chunk_size", chunk_size, 0)
+
   metrics = {}
   temperatures = temperature_kwargs(divergence_kwargs)
   if teacher_logits is not None:
     teacher_logits = jax.lax.stop_gradient(teacher_logits)
-    metrics["kl/teacher"] = _teacher_kl_metric(
-        student_logits, teacher_logits, mask, reduction, temperatures)
+  given_teacher_logits = teacher_logits
   if rewards is not None:
     metrics["reward/mean"] = jnp.mean(
         jax.lax.stop_gradient(rewards).astype(jnp.float32))
@@ -218,6 +268,7 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
     teacher_logits = jnp.where(
         alpha == 0.0, jax.lax.stop_gradient(student_logits), teacher_logits)
 
+  # The one log-softmax of the student, shared by both modes.
   student_log_probs = jax.nn.log_softmax(
       student_logits.astype(jnp.float32), axis=-1)  # [B, T, V]
   logp_a = _take(student_log_probs, actions)  # [B, T]
@@ -229,34 +280,27 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
   pg_loss = reductions.masked_reduce(
       -advantages[:, None] * logp_a, mask, reduction=reduction)
 
+  kl = None
   if kl_mode == "analytic":
-    if use_teacher:
-      kwargs = dict(divergence_kwargs)
-      if divergence == "jsd":
-        kwargs.setdefault("beta", beta)
-      values = divergences.divergence(divergence, student_logits,
-                                      teacher_logits, **kwargs)  # [B, T]
-      div_loss = reductions.masked_reduce(values, mask, reduction=reduction)
-    else:
-      div_loss = jnp.zeros((), jnp.float32)
-    total = (1.0 - alpha) * pg_loss + alpha * div_loss
+    if divergence == "jsd":
+      divergence_kwargs.setdefault("beta", beta)
+    total, div_loss, kl = _analytic_loss(
+        student_logits, teacher_logits, mask, pg_loss, alpha=alpha,
+        use_teacher=use_teacher, divergence=divergence,
+        divergence_kwargs=divergence_kwargs, reduction=reduction,
+        chunk_size=chunk_size)
   else:
-    if use_teacher:
-      st = divergence_kwargs.get("student_temperature", 1.0)
-      tt = divergence_kwargs.get("teacher_temperature", 1.0)
-      student_logp_t = _take(jax.nn.log_softmax(
-          student_logits.astype(jnp.float32) / st, axis=-1), actions)
-      teacher_logp_t = _take(jax.nn.log_softmax(
-          teacher_logits.astype(jnp.float32) / tt, axis=-1), actions)
-      k1 = jax.lax.stop_gradient(divergences.sampled_kl(
-          student_logp_t, teacher_logp_t, estimator="k1"))  # [B, T]
-    else:
-      k1 = jnp.zeros_like(logp_a)
-    div_loss = reductions.masked_reduce(k1, mask, reduction=reduction)
-    token_advantages = (1.0 - alpha) * advantages[:, None] - alpha * k1
-    total = reductions.masked_reduce(
-        -jax.lax.stop_gradient(token_advantages) * logp_a, mask,
-        reduction=reduction)
+    total, div_loss = _sampled_loss(
+        student_logits, teacher_logits, student_log_probs, actions, logp_a,
+        advantages, mask, alpha=alpha, use_teacher=use_teacher,
+        temperatures=temperatures, reduction=reduction)
+  if given_teacher_logits is not None:
+    if kl is None or not static_alpha:
+      # The metric reads the teacher given, not the one swapped in.
+      kl = divergences.reverse_kl(jax.lax.stop_gradient(student_logits),
+                                  given_teacher_logits, **temperatures)
+    metrics["kl/teacher"] = reductions.masked_reduce(kl, mask,
+                                                     reduction=reduction)
 
   if ref_logits is not None:
     chex.assert_equal_shape([student_logits, ref_logits])

@@ -1,0 +1,195 @@
+"""Supervised KD and GKD: a token-level divergence to the teacher.
+
+One GKD step (paper Algorithm 1), top to bottom:
+
+  1. act: a coin with probability lmbda picks the data: the student samples
+     completions for the prompts (on-policy), else the dataset's targets
+     are used. Supervised KD (paper Eq. 3) always takes the dataset.
+  2. update (jitted, `base.make_update`): the teacher's logits on the
+     batch, the student's, and
+
+         loss = reduce_{b, t}( D(p_T(. | y_<t, x) || p_S(. | y_<t, x)) )
+
+     (paper Eq. 2), whose gradient reaches the student only (the samples
+     carry no gradient: the paper's sg), then one optimiser step.
+
+For large vocabularies the divergence is computed from hidden states in
+chunks of positions, so no `[B, T, V]` array is alive (`chunk_size`).
+
+See "On-Policy Distillation of Language Models: Learning from
+Self-Generated Mistakes", Agarwal et al., ICLR 2024
+(https://arxiv.org/abs/2306.13649).
+"""
+
+import dataclasses
+
+import jax
+
+from gkdrl import losses
+from gkdrl import validation
+from gkdrl.agents import acting
+from gkdrl.agents import base
+from gkdrl.agents import registry
+from gkdrl.losses import divergences
+
+# From this vocabulary size on, distillation losses are chunked by default.
+LARGE_VOCABULARY = 32_768
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistillationConfig(base.AgentConfig):
+  """Settings of the token-level divergence to the teacher.
+
+  Attributes:
+    divergence: a name of `gkdrl.losses.DIVERGENCES`.
+    beta: JSD(beta) coefficient in [0, 1] (divergence "jsd").
+    normalized: divide JSD by beta * (1 - beta) (a gkdrl extension).
+    skew: mixture weight of the skew KLs, [0, 1].
+    student_temperature: divides the student logits in the loss, > 0.
+    teacher_temperature: divides the teacher logits, i.e. sharpens (< 1) or
+      flattens the target distribution (paper: 0.1 or 1.0), > 0.
+    loss_chunk_size: compute the divergence a chunk of this many positions
+      at a time, so no [B, T, V] temporaries of it are alive: gkd and
+      supervised_kd compute logits and divergence from hidden states
+      (`gkdrl.losses.chunked_distillation_loss`); gkd_rl, which needs the
+      student's logits for its REINFORCE term anyway, chunks the divergence
+      of those logits by rows (`gkdrl.losses.gkd_rl_loss`'s chunk_size).
+      None (default) chunks by 128 when V >= 32,768; 0 never chunks.
+  """
+
+  divergence: str = "jsd"
+  beta: float = 0.5
+  normalized: bool = False
+  skew: float = 0.1
+  student_temperature: float = 1.0
+  teacher_temperature: float = 1.0
+  loss_chunk_size: int | None = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.loss_chunk_size is not None:
+      validation.check_int("loss_chunk_size", self.loss_chunk_size, 0)
+    validation.check_choice("divergence", self.divergence,
+                            divergences.DIVERGENCES)
+    validation.check_unit_interval("beta", self.beta)
+    validation.check_unit_interval("skew", self.skew)
+    validation.check_positive("student_temperature",
+                              self.student_temperature)
+    validation.check_positive("teacher_temperature",
+                              self.teacher_temperature)
+
+  def chunk_size(self, vocab_size: int) -> int:
+    """Positions per loss chunk for a vocabulary; 0 means no chunking."""
+    if self.loss_chunk_size is not None:
+      return self.loss_chunk_size
+    return 128 if vocab_size >= LARGE_VOCABULARY else 0
+
+  def divergence_kwargs(self) -> dict:
+    """The keyword arguments `gkdrl.losses.divergence` takes for ours."""
+    own = {"beta": self.beta, "normalized": self.normalized,
+           "skew": self.skew}
+    kwargs = {k: own[k]
+              for k in divergences.DIVERGENCE_PARAMETERS[self.divergence]}
+    kwargs["student_temperature"] = self.student_temperature
+    kwargs["teacher_temperature"] = self.teacher_temperature
+    return kwargs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SupervisedKDConfig(DistillationConfig):
+  """Supervised KD (paper Eq. 3): forward KL on the dataset targets."""
+
+  divergence: str = "forward_kl"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GKDConfig(DistillationConfig):
+  """GKD (paper Algorithm 1).
+
+  Attributes:
+    lmbda: student data fraction in [0, 1]: each batch is sampled by the
+      student with probability lmbda (one draw per batch from the PRNG
+      key), else taken from the dataset. 1 is on-policy, 0 supervised.
+  """
+
+  lmbda: float = 1.0
+
+  def __post_init__(self):
+    super().__post_init__()
+    validation.check_unit_interval("lmbda", self.lmbda)
+
+
+def make_gkd_act(config: GKDConfig, parts: registry.Parts):
+  """Algorithm 1's data step: student samples with probability lmbda."""
+
+  def act(state, task_batch, key, *, teacher_params=None,
+          reward_params=None):
+    del teacher_params, reward_params
+    coin_key, sample_key = jax.random.split(key)
+    on_policy = acting.draw_student_data(coin_key, config.lmbda)
+    if on_policy:
+      batch = acting.sample_batch(
+          parts.student, state.params, sample_key, task_batch, config=config,
+          eos_token_id=parts.eos_token_id, pad_token_id=parts.pad_token_id)
+    else:
+      batch = acting.dataset_batch(task_batch)
+    return batch, {"rollout/student_data": float(on_policy),
+                   **acting.rollout_info(batch)}
+
+  return act
+
+
+def supervised_act(state, task_batch, key, *, teacher_params=None,
+                   reward_params=None):
+  """Supervised KD's data: always the dataset's targets."""
+  del state, key, teacher_params, reward_params
+  batch = acting.dataset_batch(task_batch)
+  return batch, acting.rollout_info(batch)
+
+
+def make_distillation_loss(config: DistillationConfig, student,
+                           teacher) -> base.LossFn:
+  """reduce(D(p_T || p_S)) on the batch (paper Eq. 2), from the teacher's
+  and the student's logits, or their hidden states in chunks."""
+  dtype = config.compute_dtype
+  chunk_size = config.chunk_size(student.config.vocab_size)
+
+  def loss_fn(params, state, batch, teacher_params, key):
+    del state, key
+    return losses.distillation_loss(
+        base.student_logits(student, params, batch, config),  # [B, T, V]
+        base.teacher_logits(teacher, teacher_params, batch, dtype),
+        batch.completion_mask, divergence=config.divergence,
+        reduction=config.reduction, **config.divergence_kwargs())
+
+  def chunked_loss_fn(params, state, batch, teacher_params, key):
+    del state, key
+    params = base.cast_params(params, dtype)
+    teacher_params = base.cast_params(teacher_params, dtype)
+    return losses.chunked_distillation_loss(
+        base.completion_hidden(student, params, batch,
+                               remat=config.remat),  # [B, T, D_s]
+        student.unembedding(params),  # [D_s, V]
+        base.completion_hidden(teacher, teacher_params, batch),  # [B, T, D_t]
+        teacher.unembedding(teacher_params), batch.completion_mask,
+        divergence=config.divergence, reduction=config.reduction,
+        chunk_size=chunk_size, **config.divergence_kwargs())
+
+  return chunked_loss_fn if chunk_size else loss_fn
+
+
+def build_supervised_kd(config: SupervisedKDConfig,
+                        parts: registry.Parts) -> base.Agent:
+  loss_fn = make_distillation_loss(config, parts.student, parts.teacher)
+  return registry.assemble(config, loss_fn, supervised_act,
+                           uses_teacher=True, uses_reward=False)
+
+
+def build_gkd(config: GKDConfig, parts: registry.Parts) -> base.Agent:
+  loss_fn = make_distillation_loss(config, parts.student, parts.teacher)
+  return registry.assemble(config, loss_fn, make_gkd_act(config, parts),
+                           uses_teacher=True, uses_reward=False)
+
+
+registry.register("supervised_kd", SupervisedKDConfig, build_supervised_kd)
+registry.register("gkd", GKDConfig, build_gkd)

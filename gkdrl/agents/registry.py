@@ -1,0 +1,182 @@
+"""The agent registry: one line per agent, and building an agent from it.
+
+Each agent module (`sft`, `seqkd`, `distill`, `rl`, `gkd_rl`) ends with
+
+    registry.register("gkd", GKDConfig, build)
+
+where `build(config, parts) -> Agent` makes its loss and act and calls
+`assemble`. Everything that asks "which agent is this?" lives in those
+modules; the code here only looks an agent up by its config class. A new
+agent is one new module plus its `register` line.
+
+`make_agent` does what every agent needs before its own `build`: it checks
+that teacher and student share one vocabulary and resolves the EOS and pad
+ids (`special_token_ids`, also used by the runners), then checks that the
+agent got the teacher and the reward model it reads.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from gkdrl.agents import base
+from gkdrl.agents import optimizer as optimizer_lib
+
+# {name: config class}, in registration order.
+AGENT_CONFIGS: dict[str, type] = {}
+_BUILDERS: dict[type, tuple[str, Callable[..., base.Agent]]] = {}
+
+
+class Parts(NamedTuple):
+  """What `make_agent` hands an agent's `build`.
+
+  Attributes:
+    student: the student `LanguageModel`.
+    teacher: the teacher `LanguageModel`, or None.
+    tokenizer: decodes completions for host reward models, or None.
+    reward: the `RewardModel`, or None.
+    eos_token_id: end of a sampled completion (an id or ids).
+    pad_token_id: written after a completion ends.
+  """
+
+  student: Any
+  teacher: Any
+  tokenizer: Any
+  reward: Any
+  eos_token_id: Any
+  pad_token_id: int
+
+
+def register(name: str, config_cls: type,
+             build: Callable[[base.AgentConfig, Parts], base.Agent]) -> None:
+  """Adds agent `name`, configured by `config_cls` and built by `build`.
+
+  Args:
+    name: the registry name (the `--agent` flag value).
+    config_cls: its frozen config dataclass; one class per agent.
+    build: `build(config, parts) -> Agent`.
+  """
+  if name in AGENT_CONFIGS or config_cls in _BUILDERS:
+    raise ValueError(f"agent {name!r} (config {config_cls.__name__}) is "
+                     "already registered.")
+  AGENT_CONFIGS[name] = config_cls
+  _BUILDERS[config_cls] = (name, build)
+
+
+def unregister(name: str) -> None:
+  """Removes agent `name` (for tests that register a temporary agent)."""
+  del _BUILDERS[AGENT_CONFIGS.pop(name)]
+
+
+def agent_name(config: base.AgentConfig) -> str:
+  """The registry name of a config's agent."""
+  if type(config) not in _BUILDERS:
+    raise ValueError(f"config of type {type(config).__name__} is not an "
+                     f"agent config; known: {sorted(AGENT_CONFIGS)}.")
+  return _BUILDERS[type(config)][0]
+
+
+def make_config(name: str, **kwargs) -> base.AgentConfig:
+  """Builds the config of agent `name` from keyword arguments."""
+  if name not in AGENT_CONFIGS:
+    raise ValueError(f"agent={name!r} is not recognised; allowed values: "
+                     f"{', '.join(sorted(AGENT_CONFIGS))}.")
+  return AGENT_CONFIGS[name](**kwargs)
+
+
+def check_vocabularies(teacher, student, *, teacher_path: str = "",
+                       student_path: str = "") -> None:
+  """Teacher and student must share one vocabulary (distillation needs it).
+
+  Args:
+    teacher: the teacher `LanguageModel` (anything with `.config`).
+    student: the student `LanguageModel`.
+    teacher_path: where the teacher came from, named in the error if given.
+    student_path: where the student came from, likewise.
+  """
+  t_vocab, s_vocab = teacher.config.vocab_size, student.config.vocab_size
+  if t_vocab != s_vocab:
+    t_from = f" ({teacher_path})" if teacher_path else ""
+    s_from = f" ({student_path})" if student_path else ""
+    raise ValueError(
+        f"teacher and student vocabularies differ: teacher{t_from} "
+        f"vocab_size={t_vocab}, student{s_from} vocab_size={s_vocab}; "
+        "distillation needs one vocabulary.")
+
+
+def special_token_ids(tokenizer, student, eos_token_id=None,
+                      pad_token_id: int | None = None) -> tuple[Any, int]:
+  """(eos, pad): the given ids, else the tokenizer's, else the student's.
+
+  EOS falls back to the tokenizer's, then to the student config's; pad to
+  the tokenizer's, then to EOS.
+  """
+  if eos_token_id is None:
+    eos_token_id = getattr(tokenizer, "eos_token_id", None)
+    if eos_token_id is None:
+      eos_token_id = student.config.eos_token_id
+  if pad_token_id is None:
+    pad_token_id = getattr(tokenizer, "pad_token_id", None)
+    if pad_token_id is None:
+      pad_token_id = eos_token_id
+  return eos_token_id, pad_token_id
+
+
+def make_agent(config: base.AgentConfig, *, student, teacher=None,
+               tokenizer=None, reward=None, eos_token_id=None,
+               pad_token_id: int | None = None) -> base.Agent:
+  """Builds the agent `config` describes.
+
+  Args:
+    config: a config of a registered agent (see `AGENT_CONFIGS`).
+    student: the student `LanguageModel`.
+    teacher: the teacher `LanguageModel` (agents that use one).
+    tokenizer: decodes completions for host reward models (RL agents).
+    reward: a `RewardModel` (RL agents with alpha < 1).
+    eos_token_id: end of a sampled completion; defaults to the tokenizer's.
+    pad_token_id: written after a completion ends; defaults to the
+      tokenizer's, else EOS.
+
+  Returns:
+    The `Agent`.
+  """
+  name = agent_name(config)
+  if teacher is not None:
+    check_vocabularies(teacher, student)
+  eos_token_id, pad_token_id = special_token_ids(
+      tokenizer, student, eos_token_id, pad_token_id)
+  parts = Parts(student=student, teacher=teacher, tokenizer=tokenizer,
+                reward=reward, eos_token_id=eos_token_id,
+                pad_token_id=pad_token_id)
+  agent = _BUILDERS[type(config)][1](config, parts)
+  if agent.uses_teacher and teacher is None:
+    raise ValueError(f"agent {name!r} needs a teacher model.")
+  if agent.uses_reward and reward is None:
+    raise ValueError(f"agent {name!r} with this config needs a reward model.")
+  if agent.uses_reward and tokenizer is None:
+    raise ValueError(f"agent {name!r} needs the tokenizer to decode "
+                     "completions for the reward model.")
+  return agent
+
+
+def assemble(config: base.AgentConfig, loss_fn: base.LossFn, act, *,
+             uses_teacher: bool, uses_reward: bool,
+             keep_reference: bool = False, epochs: int = 1) -> base.Agent:
+  """The `Agent` of a registered config from its loss and its act.
+
+  Args:
+    config: the agent's config (its optimizer and param_dtype are read).
+    loss_fn: `loss_fn(params, state, batch, teacher_params, key) -> (loss,
+      metrics)`.
+    act: `act(state, task_batch, key, *, teacher_params, reward_params)`.
+    uses_teacher: whether `act` or `update` reads the teacher.
+    uses_reward: whether `act` calls the reward model.
+    keep_reference: keep a frozen copy of the initial student in the state.
+    epochs: gradient steps per batch.
+  """
+  optimizer = optimizer_lib.make_optimizer(config.optimizer)
+  return base.Agent(
+      name=agent_name(config), config=config,
+      init=base.make_init(optimizer, keep_reference=keep_reference,
+                          param_dtype=config.param_dtype),
+      act=act, update=base.make_update(loss_fn, optimizer, epochs=epochs),
+      uses_teacher=uses_teacher, uses_reward=uses_reward)
