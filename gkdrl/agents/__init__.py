@@ -34,9 +34,11 @@ from gkdrl.agents.optimizer import make_optimizer
 from gkdrl.agents.optimizer import OptimizerConfig
 from gkdrl.agents.registry import AGENT_CONFIGS
 from gkdrl.agents.registry import agent_name
+from gkdrl.agents.registry import check_vocabularies
 from gkdrl.agents.registry import make_agent
 from gkdrl.agents.registry import make_config
 from gkdrl.agents.registry import register
+from gkdrl.agents.registry import special_token_ids
 from gkdrl.agents.rl import RLConfig
 from gkdrl.agents.seqkd import SeqKDConfig
 from gkdrl.agents.sft import SFTConfig
@@ -46,7 +48,8 @@ __all__ = [
     "AGENT_CONFIGS", "Agent", "AgentConfig", "DistillationConfig",
     "GKDConfig", "GKDRLConfig", "OptimizerConfig", "RLConfig", "SFTConfig",
     "SeqKDConfig", "SupervisedKDConfig", "TrainingState", "agent_name",
-    "completion_hidden", "completion_logits", "decode_completions",
-    "draw_student_data", "make_agent", "make_config", "make_gkd_rl_loss",
-    "make_optimizer", "make_stacked_agent", "register", "token_log_probs",
+    "check_vocabularies", "completion_hidden", "completion_logits",
+    "decode_completions", "draw_student_data", "make_agent", "make_config",
+    "make_gkd_rl_loss", "make_optimizer", "make_stacked_agent", "register",
+    "special_token_ids", "token_log_probs",
 ]

@@ -4,7 +4,8 @@
                        workdir=..., teacher_params=..., reward_params=...)
 
 writes into `workdir`:
-  metrics.jsonl           one JSON object per logged step ("step" + floats)
+  metrics.jsonl           one JSON object per logged step ("step" + floats;
+                          with `split_metrics`, <part>/metrics.jsonl each)
   checkpoints/<step>/     orbax checkpoints (atomic), resumed from on rerun
   eval/step_<N>.json      evaluations every `eval_every` steps
   eval/final.json         the evaluation after the last step
@@ -26,7 +27,6 @@ extra update dispatched before a late check changes nothing that is kept.
 
 from collections.abc import Callable
 import dataclasses
-import math
 import os
 import pathlib
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 import tqdm
 
 from gkdrl import parallel
@@ -81,14 +82,49 @@ class LoopConfig:
 EvaluateFn = Callable[[Any], dict[str, dict[str, float]]]
 
 
+MetricsSplitter = Callable[[dict[str, Any]], dict[str, dict[str, float]]]
+
+
 def _check_finite(step: int, loss, last_saved: int,
                   directory: pathlib.Path) -> None:
-  """Raises TrainingDivergedError if `loss` (of `step`) is NaN or Inf."""
-  loss = float(loss)
-  if not math.isfinite(loss):
+  """Raises TrainingDivergedError if `loss` (of `step`) has a NaN or Inf.
+
+  `loss` is a scalar, or an array of them (a stacked agent's, one per
+  member).
+  """
+  loss = np.asarray(jax.device_get(loss), np.float64)
+  if not np.all(np.isfinite(loss)):
+    shown = float(loss) if loss.ndim == 0 else loss.tolist()
     raise TrainingDivergedError(
-        f"Non-finite loss {loss} at step {step}; training stopped. The "
+        f"Non-finite loss {shown} at step {step}; training stopped. The "
         f"last good checkpoint (step {last_saved}) in {directory} is intact.")
+
+
+class _MetricsLog:
+  """The metrics lines of a run: `<workdir>/metrics.jsonl`, or with a
+  splitter one file per part, `<workdir>/<part>/metrics.jsonl`."""
+
+  def __init__(self, workdir: pathlib.Path, resume_step: int,
+               split: MetricsSplitter | None, write: bool):
+    self._workdir, self._resume_step = workdir, resume_step
+    self._split, self._write = split, write
+    self._writers = {}
+
+  def log(self, step: int, values: dict[str, Any]) -> dict[str, float]:
+    """Writes one step; returns the metrics of the first part (for show)."""
+    if self._split is None:
+      parts = {"": checkpointing.to_python(values)}
+    else:
+      parts = self._split(jax.device_get(values))
+    for part, metrics in parts.items():
+      if not self._write:
+        continue
+      if part not in self._writers:
+        (self._workdir / part).mkdir(parents=True, exist_ok=True)
+        self._writers[part] = checkpointing.MetricsWriter(
+            self._workdir / part, resume_step=self._resume_step)
+      self._writers[part].write(step, metrics)
+    return next(iter(parts.values()), {})
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:
@@ -102,7 +138,8 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
           config: LoopConfig, workdir: str | os.PathLike,
           teacher_params: Any = None, reward_params: Any = None,
           evaluate_fn: EvaluateFn | None = None,
-          mesh: jax.sharding.Mesh | None = None
+          mesh: jax.sharding.Mesh | None = None,
+          split_metrics: MetricsSplitter | None = None
           ) -> agent_base.TrainingState:
   """Trains `agent` from `state` (or from the latest checkpoint in workdir).
 
@@ -124,6 +161,10 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
       with explicit input and output shardings (`parallel.jit_update`), and
       a checkpoint restores onto this mesh whatever mesh wrote it. None
       runs on the default device.
+    split_metrics: for agents whose metrics are arrays with one entry per
+      member (`gkdrl.agents.make_stacked_agent`): `split_metrics(values)
+      -> {part: {key: float}}`, and each part's metrics go to
+      `<workdir>/<part>/metrics.jsonl` instead of `<workdir>/metrics.jsonl`.
 
   Returns:
     The final training state.
@@ -149,8 +190,7 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
   # Processes of a multi-host run share the workdir: only the first writes
   # metrics lines (orbax coordinates the checkpoints itself).
   lead = jax.process_index() == 0
-  writer = (checkpointing.MetricsWriter(workdir, resume_step=start)
-            if lead else None)
+  metrics_log = _MetricsLog(workdir, start, split_metrics, write=lead)
   # config.batch_size is global: each process reads its rows of it.
   batches = task.batches("train", config.batch_size, seed=config.seed,
                          num_epochs=None, drop_remainder=True,
@@ -191,10 +231,8 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
         _check_finite(*unchecked, last_saved, checkpointer.directory)
         unchecked = None
       if log:
-        values = checkpointing.to_python({**metrics, **info})
-        if writer is not None:
-          writer.write(step, values)
-        bar.set_postfix(_postfix(values), refresh=False)
+        shown = metrics_log.log(step, {**metrics, **info})
+        bar.set_postfix(_postfix(shown), refresh=False)
       bar.update(1)
       if save:
         checkpointer.save(step, state)

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 
+from gkdrl import agents
 from gkdrl import networks
 from gkdrl import reward_models
 from gkdrl import tasks
@@ -95,12 +96,9 @@ def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
   t_model = t_params = None
   if need_teacher:
     t_model, t_params = networks.from_pretrained(paths["teacher"])
-    if t_model.config.vocab_size != s_model.config.vocab_size:
-      raise ValueError(
-          "Teacher and student vocabularies differ: teacher "
-          f"{paths['teacher']} has vocab_size={t_model.config.vocab_size}, "
-          f"student {paths['student']} has vocab_size="
-          f"{s_model.config.vocab_size}.")
+    agents.check_vocabularies(t_model, s_model,
+                              teacher_path=str(paths["teacher"]),
+                              student_path=str(paths["student"]))
   vocab = len(task.tokenizer)
   if s_model.config.vocab_size < vocab:
     raise ValueError(
