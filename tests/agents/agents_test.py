@@ -9,6 +9,8 @@ import pytest
 
 from gkdrl import agents
 from gkdrl import reward_models
+from gkdrl.losses import chunked
+from gkdrl.losses import row_chunks
 
 MAX_NEW = 8
 
@@ -198,19 +200,36 @@ def test_vocabulary_mismatch_and_missing_parts(tiny_models, facts_task):
                       tokenizer=facts_task.tokenizer)
 
 
+def _spy(monkeypatch, module, function) -> list:
+  """Counts the calls (traces, under jit) of `module.function`."""
+  original, calls = getattr(module, function), []
+
+  def spy(*args, **kwargs):
+    calls.append(1)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(module, function, spy)
+  return calls
+
+
 @pytest.mark.parametrize("name", ["gkd", "supervised_kd"])
 def test_chunked_loss_path_matches_the_logits_path(name, tiny_models,
-                                                   facts_task, fixed_batch):
+                                                   facts_task, fixed_batch,
+                                                   monkeypatch):
   _, sp, _, tp = tiny_models
+  calls = _spy(monkeypatch, chunked, "_chunked_values")
+  kwargs = {"gkd": {"lmbda": 0.0}, "supervised_kd": {}}[name]
   results = []
   for chunk in (0, 3):
     agent = make(name, tiny_models, facts_task, loss_chunk_size=chunk,
-                 **({"lmbda": 0.0} if name == "gkd" else {}))
+                 **kwargs)
     state = agent.init(sp)
     batch, _ = agent.act(state, fixed_batch, jax.random.key(0),
-                         teacher_params=tp)
+                         teacher_params=tp, reward_params=())
     new_state, metrics = agent.update(state, batch, tp, jax.random.key(0))
     results.append((metrics, new_state.params))
+    # Only the chunked setting takes the chunked path (traced once).
+    assert len(calls) == (chunk > 0), (chunk, calls)
   (m0, p0), (m1, p1) = results
   np.testing.assert_allclose(m0["loss/total"], m1["loss/total"], rtol=1e-5)
   np.testing.assert_allclose(m0["kl/teacher"], m1["kl/teacher"], rtol=1e-5)
@@ -218,10 +237,40 @@ def test_chunked_loss_path_matches_the_logits_path(name, tiny_models,
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("kl_mode", ["analytic", "sampled"])
+def test_gkd_rl_chunked_divergence_matches_the_plain_one(
+    kl_mode, tiny_models, facts_task, fixed_batch, monkeypatch):
+  student, sp, teacher, tp = tiny_models
+  calls = _spy(monkeypatch, row_chunks, "per_position_values")
+  batch = None
+  results = []
+  for chunk in (0, 3):
+    agent = make("gkd_rl", tiny_models, facts_task, loss_chunk_size=chunk,
+                 alpha=0.5, samples_per_prompt=2, kl_mode=kl_mode,
+                 divergence="jsd", ref_kl_coef=0.1)
+    state = agent.init(sp)
+    if batch is None:
+      batch, _ = agent.act(state, fixed_batch, jax.random.key(0),
+                           teacher_params=tp, reward_params=())
+    loss = agents.make_gkd_rl_loss(agent.config, student, teacher)
+    fn = lambda p, s=state, loss=loss: loss(p, s, batch, tp, None, alpha=0.5)
+    results.append(jax.jit(jax.value_and_grad(fn, has_aux=True))(sp))
+    # Only the analytic divergence with chunks takes the row-chunk path.
+    assert len(calls) == (chunk > 0 and kl_mode == "analytic")
+  ((l0, m0), g0), ((l1, m1), g1) = results
+  np.testing.assert_allclose(l0, l1, rtol=1e-5)
+  for key in ("loss/divergence", "loss/pg", "kl/teacher", "kl/reference"):
+    np.testing.assert_allclose(m0[key], m1[key], rtol=1e-5, atol=1e-7,
+                               err_msg=key)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_large_vocabularies_chunk_by_default():
   config = agents.GKDConfig()
   assert config.chunk_size(151_936) == 128
   assert config.chunk_size(196) == 0
+  assert agents.GKDRLConfig().chunk_size(151_936) == 128
   assert agents.GKDConfig(loss_chunk_size=0).chunk_size(151_936) == 0
   with pytest.raises(ValueError, match="loss_chunk_size=-1"):
     agents.GKDConfig(loss_chunk_size=-1)

@@ -194,3 +194,31 @@ def test_bad_arguments(batch):
     _loss(batch, teacher=None, alpha=0.5)
   with pytest.raises(ValueError, match="ref_kl_coef=-1"):
     _loss(batch, alpha=0.5, ref_logits=batch["ref"], ref_kl_coef=-1)
+
+
+@pytest.mark.parametrize("alpha", [0.3, "traced"])
+def test_gkd_rl_row_chunks_match_the_plain_divergence(batch, alpha):
+  def value_and_grad(chunk_size, alpha):
+    fn = lambda s: _loss(batch, student=s, alpha=alpha, divergence="jsd",
+                         chunk_size=chunk_size)
+    return jax.value_and_grad(fn, has_aux=True)(batch["student"])
+
+  if alpha == "traced":  # one alpha per vmapped member, as the sweep does
+    alphas = jnp.asarray([0.0, 0.3, 1.0], jnp.float32)
+    plain, chunked = (jax.vmap(lambda a, c=c: value_and_grad(c, a))(alphas)
+                      for c in (0, 3))
+  else:
+    plain, chunked = value_and_grad(0, alpha), value_and_grad(3, alpha)
+  (loss0, metrics0), grad0 = plain
+  (loss1, metrics1), grad1 = chunked
+  assert np.abs(np.asarray(grad0)).max() > 0
+  np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
+  for key in ("loss/divergence", "kl/teacher", "loss/pg"):
+    np.testing.assert_allclose(metrics1[key], metrics0[key], rtol=1e-6,
+                               atol=1e-7, err_msg=key)
+  np.testing.assert_allclose(grad1, grad0, rtol=1e-5, atol=1e-7)
+
+
+def test_gkd_rl_rejects_a_negative_chunk_size(batch):
+  with pytest.raises(ValueError, match="chunk_size=-1 is not allowed"):
+    _loss(batch, alpha=0.5, chunk_size=-1)

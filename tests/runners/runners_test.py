@@ -149,6 +149,44 @@ def test_vectorized_sweep_matches_the_sequential_one(sweeps, model_dirs):
                                    err_msg=f"alpha={alpha} {key}")
 
 
+@pytest.mark.slow
+def test_vectorized_sweep_resumes_after_an_interruption(model_dirs,
+                                                        tmp_path):
+  alphas = [0.0, 0.5]
+  settings = dict(reward="rouge1", length_penalty=0.1)
+  straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+  sweep_alpha.sweep(values(model_dirs, straight, **settings), alphas,
+                    progress=False, vectorized=True)
+  # A run killed after step 3: checkpoint 2 exists, metrics of step 3 too.
+  sweep_alpha.sweep(values(model_dirs, resumed, steps=2, **settings),
+                    alphas, progress=False, vectorized=True)
+  assert (resumed / "checkpoints" / "2").is_dir()
+  with (resumed / "alpha_0.5" / "metrics.jsonl").open("a") as f:
+    f.write(json.dumps({"step": 3, "loss/total": 123.0}) + "\n")
+  with pytest.raises(ValueError, match=r"alphas=0,1 is not allowed.*0,0\.5"):
+    sweep_alpha.sweep(values(model_dirs, resumed, **settings), [0.0, 1.0],
+                      progress=False, vectorized=True)
+  sweep_alpha.sweep(values(model_dirs, resumed, **settings), alphas,
+                    progress=False, vectorized=True)
+  for alpha in alphas:
+    name = f"alpha_{alpha:g}"
+    records = _metrics(resumed / name)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for a, b in zip(_metrics(straight / name), records):
+      np.testing.assert_allclose(a["loss/total"], b["loss/total"],
+                                 rtol=1e-5)
+    a, b = _weights(straight / name), _weights(resumed / name)
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
+
+
+def test_repeated_alphas_are_refused():
+  with pytest.raises(ValueError, match=r"alphas=\[0\.5, 0\.1, 0\.5\] is not "
+                     r"allowed; each alpha may appear once; repeated: 0\.5"):
+    sweep_alpha.parse_alphas(["0.5", "0.1", "0.50"])
+
+
 def _cli(module, *args, cwd=None):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, "-m", module, *args],
