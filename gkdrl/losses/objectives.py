@@ -177,6 +177,37 @@ def _sampled_loss(student_logits, teacher_logits, student_log_probs, actions,
   return total, div_loss
 
 
+def _check_gkd_rl_args(student_logits, teacher_logits, actions, mask,
+                       rewards, *, alpha, beta, kl_mode, divergence,
+                       ref_kl_coef, chunk_size) -> tuple[bool, bool]:
+  """Checks gkd_rl_loss's arguments; returns (use_teacher, use_rewards).
+
+  A static alpha of 0 needs no teacher, of 1 no rewards; a traced alpha
+  needs both.
+  """
+  _check_logits(student_logits, teacher_logits, mask)
+  chex.assert_equal_shape([actions, mask])
+  validation.check_unit_interval("alpha", alpha)
+  validation.check_unit_interval("beta", beta)
+  validation.check_choice("kl_mode", kl_mode, KL_MODES)
+  validation.check_choice("divergence", divergence, divergences.DIVERGENCES)
+  validation.check_non_negative("ref_kl_coef", ref_kl_coef)
+  if chunk_size is not None:
+    validation.check_int("chunk_size", chunk_size, 0)
+  static_alpha = validation.is_static_number(alpha)
+  use_teacher = not (static_alpha and alpha == 0.0)
+  use_rewards = not (static_alpha and alpha == 1.0)
+  if use_teacher and teacher_logits is None:
+    raise ValueError(f"teacher_logits is None but alpha={alpha!r} needs the "
+                     "teacher; only alpha=0 runs without it.")
+  if use_rewards and rewards is None:
+    raise ValueError(f"rewards is None but alpha={alpha!r} needs rewards; "
+                     "only alpha=1 runs without them.")
+  if rewards is not None:
+    chex.assert_shape(rewards, (student_logits.shape[0],))
+  return use_teacher, use_rewards
+
+
 def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
                 actions: Array, mask: Array, rewards: Array | None, *,
                 alpha, divergence: str = "jsd", beta: float = 0.9,
@@ -231,27 +262,11 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
     "reward/mean" (when rewards are given), "kl/teacher" (when teacher
     logits are given) and "kl/reference" (when reference logits are given).
   """
-  _check_logits(student_logits, teacher_logits, mask)
-  chex.assert_equal_shape([actions, mask])
-  validation.check_unit_interval("alpha", alpha)
-  validation.check_unit_interval("beta", beta)
-  validation.check_choice("kl_mode", kl_mode, KL_MODES)
-  validation.check_choice("divergence", divergence, divergences.DIVERGENCES)
-  validation.check_non_negative("ref_kl_coef", ref_kl_coef)
+  use_teacher, use_rewards = _check_gkd_rl_args(
+      student_logits, teacher_logits, actions, mask, rewards, alpha=alpha,
+      beta=beta, kl_mode=kl_mode, divergence=divergence,
+      ref_kl_coef=ref_kl_coef, chunk_size=chunk_size)
   static_alpha = validation.is_static_number(alpha)
-  use_teacher = not (static_alpha and alpha == 0.0)
-  use_rewards = not (static_alpha and alpha == 1.0)
-  if use_teacher and teacher_logits is None:
-    raise ValueError(f"teacher_logits is None but alpha={alpha!r} needs the "
-                     "teacher; only alpha=0 runs without it.")
-  if use_rewards and rewards is None:
-    raise ValueError(f"rewards is None but alpha={alpha!r} needs rewards; "
-                     "only alpha=1 runs without them.")
-  if rewards is not None:
-    chex.assert_shape(rewards, (student_logits.shape[0],))
-
-  if chunk_size is not None:
-    validation.check_int("chunk_size", chunk_size, 0)
 
   metrics = {}
   temperatures = temperature_kwargs(divergence_kwargs)

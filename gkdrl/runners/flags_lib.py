@@ -99,8 +99,9 @@ def define_agent_flags():
                       "memory for more compute; same gradients.")
   flags.DEFINE_integer("loss_chunk_size", None,
                        "gkd/supervised_kd: positions per chunk of the "
-                       "hidden-state distillation loss (0: logits path; "
-                       "default: 128 when V >= 32768).")
+                       "hidden-state distillation loss; gkd_rl: positions "
+                       "per chunk of its divergence from logits (0: no "
+                       "chunks; default: 128 when V >= 32768).")
   flags.DEFINE_string("reward", "default",
                       "Reward: 'default' (the task's own), a task reward "
                       "name (factuality, accuracy, ...), rouge1/rouge2/"
