@@ -157,3 +157,53 @@ def test_a_run_compiles_once_per_bucket_shape(gkd_agent, tmp_path, caplog):
   logged = [r.getMessage() for r in caplog.records
             if r.getMessage().startswith("compiling update for shapes")]
   assert len(logged) == first["update"]
+
+
+def fake_stacked_agent(nan_at_step: int):
+  """Two members; member 1's loss goes NaN at `nan_at_step`."""
+  one = fake_agent(nan_at_step=-1)
+
+  def update(state, batch, teacher_params, key):
+    state, metrics = one.update(state, batch, teacher_params, key)
+    loss = metrics["loss/total"]
+    bad = jnp.where(state.step == nan_at_step, jnp.nan, 2 * loss)
+    return state, {"loss/total": jnp.stack([loss, bad])}  # [2]
+
+  def act(state, task_batch, key, **kwargs):
+    del state, key, kwargs
+    return task_batch, {"rollout/length": jnp.asarray([1.0, 2.0])}
+
+  return one._replace(update=update, act=act)
+
+
+def _split(values):
+  return {f"member_{i}": {k: float(np.asarray(v)[i])
+                          for k, v in values.items()} for i in range(2)}
+
+
+def test_stacked_metrics_go_to_one_file_per_member(tmp_path):
+  config = loop.LoopConfig(steps=3, batch_size=1, log_every=1,
+                           progress=False)
+  loop.train(agent=fake_stacked_agent(nan_at_step=-1),
+             state=initial_state(), task=FakeTask(), config=config,
+             workdir=tmp_path, split_metrics=_split)
+  assert not (tmp_path / "metrics.jsonl").exists()
+  for i in range(2):
+    lines = (tmp_path / f"member_{i}" / "metrics.jsonl").read_text()
+    records = [json.loads(l) for l in lines.splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert [r["loss/total"] for r in records] == pytest.approx(
+        [(1 + i) / s for s in (1, 2, 3)])
+    assert all(r["rollout/length"] == 1.0 + i for r in records)
+
+
+def test_a_nan_in_one_stacked_member_stops_training(tmp_path):
+  config = loop.LoopConfig(steps=6, batch_size=1, save_every=2,
+                           log_every=1, progress=False)
+  with pytest.raises(loop.TrainingDivergedError,
+                     match=r"loss \[0\.333.*, nan\] at step 3.*\(step 2\)"):
+    loop.train(agent=fake_stacked_agent(nan_at_step=3),
+               state=initial_state(), task=FakeTask(), config=config,
+               workdir=tmp_path, split_metrics=_split)
+  lines = (tmp_path / "member_1" / "metrics.jsonl").read_text()
+  assert [json.loads(l)["step"] for l in lines.splitlines()] == [1, 2]
