@@ -2,7 +2,9 @@
 and nothing outside the agents' own modules asks which agent it runs."""
 
 import dataclasses
+import importlib
 import inspect
+import sys
 import pathlib
 import re
 
@@ -20,8 +22,8 @@ from gkdrl.agents import registry
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ToyConfig(base.AgentConfig):
-  """Unlikelihood-free toy: maximise the probability of token 0 as the
-  first completion token (nothing any registered agent does)."""
+  """A toy agent: raise the probability of token 0 as the first completion
+  token, times `weight` (nothing a registered agent does)."""
 
   weight: float = 1.0
 
@@ -147,3 +149,16 @@ def test_no_code_outside_an_agents_module_branches_on_its_name():
         found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
   assert not found, "\n".join(found)
   assert len(owners) == 5  # sft, seqkd, distill, rl, gkd_rl
+
+
+@pytest.mark.parametrize("module,names", [
+    ("gkdrl.agents.configs", ["GKDConfig", "GKDRLConfig", "SFTConfig"]),
+    ("gkdrl.agents.agents", ["make_agent", "make_config", "AGENT_CONFIGS"]),
+])
+def test_old_module_paths_still_import_with_a_deprecation(module, names,
+                                                          monkeypatch):
+  monkeypatch.delitem(sys.modules, module, raising=False)
+  with pytest.warns(DeprecationWarning, match=module):
+    old = importlib.import_module(module)
+  for name in names:
+    assert getattr(old, name) is getattr(agents, name)
