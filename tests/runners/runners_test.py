@@ -224,7 +224,7 @@ def test_cli_reports_bad_input_and_exits_non_zero(tmp_path):
   result = _cli("gkdrl.runners.train", f"--workdir={tmp_path / 'w'}",
                 "--alpha=1.5")
   assert result.returncode != 0
-  assert "alpha=1.5 is outside the allowed range [0, 1]" in result.stderr
+  assert "alpha=1.5 is not allowed; allowed values lie in [0, 1]" in result.stderr
 
 
 def test_evaluate_cli_on_a_workdir(model_dirs, tmp_path, shared):
