@@ -2,17 +2,53 @@
 
 Orbax writes each checkpoint into a temporary directory and renames it when
 complete, so a kill at any moment leaves the previous checkpoint loadable.
+
+A checkpoint damaged afterwards (a truncated file, unreadable metadata, an
+empty step directory) is skipped on resume with a warning naming it and the
+reason, and moved aside to `checkpoints/<step>.corrupt-<n>` (never deleted),
+so the resumed run can save that step again; the run resumes from the newest
+intact checkpoint.
 """
 
 import json
 import os
 import pathlib
+import sys
 import time
 from typing import Any
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+_METADATA = "_CHECKPOINT_METADATA"
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint is readable but does not fit the state it restores into."""
+
+
+def warn(message: str) -> None:
+  """An absl warning, also printed to stderr if warnings are not logged.
+
+  absl writes warnings to stderr (under `app.run`, and through Python's
+  last-resort handler otherwise), so the line is printed only when a
+  `--verbosity` below warnings would hide it.
+  """
+  logging.warning("%s", message)
+  if not logging.level_warning():
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def saved_steps(workdir: str | os.PathLike) -> list[int]:
+  """Steps with a directory under `<workdir>/checkpoints`, without orbax."""
+  directory = pathlib.Path(workdir) / "checkpoints"
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir()
+                if p.is_dir() and p.name.isdigit())
 
 
 class Checkpointer:
@@ -33,6 +69,9 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any) -> None:
     """Writes `state` as checkpoint `step` and waits until it is complete."""
     self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -47,16 +86,107 @@ class Checkpointer:
     return self._manager.restore(step,
                                  args=ocp.args.StandardRestore(abstract))
 
+  def restore_newest_intact(self, target: Any) -> tuple[int, Any]:
+    """`(step, state)` of the newest checkpoint that restores into `target`.
+
+    Damaged checkpoints newer than it are skipped with a warning and moved
+    aside (`set_aside`); with none intact, returns `(0, target)`.
+
+    Raises:
+      CheckpointMismatchError: a checkpoint is intact but holds another
+        structure, shapes or dtypes than `target` (another agent or model).
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        _check_metadata(self.directory / str(step))
+        return step, self.restore(target, step)
+      except Exception as error:  # pylint: disable=broad-except
+        reason = _reason(error)
+        if _readable(self._manager, step):
+          raise CheckpointMismatchError(
+              f"Checkpoint {step} in {self.directory} does not fit this "
+              f"run's training state ({reason}); it was written with other "
+              "settings (agent, model or param_dtype). Use another workdir, "
+              "or start a new run there.") from error
+      moved = self.set_aside(step)
+      warn(f"Skipped checkpoint {step}: it is damaged ({reason}); moved to "
+           f"{moved}, resuming from an older one.")
+    return 0, target
+
+  def set_aside(self, step: int) -> pathlib.Path:
+    """Renames checkpoint `step` to `<step>.corrupt-<n>` (first free n)."""
+    source = self.directory / str(step)
+    n = 0
+    while (self.directory / f"{step}.corrupt-{n}").exists():
+      n += 1
+    destination = self.directory / f"{step}.corrupt-{n}"
+    if jax.process_index() == 0:
+      os.rename(source, destination)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"gkdrl set_aside {step}")
+    self._manager.reload()
+    return destination
+
   def restore_params(self, step: int | None = None) -> Any:
-    """The student parameters of checkpoint `step` (default: latest)."""
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No checkpoint in {self.directory}.")
-    restored = self._manager.restore(step, args=ocp.args.StandardRestore())
-    return restored["params"]
+    """The student parameters of checkpoint `step` (default: newest intact).
+
+    Raises:
+      FileNotFoundError: no such step, naming the saved ones.
+    """
+    steps = self.all_steps()
+    if step is not None and step not in steps:
+      raise FileNotFoundError(
+          f"No checkpoint of step {step} in {self.directory}; saved steps: "
+          f"{', '.join(map(str, steps)) or 'none'}.")
+    for candidate in reversed(steps) if step is None else [step]:
+      try:
+        _check_metadata(self.directory / str(candidate))
+        restored = self._manager.restore(candidate,
+                                         args=ocp.args.StandardRestore())
+        return restored["params"]
+      except Exception as error:  # pylint: disable=broad-except
+        message = (f"Checkpoint {candidate} in {self.directory} is damaged "
+                   f"({_reason(error)})")
+        if step is not None:
+          raise ValueError(f"{message}.") from error
+        warn(f"{message}; trying an older one.")
+    raise FileNotFoundError(f"No intact checkpoint in {self.directory}; "
+                            f"saved steps: {steps or 'none'}.")
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _check_metadata(step_dir: pathlib.Path) -> None:
+  """Raises ValueError if the step's orbax metadata is missing or not JSON.
+
+  Orbax itself only logs an unreadable metadata file, but such a checkpoint
+  was not written whole, so it is not trusted.
+  """
+  path = step_dir / _METADATA
+  try:
+    json.loads(path.read_text())
+  except FileNotFoundError:
+    raise ValueError(f"{path.name} is missing") from None
+  except (ValueError, UnicodeDecodeError) as error:
+    raise ValueError(f"{path.name} is not valid JSON: {error}") from None
+
+
+def _readable(manager, step: int) -> bool:
+  """Whether checkpoint `step` restores without a target (as saved)."""
+  try:
+    _check_metadata(pathlib.Path(manager.directory) / str(step))
+    manager.restore(step, args=ocp.args.StandardRestore())
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return True
+
+
+def _reason(error: Exception) -> str:
+  """The first line of an error, shortened (orbax errors run long)."""
+  lines = str(error).strip().splitlines() or [type(error).__name__]
+  line = lines[0]
+  return f"{type(error).__name__}: {line[:300]}"
 
 
 def to_python(metrics: dict[str, Any]) -> dict[str, float]:

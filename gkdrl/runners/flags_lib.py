@@ -118,6 +118,10 @@ def define_agent_flags():
   flags.DEFINE_integer("eval_every", 0,
                        "Steps between evaluations (0: only at the end).")
   flags.DEFINE_integer("save_every", 50, "Steps between checkpoints.")
+  flags.DEFINE_bool("force_new_run", False,
+                    "Start over in a --workdir that holds a run: move that "
+                    "run's files into <workdir>/previous_run_<n>/ (nothing "
+                    "is deleted) instead of resuming it.")
   flags.DEFINE_string("mesh", None,
                       "Device mesh, e.g. 'data:4,fsdp:2' or 'auto' (every "
                       "device on data); unset runs on one device. Rows of "

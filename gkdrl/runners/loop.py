@@ -9,13 +9,18 @@ writes into `workdir`:
   checkpoints/<step>/     orbax checkpoints (atomic), resumed from on rerun
   eval/step_<N>.json      evaluations every `eval_every` steps
   eval/final.json         the evaluation after the last step
+  .lock                   {"pid", "host"} of the process training there
 
 (in a multi-host run only process 0 writes these files, except the
 checkpoints, which orbax writes with all processes).
 
 Every step's randomness is `fold_in(PRNGKey(seed), step)`, and the data order
 depends only on the seed, so a resumed run reaches the same final state as an
-uninterrupted one.
+uninterrupted one. A resume starts from the newest intact checkpoint
+(damaged ones are moved aside, see `checkpointing`), refuses a checkpoint
+past `steps`, and first redoes the evaluation of the checkpoint's step if a
+kill lost it. A second process on the same workdir is refused (see
+`workdir.Lock`).
 
 The host does not wait for each update: a step's loss is checked for NaN
 one step later (while the device runs the next update, the host loads and
@@ -23,6 +28,8 @@ tokenizes the next batch), except on steps that log, save or evaluate,
 which check it at once so that nothing is written after a bad step. The
 update skips a non-finite step (the state stays as it was), so the one
 extra update dispatched before a late check changes nothing that is kept.
+The same late read counts updates skipped in a row (`train/skipped`), and
+training stops once `max_skipped_steps` of them have learned nothing.
 """
 
 from collections.abc import Callable
@@ -41,10 +48,12 @@ from gkdrl import parallel
 from gkdrl.agents import base as agent_base
 from gkdrl.tasks import base as tasks_base
 from gkdrl.runners import checkpointing
+from gkdrl.runners import workdir as workdir_lib
 
 
 class TrainingDivergedError(RuntimeError):
-  """The loss became NaN or Inf; the last good checkpoint is kept."""
+  """The loss became NaN or Inf, or every update of too many steps in a
+  row was skipped; the last good checkpoint is kept."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -60,6 +69,9 @@ class LoopConfig:
     save_every: steps between checkpoints, >= 1 (the last step is always
       saved).
     progress: show a progress bar.
+    max_skipped_steps: stop after this many consecutive updates skipped for
+      a non-finite loss or gradient (`train/skipped` = 1), >= 0; 0 never
+      stops.
   """
 
   steps: int
@@ -69,10 +81,12 @@ class LoopConfig:
   eval_every: int = 0
   save_every: int = 100
   progress: bool = True
+  max_skipped_steps: int = 20
 
   def __post_init__(self):
     for name, minimum in (("steps", 1), ("batch_size", 1), ("log_every", 1),
-                          ("eval_every", 0), ("save_every", 1)):
+                          ("eval_every", 0), ("save_every", 1),
+                          ("max_skipped_steps", 0)):
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or (
           value < minimum):
@@ -85,19 +99,58 @@ EvaluateFn = Callable[[Any], dict[str, dict[str, float]]]
 MetricsSplitter = Callable[[dict[str, Any]], dict[str, dict[str, float]]]
 
 
-def _check_finite(step: int, loss, last_saved: int,
-                  directory: pathlib.Path) -> None:
-  """Raises TrainingDivergedError if `loss` (of `step`) has a NaN or Inf.
+class _StepCheck:
+  """Stops on a NaN or Inf loss, or on too many skipped updates in a row.
 
-  `loss` is a scalar, or an array of them (a stacked agent's, one per
-  member).
+  The loss and the `train/skipped` flag are scalars, or arrays of them (a
+  stacked agent's, one per member); each member's skipped updates are
+  counted on their own.
   """
-  loss = np.asarray(jax.device_get(loss), np.float64)
-  if not np.all(np.isfinite(loss)):
-    shown = float(loss) if loss.ndim == 0 else loss.tolist()
-    raise TrainingDivergedError(
-        f"Non-finite loss {shown} at step {step}; training stopped. The "
-        f"last good checkpoint (step {last_saved}) in {directory} is intact.")
+
+  def __init__(self, max_skipped: int, directory: pathlib.Path):
+    self.max_skipped, self.directory = max_skipped, directory
+    self.skipped_since = None  # per member: first step of its skipped run
+
+  def __call__(self, step: int, loss, skipped, last_saved: int) -> None:
+    loss, skipped = jax.device_get((loss, skipped))  # one transfer
+    loss = np.asarray(loss, np.float64)
+    kept = (f"The last good checkpoint (step {last_saved}) in "
+            f"{self.directory} is intact.")
+    if not np.all(np.isfinite(loss)):
+      shown = float(loss) if loss.ndim == 0 else loss.tolist()
+      raise TrainingDivergedError(
+          f"Non-finite loss {shown} at step {step}; training stopped. {kept}")
+    if skipped is None:
+      return
+    skipped = np.asarray(skipped) >= 1.0
+    since = (np.full(skipped.shape, step) if self.skipped_since is None
+             else self.skipped_since)
+    self.skipped_since = np.where(skipped, since, step + 1)
+    counts = np.where(skipped, step - self.skipped_since + 1, 0)
+    if self.max_skipped and np.any(counts >= self.max_skipped):
+      worst = np.unravel_index(np.argmax(counts), counts.shape)
+      first = int(self.skipped_since[worst])
+      member = "" if counts.ndim == 0 else f" of member {worst[0]}"
+      raise TrainingDivergedError(
+          f"{step - first + 1} consecutive updates{member} (steps "
+          f"{first}-{step}) were skipped because their gradient was NaN or "
+          "Inf (train/skipped = 1), so nothing was learned since step "
+          f"{first - 1}; training stopped (max_skipped_steps="
+          f"{self.max_skipped}). {kept}")
+
+
+def _evaluates(step: int, config: LoopConfig, evaluate_fn) -> bool:
+  """Whether `step` writes a periodic evaluation (eval/step_<step>.json)."""
+  return bool(evaluate_fn and config.eval_every and (
+      step % config.eval_every == 0) and step != config.steps)
+
+
+def _evaluate(step: int, state, evaluate_fn, workdir: pathlib.Path,
+              lead: bool) -> None:
+  # Every process evaluates (the same metrics); the first writes.
+  results = {"step": step, **evaluate_fn(state.params)}
+  if lead:
+    checkpointing.write_json(workdir / "eval" / f"step_{step}.json", results)
 
 
 class _MetricsLog:
@@ -170,27 +223,46 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     The final training state.
 
   Raises:
-    TrainingDivergedError: on a NaN or Inf loss, naming the step; nothing
-      is saved after it, so the last checkpoint stays good.
+    TrainingDivergedError: on a NaN or Inf loss, naming the step, or after
+      `max_skipped_steps` skipped updates in a row; nothing is saved after
+      it, so the last checkpoint stays good.
+    ValueError: a checkpoint past `config.steps`, or one that does not fit
+      `state` (`checkpointing.CheckpointMismatchError`).
+    workdir.WorkdirLockedError: another process trains in `workdir`.
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  with workdir_lib.Lock(workdir):
+    return _train(agent=agent, state=state, task=task, config=config,
+                  workdir=workdir, teacher_params=teacher_params,
+                  reward_params=reward_params, evaluate_fn=evaluate_fn,
+                  mesh=mesh, split_metrics=split_metrics)
+
+
+def _train(*, agent, state, task, config, workdir, teacher_params,
+           reward_params, evaluate_fn, mesh, split_metrics):
+  """`train`'s body, run while holding the workdir's lock."""
   checkpointer = checkpointing.Checkpointer(workdir)
-  start = checkpointer.latest_step() or 0
   if mesh is not None:
     state = parallel.shard_state(state, mesh)
     teacher_params = (None if teacher_params is None
                       else parallel.shard_params(teacher_params, mesh))
+  target = state if mesh is None else parallel.abstract_like(
+      state, parallel.state_shardings(state, mesh))
+  start, restored = checkpointer.restore_newest_intact(target)
   if start:
-    target = state if mesh is None else parallel.abstract_like(
-        state, parallel.state_shardings(state, mesh))
-    state = checkpointer.restore(target, start)
+    state = restored
     logging.info("Resumed from the checkpoint of step %d in %s.", start,
                  checkpointer.directory)
+  workdir_lib.check_steps(start, config.steps, checkpointer.directory)
   # Processes of a multi-host run share the workdir: only the first writes
   # metrics lines (orbax coordinates the checkpoints itself).
   lead = jax.process_index() == 0
   metrics_log = _MetricsLog(workdir, start, split_metrics, write=lead)
+  if start and _evaluates(start, config, evaluate_fn) and not (
+      workdir / "eval" / f"step_{start}.json").exists():
+    # A kill between the save and the evaluation of this step lost it.
+    _evaluate(start, state, evaluate_fn, workdir, lead)
   # config.batch_size is global: each process reads its rows of it.
   batches = task.batches("train", config.batch_size, seed=config.seed,
                          num_epochs=None, drop_remainder=True,
@@ -205,7 +277,8 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
                   disable=not (config.progress and lead),
                   dynamic_ncols=True)
   last_saved = start
-  unchecked = None  # (step, loss) of an update whose loss is not read yet
+  check = _StepCheck(config.max_skipped_steps, checkpointer.directory)
+  unchecked = None  # (step, loss, skipped) of an update not read yet
   try:
     for step in range(start + 1, config.steps + 1):
       act_key, update_key = jax.random.split(jax.random.fold_in(root_key,
@@ -221,14 +294,13 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
         batch = parallel.shard_batch(batch, mesh)
       state, metrics = update(state, batch, teacher_params, update_key)
       if unchecked is not None:
-        _check_finite(*unchecked, last_saved, checkpointer.directory)
-      unchecked = (step, metrics["loss/total"])
+        check(*unchecked, last_saved)
+      unchecked = (step, metrics["loss/total"], metrics.get("train/skipped"))
       log = step % config.log_every == 0 or step == config.steps
       save = step % config.save_every == 0 or step == config.steps
-      evaluate = bool(evaluate_fn and config.eval_every and (
-          step % config.eval_every == 0) and step != config.steps)
+      evaluate = _evaluates(step, config, evaluate_fn)
       if log or save or evaluate:
-        _check_finite(*unchecked, last_saved, checkpointer.directory)
+        check(*unchecked, last_saved)
         unchecked = None
       if log:
         shown = metrics_log.log(step, {**metrics, **info})
@@ -238,11 +310,7 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
         checkpointer.save(step, state)
         last_saved = step
       if evaluate:
-        # Every process evaluates (the same metrics); the first writes.
-        results = {"step": step, **evaluate_fn(state.params)}
-        if lead:
-          checkpointing.write_json(workdir / "eval" / f"step_{step}.json",
-                                   results)
+        _evaluate(step, state, evaluate_fn, workdir, lead)
   finally:
     bar.close()
     checkpointer.close()

@@ -8,7 +8,10 @@ With no flags: `gkd_rl` (alpha 0.5, JSD(0.9)) on the built-in `facts` task
 with the built-in teacher and student (trained once and cached), then a
 before/after table. Writes into --workdir: config.json, metrics.jsonl,
 checkpoints/, eval/{teacher,initial,final}.json and student_hf/. Rerunning
-with the same --workdir resumes from the last checkpoint.
+with the same --workdir resumes from the last intact checkpoint, with the
+same settings (see `workdir.SAFE_TO_CHANGE` for what may change) unless
+--force_new_run moves the previous run aside; a second process on the same
+--workdir is refused.
 """
 
 import dataclasses
@@ -30,6 +33,7 @@ from gkdrl.runners import checkpointing
 from gkdrl.runners import flags_lib
 from gkdrl.runners import loop
 from gkdrl.runners import setup
+from gkdrl.runners import workdir as workdir_lib
 
 flags_lib.define_model_flags()
 flags_lib.define_agent_flags()
@@ -45,7 +49,7 @@ RUN_FLAGS = sorted(set(flags_lib.AGENT_FIELDS) | {
     "seed", "task_seed", "eval_examples", "eval_samples_per_prompt", "reward",
     "entailment_model", "length_penalty", "steps", "batch_size",
     "learning_rate", "warmup_steps", "log_every", "eval_every",
-    "save_every", "workdir", "mesh"})
+    "save_every", "workdir", "mesh", "force_new_run"})
 
 
 def flag_values() -> dict[str, Any]:
@@ -146,45 +150,50 @@ def run(values: dict[str, Any], *, progress: bool = True,
   resolved = {**values, "agent_config": dataclasses.asdict(config),
               "student_path": models.student_path,
               "teacher_path": models.teacher_path}
-  # Processes of a multi-host run share the workdir: the first writes.
-  lead = jax.process_index() == 0
-  if lead:
-    checkpointing.write_json(workdir / "config.json", resolved)
-
-  evaluate = make_evaluate(values, task, models, reward,
-                           config.max_new_tokens)
-
-  # The reference evaluations depend on every setting `evaluate` reads.
-  eval_key = tuple(values[k] for k in (
-      "seed", "eval_examples", "eval_samples_per_prompt", "reward",
-      "entailment_model", "length_penalty")) + (config.max_new_tokens,)
-  references = shared.setdefault("references", {})
-  for name, model, params in (
-      ("teacher", models.teacher, models.teacher_params),
-      ("initial", models.student, models.student_params)):
-    if (name, eval_key) not in references:
-      references[name, eval_key] = evaluate(model, params)
+  with workdir_lib.Lock(workdir):
+    # Refuses a resume under changed settings before config.json changes.
+    workdir_lib.prepare(workdir, resolved, steps=values["steps"],
+                        force_new_run=values.get("force_new_run", False))
+    # Processes of a multi-host run share the workdir: the first writes.
+    lead = jax.process_index() == 0
     if lead:
-      checkpointing.write_json(workdir / "eval" / f"{name}.json",
-                               {"step": 0, **references[name, eval_key]})
+      checkpointing.write_json(workdir / "config.json", resolved)
 
-  start = time.time()
-  state = loop.train(
-      agent=agent, state=agent.init(models.student_params), task=task,
-      config=loop_config, workdir=workdir,
-      teacher_params=models.teacher_params, reward_params=reward_params,
-      evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh)
-  logging.info("Training took %.1f s.", time.time() - start)
-  # Sharded parameters of a multi-host mesh are gathered by all processes.
-  params = jax.device_get(parallel.gather(state.params))
-  if lead:
-    networks.save_pretrained(models.student, params, workdir / "student_hf",
-                             tokenizer=task.tokenizer)
-  # loop.train returns once final.json is written (by process 0).
-  final = checkpointing.read_json(workdir / "eval" / "final.json")
-  return {"config": resolved, "teacher": references["teacher", eval_key],
-          "initial": references["initial", eval_key],
-          "final": {k: v for k, v in final.items() if k != "step"}}
+    evaluate = make_evaluate(values, task, models, reward,
+                             config.max_new_tokens)
+
+    # The reference evaluations depend on every setting `evaluate` reads.
+    eval_key = tuple(values[k] for k in (
+        "seed", "eval_examples", "eval_samples_per_prompt", "reward",
+        "entailment_model", "length_penalty")) + (config.max_new_tokens,)
+    references = shared.setdefault("references", {})
+    for name, model, params in (
+        ("teacher", models.teacher, models.teacher_params),
+        ("initial", models.student, models.student_params)):
+      if (name, eval_key) not in references:
+        references[name, eval_key] = evaluate(model, params)
+      if lead:
+        checkpointing.write_json(workdir / "eval" / f"{name}.json",
+                                 {"step": 0, **references[name, eval_key]})
+
+    start = time.time()
+    state = loop.train(
+        agent=agent, state=agent.init(models.student_params), task=task,
+        config=loop_config, workdir=workdir,
+        teacher_params=models.teacher_params, reward_params=reward_params,
+        evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh)
+    logging.info("Training took %.1f s.", time.time() - start)
+    # Sharded parameters of a multi-host mesh are gathered by all processes.
+    params = jax.device_get(parallel.gather(state.params))
+    if lead:
+      networks.save_pretrained(models.student, params,
+                               workdir / "student_hf",
+                               tokenizer=task.tokenizer)
+    # loop.train returns once final.json is written (by process 0).
+    final = checkpointing.read_json(workdir / "eval" / "final.json")
+    return {"config": resolved, "teacher": references["teacher", eval_key],
+            "initial": references["initial", eval_key],
+            "final": {k: v for k, v in final.items() if k != "step"}}
 
 
 def summary_table(summary: dict[str, Any], mode: str = "greedy") -> str:
