@@ -45,6 +45,7 @@ from gkdrl.runners import loop
 from gkdrl.runners import plots
 from gkdrl.runners import setup
 from gkdrl.runners import train  # defines the training flags
+from gkdrl.runners import workdir as workdir_lib
 
 flags.DEFINE_list("alphas", ["0", "0.05", "0.1", "0.25", "0.5", "1"],
                   "Teacher weights to train, each in [0, 1].")
@@ -227,7 +228,8 @@ def main(argv):
     alphas = parse_alphas(FLAGS.alphas)
     rows = sweep(values, alphas, mode=FLAGS.mode,
                  vectorized=FLAGS.vectorized)
-  except (ValueError, FileNotFoundError, loop.TrainingDivergedError) as e:
+  except (ValueError, FileNotFoundError, loop.TrainingDivergedError,
+          workdir_lib.WorkdirLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   columns = ["alpha", "reward", "factuality", "rouge2", "teacher_kl",

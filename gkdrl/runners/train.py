@@ -210,7 +210,8 @@ def main(argv):
   flags_lib.quiet_logs()
   try:
     summary = run(flag_values())
-  except (ValueError, FileNotFoundError, loop.TrainingDivergedError) as e:
+  except (ValueError, FileNotFoundError, loop.TrainingDivergedError,
+          workdir_lib.WorkdirLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   for mode in summary["final"]:
