@@ -42,6 +42,29 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _quiet_abandoned_reads() -> None:
+  """Drops the 'Event loop is closed' reports of a failed restore's reads.
+
+  When one array of a damaged checkpoint fails to read, orbax closes its
+  event loop while the other reads still finish; each then reports this
+  RuntimeError as an unraisable exception, a traceback per array that
+  would bury the one warning that matters. Installed once per process;
+  every other unraisable exception still reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "gkdrl_quiet_reads", False):
+    return
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and
+            str(error) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook.gkdrl_quiet_reads = True
+  sys.unraisablehook = hook
+
+
 def saved_steps(workdir: str | os.PathLike) -> list[int]:
   """Steps with a directory under `<workdir>/checkpoints`, without orbax."""
   directory = pathlib.Path(workdir) / "checkpoints"
@@ -96,6 +119,7 @@ class Checkpointer:
       CheckpointMismatchError: a checkpoint is intact but holds another
         structure, shapes or dtypes than `target` (another agent or model).
     """
+    _quiet_abandoned_reads()
     for step in reversed(self.all_steps()):
       try:
         _check_metadata(self.directory / str(step))
@@ -138,6 +162,7 @@ class Checkpointer:
       raise FileNotFoundError(
           f"No checkpoint of step {step} in {self.directory}; saved steps: "
           f"{', '.join(map(str, steps)) or 'none'}.")
+    _quiet_abandoned_reads()
     for candidate in reversed(steps) if step is None else [step]:
       try:
         _check_metadata(self.directory / str(candidate))

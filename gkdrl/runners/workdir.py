@@ -169,6 +169,11 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]
           if key not in SAFE_TO_CHANGE and old.get(key) != new.get(key)]
 
 
+def _safe_flags() -> list[str]:
+  return sorted(k for k in SAFE_TO_CHANGE
+                if "." not in k and k != "force_new_run")
+
+
 def check_resume(workdir: str | os.PathLike, config: dict[str, Any]) -> None:
   """Refuses to resume `workdir`'s checkpoints under a changed `config`.
 
@@ -195,9 +200,8 @@ def check_resume(workdir: str | os.PathLike, config: dict[str, Any]) -> None:
         f"--workdir={str(workdir)!r} holds checkpoints (step {steps[-1]}) "
         f"of a run with other settings:\n  " + "\n  ".join(changes) +
         "\nResume with the same settings (only "
-        f"{', '.join(sorted(SAFE_TO_CHANGE - {'force_new_run'}))} may "
-        "change), use another --workdir, or pass --force_new_run to move "
-        "that run aside and start over.")
+        f"{', '.join(_safe_flags())} may change), use another --workdir, or "
+        "pass --force_new_run to move that run aside and start over.")
 
 
 def check_steps(saved_step: int, steps: int, directory) -> None:
