@@ -140,3 +140,22 @@ def test_train_releases_the_lock_after_a_divergence(tmp_path):
   with pytest.raises(loop.TrainingDivergedError):
     _train(tmp_path, 6, agent=fake_agent(nan_at_step=3))
   assert not (tmp_path / ".lock").exists()
+
+
+def test_skipped_updates_of_one_stacked_member_stop_training(tmp_path):
+  # A stacked agent reports one loss and one skipped flag per member.
+  def update(state, batch, teacher_params, key):
+    del batch, teacher_params, key
+    call = state.opt_state + 1
+    skipped = jnp.stack([jnp.zeros((), bool), call >= 3])  # [2]
+    metrics = {"loss/total": jnp.ones(2),
+               "train/skipped": skipped.astype(jnp.float32)}
+    return state._replace(opt_state=call), metrics
+
+  agent = fake_agent(nan_at_step=-1)._replace(update=update)
+  with pytest.raises(loop.TrainingDivergedError,
+                     match=r"4 consecutive updates of member 1 \(steps "
+                     r"3-6\)"):
+    loop.train(agent=agent, state=_counting_state(), task=FakeTask(),
+               workdir=tmp_path, split_metrics=lambda m: {},
+               config=_config(20, log_every=10, max_skipped_steps=4))

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from gkdrl.runners import sweep_alpha
 from gkdrl.runners import train
 from tests.runners.runners_test import _cli
 from tests.runners.runners_test import values
@@ -78,8 +77,3 @@ def test_evaluate_of_a_missing_step_names_the_saved_ones(finished):
   assert "No checkpoint of step 7" in result.stderr
   assert "saved steps: 2." in result.stderr
 
-
-def test_duplicate_alphas_are_refused():
-  with pytest.raises(ValueError, match=r"--alphas='0.5,0.1,0.5' is not "
-                     r"allowed; 0.5 and 0.5 would share the workdir"):
-    sweep_alpha.parse_alphas(["0.5", "0.1", "0.50"])
