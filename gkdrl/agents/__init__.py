@@ -40,13 +40,15 @@ from gkdrl.agents.registry import make_config
 from gkdrl.agents.registry import register
 from gkdrl.agents.registry import special_token_ids
 from gkdrl.agents.rl import RLConfig
+from gkdrl.agents.rollout_config import RolloutConfig
 from gkdrl.agents.seqkd import SeqKDConfig
 from gkdrl.agents.sft import SFTConfig
 from gkdrl.agents.stacked import make_stacked_agent
 
 __all__ = [
     "AGENT_CONFIGS", "Agent", "AgentConfig", "DistillationConfig",
-    "GKDConfig", "GKDRLConfig", "OptimizerConfig", "RLConfig", "SFTConfig",
+    "GKDConfig", "GKDRLConfig", "OptimizerConfig", "RLConfig", "RolloutConfig",
+    "SFTConfig",
     "SeqKDConfig", "SupervisedKDConfig", "TrainingState", "agent_name",
     "check_vocabularies", "completion_hidden", "completion_logits",
     "decode_completions", "draw_student_data", "make_agent", "make_config",

@@ -19,6 +19,7 @@ from gkdrl import parallel
 from gkdrl import sampling
 from gkdrl import types
 from gkdrl.agents import base
+from gkdrl.envs import text_generation
 from gkdrl.reward_models import base as rm_base
 
 
@@ -189,7 +190,8 @@ def decode_completions(tokenizer, tokens, mask) -> list[str]:
 @functools.partial(jax.jit, static_argnames=("reward_model",))
 def _score_on_device(reward_model, reward_params, inputs):
   base.log_compile("reward", completion_tokens=inputs.completion_tokens)
-  return reward_model.score(reward_params, inputs)
+  return text_generation.score_rewards(reward_model.score, reward_params,
+                                       inputs)
 
 
 def score_batch(reward_model: rm_base.RewardModel, reward_params: Any,

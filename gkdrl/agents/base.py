@@ -35,6 +35,7 @@ import optax
 
 from gkdrl import types
 from gkdrl.agents import optimizer as optimizer_lib
+from gkdrl.agents import rollout_config
 from gkdrl import validation
 from gkdrl.losses import reductions
 from gkdrl.networks import model as model_lib
@@ -82,16 +83,15 @@ class TrainingState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AgentConfig:
+class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
   """Settings every agent has.
+
+  The rollout settings may also be given and read flat:
+  `SFTConfig(max_new_tokens=8).max_new_tokens == 8`.
 
   Attributes:
     optimizer: the optax optimiser settings.
-    max_new_tokens: T, the most tokens sampled per completion, >= 1.
-    sample_temperature: temperature of rollouts (paper: 1.0 in training);
-      0 is greedy.
-    top_k: keep the k most likely tokens when sampling; 0 disables.
-    top_p: nucleus mass when sampling, (0, 1].
+    rollout: how completions are sampled (T, temperature, top-k, top-p).
     reduction: "sequence" (paper Eq. 2), "token" or "sum".
     compute_dtype: "float32" or "bfloat16" for the forward passes;
       every softmax and divergence stays float32.
@@ -109,30 +109,34 @@ class AgentConfig:
 
   optimizer: optimizer_lib.OptimizerConfig = dataclasses.field(
       default_factory=optimizer_lib.OptimizerConfig)
-  max_new_tokens: int = 32
-  sample_temperature: float = 1.0
-  top_k: int = 0
-  top_p: float = 1.0
+  rollout: rollout_config.RolloutConfig = dataclasses.field(
+      default_factory=rollout_config.RolloutConfig)
   reduction: str = "sequence"
   compute_dtype: str = "float32"
   param_dtype: str = "float32"
   remat: str = "none"
 
   def __post_init__(self):
-    if (isinstance(self.max_new_tokens, bool)
-        or not isinstance(self.max_new_tokens, int)
-        or self.max_new_tokens < 1):
-      raise ValueError(
-          f"max_new_tokens={self.max_new_tokens!r} must be an int >= 1.")
-    validation.check_non_negative("sample_temperature", self.sample_temperature)
-    if not isinstance(self.top_k, int) or self.top_k < 0:
-      raise ValueError(f"top_k={self.top_k!r} must be an int >= 0.")
-    if not 0.0 < self.top_p <= 1.0:
-      raise ValueError(f"top_p={self.top_p!r} is outside the range (0, 1].")
     validation.check_choice("reduction", self.reduction, reductions.REDUCTIONS)
     validation.check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
     validation.check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
     validation.check_choice("remat", self.remat, model_lib.REMAT_MODES)
+
+  def unread_settings(self) -> dict[str, str]:
+    """{field: why} for the fields this agent's training never reads.
+
+    The runners reject a flag set for one of them (a sweep that sets it
+    would otherwise silently train something else). Agents override this.
+    """
+    return {}
+
+  max_new_tokens = property(lambda self: self.rollout.max_new_tokens,
+                            doc="`rollout.max_new_tokens`.")
+  sample_temperature = property(
+      lambda self: self.rollout.sample_temperature,
+      doc="`rollout.sample_temperature`.")
+  top_k = property(lambda self: self.rollout.top_k, doc="`rollout.top_k`.")
+  top_p = property(lambda self: self.rollout.top_p, doc="`rollout.top_p`.")
 
 
 class Agent(NamedTuple):

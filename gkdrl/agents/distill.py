@@ -30,7 +30,9 @@ from gkdrl import validation
 from gkdrl.agents import acting
 from gkdrl.agents import base
 from gkdrl.agents import registry
+from gkdrl.agents import rollout_config
 from gkdrl.losses import divergences
+from gkdrl.losses import objectives
 
 # From this vocabulary size on, distillation losses are chunked by default.
 LARGE_VOCABULARY = 32_768
@@ -41,14 +43,19 @@ class DistillationConfig(base.AgentConfig):
   """Settings of the token-level divergence to the teacher.
 
   Attributes:
-    divergence: a name of `gkdrl.losses.DIVERGENCES`.
+    divergence: token-level divergence, a name of
+      `gkdrl.losses.DIVERGENCES`: forward_kl, reverse_kl, jsd,
+      skew_forward_kl, skew_reverse_kl or tvd.
     beta: JSD(beta) coefficient in [0, 1] (divergence "jsd").
-    normalized: divide JSD by beta * (1 - beta) (a gkdrl extension).
-    skew: mixture weight of the skew KLs, [0, 1].
+    normalized: divide JSD by beta * (1 - beta) (a gkdrl extension;
+      divergence "jsd").
+    skew: mixture weight of the skew KLs, [0, 1] (divergences
+      "skew_forward_kl" and "skew_reverse_kl").
     student_temperature: divides the student logits in the loss, > 0.
     teacher_temperature: divides the teacher logits, i.e. sharpens (< 1) or
       flattens the target distribution (paper: 0.1 or 1.0), > 0.
-    loss_chunk_size: compute the divergence a chunk of this many positions
+    loss_chunk_size: positions per chunk of the divergence, >= 0: compute
+      the divergence a chunk of this many positions
       at a time, so no [B, T, V] temporaries of it are alive: gkd and
       supervised_kd compute logits and divergence from hidden states
       (`gkdrl.losses.chunked_distillation_loss`); gkd_rl, which needs the
@@ -58,7 +65,7 @@ class DistillationConfig(base.AgentConfig):
   """
 
   divergence: str = "jsd"
-  beta: float = 0.5
+  beta: float = objectives.DEFAULT_DISTILLATION_BETA
   normalized: bool = False
   skew: float = 0.1
   student_temperature: float = 1.0
@@ -77,6 +84,18 @@ class DistillationConfig(base.AgentConfig):
                               self.student_temperature)
     validation.check_positive("teacher_temperature",
                               self.teacher_temperature)
+
+  def unread_settings(self) -> dict[str, str]:
+    """Adds the divergence parameters that `divergence` takes no part of."""
+    unread = super().unread_settings()
+    takes = divergences.DIVERGENCE_PARAMETERS[self.divergence]
+    for name in ("beta", "normalized", "skew"):
+      if name not in takes:
+        users = sorted(d for d, p in divergences.DIVERGENCE_PARAMETERS.items()
+                       if name in p)
+        unread[name] = (f"divergence={self.divergence!r} takes no {name} "
+                        f"(divergences that do: {', '.join(users)})")
+    return unread
 
   def chunk_size(self, vocab_size: int) -> int:
     """Positions per loss chunk for a vocabulary; 0 means no chunking."""
@@ -100,6 +119,10 @@ class SupervisedKDConfig(DistillationConfig):
   """Supervised KD (paper Eq. 3): forward KL on the dataset targets."""
 
   divergence: str = "forward_kl"
+
+  def unread_settings(self) -> dict[str, str]:
+    return {**super().unread_settings(), **rollout_config.unread_sampling(
+        "supervised_kd trains on dataset targets and samples nothing")}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -62,9 +62,20 @@ class GKDRLConfig(distill.DistillationConfig, rl.RLConfig):
     validation.check_unit_interval("alpha", self.alpha)
     validation.check_choice("kl_mode", self.kl_mode, objectives.KL_MODES)
     if self.ppo_epochs > 1:
-      raise ValueError(
-          f"ppo_epochs={self.ppo_epochs} is only supported by the 'rl' "
-          "agent; gkd_rl takes one gradient step per rollout (ppo_epochs=1).")
+      validation.fail("ppo_epochs", self.ppo_epochs,
+                      "gkd_rl takes one gradient step per rollout "
+                      "(ppo_epochs=1); only the 'rl' agent takes more")
+
+  def unread_settings(self) -> dict[str, str]:
+    unread = super().unread_settings()
+    if self.kl_mode == "sampled":
+      why = ("kl_mode='sampled' folds the sampled log-ratio into the "
+             "advantage; it computes no divergence")
+      unread.update(dict.fromkeys(
+          ("divergence", "beta", "normalized", "skew", "loss_chunk_size"),
+          why))
+    unread["ppo_epsilon"] = "gkd_rl takes one unclipped step per rollout"
+    return unread
 
 
 def make_gkd_rl_loss(config: GKDRLConfig, student, teacher

@@ -26,7 +26,8 @@ class OptimizerConfig:
 
   learning_rate: float = 1e-3
   warmup_steps: int = 10
-  decay_steps: int = 0
+  # Derived, not set: the runners pass the run's steps.
+  decay_steps: int = dataclasses.field(default=0, metadata={"setting": False})
   final_lr_fraction: float = 0.1
   weight_decay: float = 0.01
   b1: float = 0.9
@@ -35,17 +36,13 @@ class OptimizerConfig:
 
   def __post_init__(self):
     validation.check_positive("learning_rate", self.learning_rate)
-    if self.warmup_steps < 0:
-      raise ValueError(f"warmup_steps={self.warmup_steps!r} must be >= 0.")
-    if self.decay_steps < 0:
-      raise ValueError(f"decay_steps={self.decay_steps!r} must be >= 0.")
+    validation.check_int("warmup_steps", self.warmup_steps, 0)
+    validation.check_int("decay_steps", self.decay_steps, 0)
     validation.check_unit_interval("final_lr_fraction", self.final_lr_fraction)
     validation.check_non_negative("weight_decay", self.weight_decay)
     validation.check_non_negative("max_grad_norm", self.max_grad_norm)
-    for name in ("b1", "b2"):
-      value = getattr(self, name)
-      if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name}={value!r} is outside the range [0, 1).")
+    validation.check_range("b1", self.b1, 0.0, 1.0)
+    validation.check_range("b2", self.b2, 0.0, 1.0)
 
 
 def make_schedule(config: OptimizerConfig) -> optax.Schedule:

@@ -56,9 +56,8 @@ class RLConfig(base.AgentConfig):
     validation.check_positive("ppo_epsilon", self.ppo_epsilon)
     validation.check_non_negative("ref_kl_coef", self.ref_kl_coef)
     if self.baseline == "rloo" and self.samples_per_prompt < 2:
-      raise ValueError(
-          f"baseline='rloo' needs samples_per_prompt >= 2, got "
-          f"samples_per_prompt={self.samples_per_prompt}.")
+      validation.fail("samples_per_prompt", self.samples_per_prompt,
+                      "baseline='rloo' needs samples_per_prompt >= 2")
 
 
 def reference_logits(config: RLConfig, student, state: base.TrainingState,

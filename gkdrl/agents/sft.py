@@ -12,11 +12,16 @@ from gkdrl import losses
 from gkdrl.agents import acting
 from gkdrl.agents import base
 from gkdrl.agents import registry
+from gkdrl.agents import rollout_config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SFTConfig(base.AgentConfig):
   """SFT: negative log-likelihood of the dataset targets (no teacher)."""
+
+  def unread_settings(self) -> dict[str, str]:
+    return {**super().unread_settings(), **rollout_config.unread_sampling(
+        "sft trains on dataset targets and samples nothing")}
 
 
 def make_nll_loss(config: base.AgentConfig, student) -> base.LossFn:

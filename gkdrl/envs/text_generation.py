@@ -38,6 +38,29 @@ Array = types.Array
 RewardFn = Callable[[Any, Any], Array]
 
 
+def score_rewards(reward_fn: RewardFn, reward_params: Any,
+          inputs: reward_base.RewardInputs) -> Array:
+  """Rewards `[B]` float32 of finished sequences by a device reward.
+
+  The one device reward pathway: the environment scores the rows that
+  finish with it, and the agents score a sampled batch with it
+  (`gkdrl.agents.acting.score_batch`). Jittable.
+
+  Args:
+    reward_fn: `reward_fn(reward_params, inputs) -> [B]`, e.g. a device
+      `RewardModel.score`.
+    reward_params: its parameters.
+    inputs: the `RewardInputs` token arrays, prompts `[B, P]` and
+      completions `[B, T]`.
+
+  Returns:
+    `[B]` float32 rewards.
+  """
+  rewards = jnp.asarray(reward_fn(reward_params, inputs), jnp.float32)
+  chex.assert_shape(rewards, inputs.completion_tokens.shape[:1])  # [B]
+  return rewards
+
+
 class Observation(NamedTuple):
   """What the agent sees: the prompt and everything generated so far."""
 
@@ -251,16 +274,15 @@ class TextGenerationEnv:
     if self.reward_fn is None:
       return zeros
 
-    def score(state):
-      rewards = jnp.asarray(
-          self.reward_fn(state.reward_params, self.reward_inputs(state)),
-          jnp.float32)
-      chex.assert_shape(rewards, finished_now.shape)
+    def score_finished(state):
+      rewards = score_rewards(self.reward_fn, state.reward_params,
+                      self.reward_inputs(state))  # [B]
       return jnp.where(finished_now, rewards, 0.0)
 
     # Reward models can cost as much as the policy: only run one on steps
     # where some row has just finished.
-    return jax.lax.cond(finished_now.any(), score, lambda state: zeros, state)
+    return jax.lax.cond(finished_now.any(), score_finished,
+                        lambda state: zeros, state)
 
   def _timestep(self, state: EnvState, reward: Array) -> TimeStep:
     return TimeStep(

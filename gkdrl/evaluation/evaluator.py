@@ -33,10 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from gkdrl import agents
+from gkdrl import envs
 from gkdrl import losses
 from gkdrl import parallel
 from gkdrl import sampling
 from gkdrl import types
+from gkdrl import validation
 from gkdrl import tasks
 from gkdrl.evaluation import bleu_score
 from gkdrl.evaluation import rouge
@@ -46,13 +48,6 @@ DEFAULT_MODES = (("greedy", 0.0), ("sample", 1.0))
 # The `facts` task's oracle counts reported next to its rewards, per summary.
 FACT_COUNT_KEYS = ("supported", "contradicted", "unsupported", "unparsed",
                    "claims")
-
-
-def _check_positive_int(name: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-      value < 1):
-    raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-  return int(value)
 
 
 def _check_modes(modes) -> list[tuple[str, float]]:
@@ -159,11 +154,13 @@ def _score_rewards(reward, reward_params, batch, samples, completions):
       sources=batch.sources, completions=completions, targets=batch.targets,
       prompt_tokens=batch.prompt_tokens, prompt_mask=batch.prompt_mask,
       completion_tokens=samples.tokens, completion_mask=samples.mask)
-  if not reward.on_host:
-    inputs = inputs.arrays_only()
-  return rm_base.check_rewards(
-      np.asarray(reward.score(reward_params, inputs)), len(completions),
-      reward.name)
+  if reward.on_host:
+    rewards = reward.score(reward_params, inputs)
+  else:
+    rewards = envs.score_rewards(reward.score, reward_params,
+                                 inputs.arrays_only())
+  return rm_base.check_rewards(np.asarray(rewards), len(completions),
+                               reward.name)
 
 
 def _evaluate_mode(key, temperature, *, model, params, task, batches,
@@ -283,16 +280,14 @@ def evaluate(*, model, params: Any, task: tasks.Task,
     mode name -> metric name -> float, modes in the order given; in a
     multi-host run the same on every process (see the module docstring).
   """
-  if split not in task.splits:
-    raise ValueError(
-        f"split must be one of {tuple(task.splits)}, got {split!r}")
-  num_examples = min(_check_positive_int("num_examples", num_examples),
+  validation.check_choice("split", split, tuple(task.splits))
+  num_examples = min(validation.check_int("num_examples", num_examples, 1),
                      len(task.splits[split]))
-  batch_size = min(_check_positive_int("batch_size", batch_size), num_examples)
-  _check_positive_int("max_new_tokens", max_new_tokens)
-  _check_positive_int("samples_per_prompt", samples_per_prompt)
-  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-    raise ValueError(f"seed must be an int, got {seed!r}")
+  batch_size = min(validation.check_int("batch_size", batch_size, 1),
+                   num_examples)
+  validation.check_int("max_new_tokens", max_new_tokens, 1)
+  validation.check_int("samples_per_prompt", samples_per_prompt, 1)
+  validation.check_int("seed", seed)
   modes = _check_modes(modes)
   if (teacher is None) != (teacher_params is None):
     raise ValueError(

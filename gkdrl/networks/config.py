@@ -14,6 +14,8 @@ Hugging Face `config.json` dictionary.
 import dataclasses
 from typing import Any
 
+from gkdrl import validation
+
 MODEL_TYPES = ("gpt2", "llama", "qwen2")
 NORMS = ("layer", "rms")
 ACTIVATIONS = ("gelu_new", "gelu", "relu", "silu")
@@ -96,7 +98,7 @@ class ModelConfig:
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff",
                  "max_positions"):
-      _check_positive_int(name, getattr(self, name))
+      validation.check_int(name, getattr(self, name), 1)
     if self.n_kv_heads is None:
       object.__setattr__(self, "n_kv_heads", self.n_heads)
     if self.head_dim is None:
@@ -105,8 +107,8 @@ class ModelConfig:
             f"d_model={self.d_model} is not divisible by n_heads="
             f"{self.n_heads}; give head_dim explicitly.")
       object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
-    _check_positive_int("n_kv_heads", self.n_kv_heads)
-    _check_positive_int("head_dim", self.head_dim)
+    validation.check_int("n_kv_heads", self.n_kv_heads, 1)
+    validation.check_int("head_dim", self.head_dim, 1)
     if self.n_heads % self.n_kv_heads:
       raise ValueError(
           f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}.")
@@ -252,11 +254,6 @@ class ModelConfig:
         raise ValueError(
             f"model_type={self.model_type!r} requires {name}={value!r}, got "
             f"{getattr(self, name)!r}.")
-
-
-def _check_positive_int(name: str, value):
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-    raise ValueError(f"{name}={value!r} must be a positive integer.")
 
 
 def _first(value):

@@ -22,11 +22,11 @@ does not grow with depth.
 Rematerialisation (`remat`, a static argument of `hidden` and `apply`, one
 of REMAT_MODES). Without it the backward pass keeps every layer's
 intermediates, the [B, H, L, L] attention scores and probabilities
-included: XLA gives SmolLM2-135M's gradient at 16 x 512 float32 tokens
-23 GiB of scratch memory. "dots" keeps the weight projections' outputs (matrix
-products without batch dimensions) and recomputes attention and the
-elementwise operations (5.5 GiB); "full" keeps each layer's input and
-recomputes the whole layer (1.6 GiB). Values and gradients do not change.
+included. "dots" keeps the weight projections' outputs (matrix products
+without batch dimensions) and recomputes attention and the elementwise
+operations; "full" keeps each layer's input and recomputes the whole layer.
+Values and gradients do not change; the README ("Runners") gives the
+memory each mode saves in a GKD update.
 Sampling (`prefill`, `decode`) never rematerialises.
 
 KV cache (used by gkdrl.sampling):

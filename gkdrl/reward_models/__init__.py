@@ -95,3 +95,15 @@ ExactMatchReward = make_exact_match_reward
 LengthPenalty = make_length_penalty
 PythonReward = make_python_reward
 RougeReward = make_rouge_reward
+
+__all__ = [
+    "as_reward_model", "check_inputs", "check_rewards", "chunk_document",
+    "encoder_config_from_hf", "EncoderConfig", "EntailmentConfig",
+    "EntailmentReward", "ExactMatchReward", "extract_final_answer",
+    "LengthPenalty", "load_encoder", "make_encoder",
+    "make_entailment_reward", "make_exact_match_reward",
+    "make_length_penalty", "make_python_reward", "make_rouge_reward",
+    "make_sequence_classifier", "normalize_answer", "PythonReward",
+    "read_safetensors", "RewardInputs", "RewardModel", "RougeReward",
+    "split_sentences", "task_reward", "weighted_sum",
+]

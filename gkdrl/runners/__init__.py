@@ -9,3 +9,6 @@ The library pieces the programs share (the training loop, checkpoints, the
 built-in models) are importable: `gkdrl.runners.loop`, `.checkpointing`,
 `.builtin`, `.setup`.
 """
+
+# The programs and their modules are imported by module, not re-exported.
+__all__ = []

@@ -45,6 +45,7 @@ import numpy as np
 import tqdm
 
 from gkdrl import parallel
+from gkdrl import validation
 from gkdrl.agents import base as agent_base
 from gkdrl.tasks import base as tasks_base
 from gkdrl.runners import checkpointing
@@ -63,34 +64,36 @@ class LoopConfig:
   Attributes:
     steps: total updates, >= 1 (a resumed run stops at the same step).
     batch_size: prompts per batch, >= 1.
-    seed: seed of the data order and of every step's PRNG key.
+    seed: seed of data, initialisation and sampling: the data order and
+      every step's PRNG key.
     log_every: steps between metrics lines, >= 1.
     eval_every: steps between evaluations; 0 evaluates only at the end.
     save_every: steps between checkpoints, >= 1 (the last step is always
       saved).
-    progress: show a progress bar.
+    progress: show a progress bar (not a run setting: the runners pass it).
     max_skipped_steps: stop after this many consecutive updates skipped for
       a non-finite loss or gradient (`train/skipped` = 1), >= 0; 0 never
       stops.
   """
 
-  steps: int
-  batch_size: int
+  steps: int = 500
+  batch_size: int = 16
   seed: int = 0
   log_every: int = 10
   eval_every: int = 0
-  save_every: int = 100
-  progress: bool = True
+  save_every: int = 50
+  progress: bool = dataclasses.field(default=True,
+                                     metadata={"setting": False})
   max_skipped_steps: int = 20
 
   def __post_init__(self):
-    for name, minimum in (("steps", 1), ("batch_size", 1), ("log_every", 1),
-                          ("eval_every", 0), ("save_every", 1),
-                          ("max_skipped_steps", 0)):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or (
-          value < minimum):
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}.")
+    validation.check_int("steps", self.steps, 1)
+    validation.check_int("batch_size", self.batch_size, 1)
+    validation.check_int("seed", self.seed)
+    validation.check_int("log_every", self.log_every, 1)
+    validation.check_int("eval_every", self.eval_every, 0)
+    validation.check_int("save_every", self.save_every, 1)
+    validation.check_int("max_skipped_steps", self.max_skipped_steps, 0)
 
 
 EvaluateFn = Callable[[Any], dict[str, dict[str, float]]]

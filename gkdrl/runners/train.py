@@ -12,6 +12,10 @@ with the same --workdir resumes from the last intact checkpoint, with the
 same settings (see `workdir.SAFE_TO_CHANGE` for what may change) unless
 --force_new_run moves the previous run aside; a second process on the same
 --workdir is refused.
+
+From Python: `run(RunConfig(...))`, or `run(default_values(steps=300))`
+with the flags' flat settings. Every flag is a field of `RunConfig`
+(`gkdrl.runners.config`).
 """
 
 import dataclasses
@@ -29,7 +33,9 @@ from gkdrl import agents
 from gkdrl import evaluation
 from gkdrl import networks
 from gkdrl import parallel
+from gkdrl import validation
 from gkdrl.runners import checkpointing
+from gkdrl.runners import config as config_lib
 from gkdrl.runners import flags_lib
 from gkdrl.runners import loop
 from gkdrl.runners import setup
@@ -37,56 +43,97 @@ from gkdrl.runners import workdir as workdir_lib
 
 flags_lib.define_model_flags()
 flags_lib.define_agent_flags()
-flags.DEFINE_string("workdir", "runs/train", "Directory of this run.")
+flags_lib.define_workdir_flag()
 FLAGS = flags.FLAGS
 
 TABLE_COLUMNS = ("reward", "factuality", "accuracy", "rouge2", "teacher_kl",
                  "self_bleu", "length")
 
-
-RUN_FLAGS = sorted(set(flags_lib.AGENT_FIELDS) | {
-    "agent", "task", "data_files", "teacher", "student", "cache_dir",
-    "seed", "task_seed", "eval_examples", "eval_samples_per_prompt", "reward",
-    "entailment_model", "length_penalty", "steps", "batch_size",
-    "learning_rate", "warmup_steps", "log_every", "eval_every",
-    "save_every", "workdir", "mesh", "force_new_run"})
+# Every flat setting of a run (a flag each), from `config.RunConfig`.
+RUN_FLAGS = config_lib.setting_names()
+flag_values = flags_lib.flag_values
+default_values = flags_lib.default_values
+RunConfig = config_lib.RunConfig
 
 
-def flag_values() -> dict[str, Any]:
-  """The parsed flags of this program as a plain dict."""
-  return {name: FLAGS[name].value for name in RUN_FLAGS}
+def make_evaluate(config: RunConfig | dict[str, Any], task, models, reward,
+                  max_new_tokens: int | None = None):
+  """`evaluate(model, params)` with the run's evaluation settings.
 
+  `config` may be flat settings, with `max_new_tokens` given apart.
+  """
+  if not isinstance(config, RunConfig):
+    config = config_lib.from_values(
+        {k: v for k, v in config.items() if k in RUN_FLAGS},
+        default_max_new_tokens=max_new_tokens)
+  if max_new_tokens is None:
+    max_new_tokens = config.agent.rollout.max_new_tokens
 
-def default_values(**overrides) -> dict[str, Any]:
-  """The flags' defaults as a dict (for calling `run` from Python)."""
-  values = {name: FLAGS[name].default for name in RUN_FLAGS}
-  unknown = set(overrides) - set(values)
-  if unknown:
-    raise ValueError(f"Unknown settings {sorted(unknown)}; known: "
-                     f"{RUN_FLAGS}.")
-  values.update(overrides)
-  return values
-
-
-def make_evaluate(values: dict[str, Any], task, models, reward,
-                  max_new_tokens: int):
-  """`evaluate(model, params)` with the run's evaluation settings."""
   def evaluate(model, params):
     return evaluation.evaluate(
         model=model, params=params, task=task,
-        num_examples=values["eval_examples"], max_new_tokens=max_new_tokens,
+        num_examples=config.eval.eval_examples,
+        max_new_tokens=max_new_tokens,
         teacher=models.teacher, teacher_params=models.teacher_params,
-        reward=reward, samples_per_prompt=values["eval_samples_per_prompt"],
-        seed=values["seed"])
+        reward=reward,
+        samples_per_prompt=config.eval.eval_samples_per_prompt,
+        seed=config.loop.seed)
   return evaluate
 
 
-def run(values: dict[str, Any], *, progress: bool = True,
+def _task(config: RunConfig, shared: dict):
+  """The run's task, from `shared` when its inputs are the same."""
+  inputs = config.inputs
+  key = (inputs.task, tuple(inputs.data_files or ()), config.task_seed,
+         inputs.student, inputs.teacher, inputs.cache_dir)
+  if shared.get("key") != key:
+    shared.clear()
+    shared["key"] = key
+    shared["task"], shared["task_kwargs"] = setup.make_task(
+        inputs.task, data_files=inputs.data_files,
+        model_path=inputs.student, seed=config.task_seed)
+  return shared["task"]
+
+
+def _mesh(config: RunConfig):
+  """The run's device mesh (None without --mesh), once its batch splits."""
+  if not config.mesh:
+    return None
+  parallel.initialize_distributed()
+  sizes = parallel.parse_mesh(config.mesh)
+  rows = config.loop.batch_size * getattr(config.agent,
+                                          "samples_per_prompt", 1)
+  shards = sizes.get("data", 1) * sizes.get("fsdp", 1)
+  if rows % shards:
+    validation.fail(
+        "--batch_size", config.loop.batch_size,
+        f"it gives {rows} rows per batch, which --mesh={config.mesh!r} "
+        f"cannot split into {shards} equal data shards (data * fsdp)")
+  return parallel.make_mesh(config.mesh)
+
+
+def resolve(config: RunConfig | dict[str, Any], shared: dict
+            ) -> tuple[RunConfig, Any]:
+  """(config, task): flat settings become a `RunConfig`.
+
+  Everything cheap is validated before the task is built; then an unset
+  `max_new_tokens` becomes the task's longest target.
+  """
+  if isinstance(config, RunConfig):
+    return config, _task(config, shared)
+  task = _task(config_lib.from_values(config), shared)
+  return config_lib.from_values(
+      config, default_max_new_tokens=task.max_target_tokens), task
+
+
+def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
         shared: dict | None = None) -> dict[str, Any]:
-  """Runs one training described by flag `values`; returns its summary.
+  """Runs one training; returns its summary.
 
   Args:
-    values: flag values (see `flag_values`).
+    config: the run's `RunConfig`, or its flat settings (see
+      `flag_values`, `default_values`), where an unset `max_new_tokens` is
+      the task's longest target.
     progress: show progress bars.
     shared: a cache of task, models and evaluations reused across calls
       with the same task and models (sweep_alpha passes one dict).
@@ -95,105 +142,89 @@ def run(values: dict[str, Any], *, progress: bool = True,
     {"config": ..., "teacher": eval, "initial": eval, "final": eval}.
   """
   shared = {} if shared is None else shared
-  workdir = pathlib.Path(values["workdir"])
-  # Validate everything cheap before any expensive work.
-  loop_config = loop.LoopConfig(
-      steps=values["steps"], batch_size=values["batch_size"],
-      seed=values["seed"], log_every=values["log_every"],
-      eval_every=values["eval_every"], save_every=values["save_every"],
-      progress=progress)
-  task_seed = values.get("task_seed")
-  task_seed = values["seed"] if task_seed is None else task_seed
-  key = (values["task"], tuple(values["data_files"] or ()), task_seed,
-         values["student"], values["teacher"], values["cache_dir"])
-  if shared.get("key") != key:
-    shared.clear()
-    shared["key"] = key
-    shared["task"], shared["task_kwargs"] = setup.make_task(
-        values["task"], data_files=values["data_files"],
-        model_path=values["student"], seed=task_seed)
-  mesh = None
-  if values.get("mesh"):
-    parallel.initialize_distributed()
-    mesh = parallel.make_mesh(values["mesh"])
-  task = shared["task"]
-  config = flags_lib.agent_config(
-      values["agent"], values,
-      default_max_new_tokens=task.max_target_tokens,
-      learning_rate=values["learning_rate"],
-      warmup_steps=values["warmup_steps"], steps=values["steps"])
-  if mesh is not None:
-    rows = values["batch_size"] * getattr(config, "samples_per_prompt", 1)
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if rows % shards:
-      raise ValueError(
-          f"--batch_size={values['batch_size']} gives {rows} rows per batch, "
-          f"which --mesh={values['mesh']!r} cannot split into {shards} "
-          "equal data shards (data * fsdp).")
-  reward = setup.make_reward(values["reward"], task,
-                             entailment_model=values["entailment_model"],
-                             length_penalty=values["length_penalty"])
+  config, task = resolve(config, shared)
+  mesh = _mesh(config)
+  reward = setup.make_reward(config.reward.reward, task,
+                             entailment_model=config.reward.entailment_model,
+                             length_penalty=config.reward.length_penalty)
+  inputs = config.inputs
   if "models" not in shared:
     shared["models"] = setup.load_models(
-        task=task, task_name=values["task"],
-        task_kwargs=shared["task_kwargs"], teacher=values["teacher"],
-        student=values["student"], cache_dir=values["cache_dir"],
-        progress=progress)
+        task=task, task_name=inputs.task, task_kwargs=shared["task_kwargs"],
+        teacher=inputs.teacher, student=inputs.student,
+        cache_dir=inputs.cache_dir, progress=progress)
   models = shared["models"]
-  agent = agents.make_agent(config, student=models.student,
+  agent = agents.make_agent(config.agent, student=models.student,
                             teacher=models.teacher, tokenizer=task.tokenizer,
                             reward=reward)
   reward_params = setup.init_reward_params(
-      reward if agent.uses_reward else None, values["seed"])
+      reward if agent.uses_reward else None, config.loop.seed)
 
+  workdir = pathlib.Path(config.workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  resolved = {**values, "agent_config": dataclasses.asdict(config),
-              "student_path": models.student_path,
-              "teacher_path": models.teacher_path}
+  resolved = describe(config, models)
   with workdir_lib.Lock(workdir):
     # Refuses a resume under changed settings before config.json changes.
-    workdir_lib.prepare(workdir, resolved, steps=values["steps"],
-                        force_new_run=values.get("force_new_run", False))
+    workdir_lib.prepare(workdir, resolved, steps=config.loop.steps,
+                        force_new_run=config.force_new_run)
     # Processes of a multi-host run share the workdir: the first writes.
-    lead = jax.process_index() == 0
-    if lead:
+    if jax.process_index() == 0:
       checkpointing.write_json(workdir / "config.json", resolved)
+    summary = _train(config, task, models, agent, reward, reward_params,
+                     mesh=mesh, shared=shared, progress=progress)
+  return {"config": resolved, **summary}
 
-    evaluate = make_evaluate(values, task, models, reward,
-                             config.max_new_tokens)
 
-    # The reference evaluations depend on every setting `evaluate` reads.
-    eval_key = tuple(values[k] for k in (
-        "seed", "eval_examples", "eval_samples_per_prompt", "reward",
-        "entailment_model", "length_penalty")) + (config.max_new_tokens,)
-    references = shared.setdefault("references", {})
-    for name, model, params in (
-        ("teacher", models.teacher, models.teacher_params),
-        ("initial", models.student, models.student_params)):
-      if (name, eval_key) not in references:
-        references[name, eval_key] = evaluate(model, params)
-      if lead:
-        checkpointing.write_json(workdir / "eval" / f"{name}.json",
-                                 {"step": 0, **references[name, eval_key]})
-
-    start = time.time()
-    state = loop.train(
-        agent=agent, state=agent.init(models.student_params), task=task,
-        config=loop_config, workdir=workdir,
-        teacher_params=models.teacher_params, reward_params=reward_params,
-        evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh)
-    logging.info("Training took %.1f s.", time.time() - start)
-    # Sharded parameters of a multi-host mesh are gathered by all processes.
-    params = jax.device_get(parallel.gather(state.params))
+def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
+           mesh, shared: dict, progress: bool) -> dict[str, Any]:
+  """The reference evaluations, the training and the final evaluation."""
+  workdir = pathlib.Path(config.workdir)
+  lead = jax.process_index() == 0
+  evaluate = make_evaluate(config, task, models, reward)
+  # The reference evaluations depend on every setting `evaluate` reads.
+  eval_key = (config.loop.seed, config.eval, config.reward,
+              config.agent.rollout.max_new_tokens)
+  references = shared.setdefault("references", {})
+  for name, model, params in (
+      ("teacher", models.teacher, models.teacher_params),
+      ("initial", models.student, models.student_params)):
+    if (name, eval_key) not in references:
+      references[name, eval_key] = evaluate(model, params)
     if lead:
-      networks.save_pretrained(models.student, params,
-                               workdir / "student_hf",
-                               tokenizer=task.tokenizer)
-    # loop.train returns once final.json is written (by process 0).
-    final = checkpointing.read_json(workdir / "eval" / "final.json")
-    return {"config": resolved, "teacher": references["teacher", eval_key],
-            "initial": references["initial", eval_key],
-            "final": {k: v for k, v in final.items() if k != "step"}}
+      checkpointing.write_json(workdir / "eval" / f"{name}.json",
+                               {"step": 0, **references[name, eval_key]})
+
+  start = time.time()
+  state = loop.train(
+      agent=agent, state=agent.init(models.student_params), task=task,
+      config=dataclasses.replace(config.loop, progress=progress),
+      workdir=workdir, teacher_params=models.teacher_params,
+      reward_params=reward_params,
+      evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh)
+  logging.info("Training took %.1f s.", time.time() - start)
+  # Sharded parameters of a multi-host mesh are gathered by all processes.
+  params = jax.device_get(parallel.gather(state.params))
+  if lead:
+    networks.save_pretrained(models.student, params, workdir / "student_hf",
+                             tokenizer=task.tokenizer)
+  # loop.train returns once final.json is written (by process 0).
+  final = checkpointing.read_json(workdir / "eval" / "final.json")
+  return {"teacher": references["teacher", eval_key],
+          "initial": references["initial", eval_key],
+          "final": {k: v for k, v in final.items() if k != "step"}}
+
+
+def describe(config: RunConfig, models) -> dict[str, Any]:
+  """config.json: the flat settings, the agent's config and the models.
+
+  "agent_config" is the agent config's fields with its rollout settings
+  flat (`max_new_tokens`, ...) and its optimizer nested.
+  """
+  agent_config = dataclasses.asdict(config.agent)
+  agent_config.update(agent_config.pop("rollout"))
+  return {**config_lib.to_values(config), "agent_config": agent_config,
+          "student_path": models.student_path,
+          "teacher_path": models.teacher_path}
 
 
 def summary_table(summary: dict[str, Any], mode: str = "greedy") -> str:

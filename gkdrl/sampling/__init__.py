@@ -9,3 +9,8 @@ from gkdrl.sampling.logits import SamplingConfig
 from gkdrl.sampling.sampler import Rollout
 from gkdrl.sampling.sampler import rollout
 from gkdrl.sampling.sampler import sample
+
+__all__ = [
+    "Actor", "ActorState", "filter_logits", "make_actor", "Rollout",
+    "rollout", "sample", "sample_token", "SamplingConfig",
+]

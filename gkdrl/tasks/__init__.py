@@ -32,3 +32,13 @@ from gkdrl.tasks.registry import DEFAULT_TASK
 from gkdrl.tasks.registry import make_task
 from gkdrl.tasks.registry import TASKS
 from gkdrl.tasks.word_tokenizer import make_word_tokenizer
+
+__all__ = [
+    "ArithmeticConfig", "bucket_length", "bucket_sizes", "check_facts",
+    "coverage_reward", "DatasetUnavailableError", "DEFAULT_TASK",
+    "exact_match_reward", "extract_answer", "fact_counts", "FactCheck",
+    "FactsConfig", "factuality_reward", "make_arithmetic_task",
+    "make_facts_task", "make_gsm8k_task", "make_task",
+    "make_word_tokenizer", "make_xsum_task", "SPLITS", "Task", "TaskBatch",
+    "TASKS", "TextRewardFn",
+]

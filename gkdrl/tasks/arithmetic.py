@@ -19,6 +19,7 @@ finds it all the same.
 import dataclasses
 import random
 
+from gkdrl import validation
 from gkdrl.tasks import answers
 from gkdrl.tasks import base
 from gkdrl.tasks import generated
@@ -63,9 +64,9 @@ class ArithmeticConfig(generated.GeneratedTaskConfig):
 
   def __post_init__(self):
     super().__post_init__()
-    base.check_int("min_steps", self.min_steps, 1, 6)
-    base.check_int("max_steps", self.max_steps, self.min_steps, 6)
-    base.check_int("max_value", self.max_value, 20, 999)
+    validation.check_int("min_steps", self.min_steps, 1, 6)
+    validation.check_int("max_steps", self.max_steps, self.min_steps, 6)
+    validation.check_int("max_value", self.max_value, 20, 999)
 
 
 def _step(rng: random.Random, count: int, max_value: int

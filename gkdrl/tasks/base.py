@@ -15,10 +15,13 @@ maximum) so a training run compiles a handful of shapes, not one per batch.
 from collections.abc import Callable, Iterator, Mapping, Sequence
 import random
 from typing import NamedTuple
+import warnings
 
 import datasets
 import numpy as np
 import transformers
+
+from gkdrl import validation
 
 SPLITS = ("train", "validation", "test")
 COLUMNS = ("source", "prompt", "target")
@@ -91,37 +94,19 @@ class Task(NamedTuple):
 
 def check_int(name: str, value, low: int | None = None,
               high: int | None = None) -> int:
-  """Returns `value` as an int if it is one in [low, high], else raises.
-
-  Args:
-    name: the argument's name, for the error message.
-    value: the value to check (bools are rejected).
-    low: smallest allowed value, or None for no bound.
-    high: largest allowed value, or None for no bound.
-
-  Returns:
-    `int(value)`.
-
-  Raises:
-    ValueError: naming the argument, the value and the allowed range.
-  """
-  is_int = isinstance(value, (int, np.integer)) and not isinstance(
-      value, bool)
-  if not (is_int and (low is None or value >= low) and (
-      high is None or value <= high)):
-    if low is not None and high is not None:
-      allowed = f" in [{low}, {high}]"
-    elif low is not None:
-      allowed = f" >= {low}"
-    else:
-      allowed = "" if high is None else f" <= {high}"
-    raise ValueError(f"{name} must be an int{allowed}, got {value!r}")
-  return int(value)
+  """Deprecated: use `gkdrl.validation.check_int` (same checks)."""
+  warnings.warn("gkdrl.tasks.base.check_int moved to "
+                "gkdrl.validation.check_int.", DeprecationWarning,
+                stacklevel=2)
+  return validation.check_int(name, value, low, high)
 
 
 def check_positive_int(name: str, value) -> int:
-  """Returns `value` if it is an int >= 1, else raises a ValueError."""
-  return check_int(name, value, low=1)
+  """Deprecated: use `gkdrl.validation.check_int(name, value, 1)`."""
+  warnings.warn("gkdrl.tasks.base.check_positive_int moved to "
+                "gkdrl.validation.check_int(name, value, 1).",
+                DeprecationWarning, stacklevel=2)
+  return validation.check_int(name, value, 1)
 
 
 def check_same_length(**columns: Sequence[str]) -> int:
@@ -144,8 +129,8 @@ def bucket_sizes(max_length: int, min_bucket: int = MIN_BUCKET
   Returns:
     The increasing bucket lengths, e.g. (8, 16, 32, 64, 72) for 72.
   """
-  check_positive_int("max_length", max_length)
-  check_positive_int("min_bucket", min_bucket)
+  validation.check_int("max_length", max_length, 1)
+  validation.check_int("min_bucket", min_bucket, 1)
   buckets = []
   size = min_bucket
   while size < max_length:
@@ -257,14 +242,14 @@ def iterate_batches(
   depends only on `seed` and the epoch) and reads and tokenizes only its
   own `batch_size / process_count` rows of each global batch.
   """
-  batch_size = check_positive_int("batch_size", batch_size)
+  batch_size = validation.check_int("batch_size", batch_size, 1)
   if num_epochs is not None:
-    check_positive_int("num_epochs", num_epochs)
+    validation.check_int("num_epochs", num_epochs, 1)
   if seed is not None:
-    check_int("seed", seed)
-  process_count = check_positive_int("process_count", process_count)
-  process_index = check_int("process_index", process_index, 0,
-                            process_count - 1)
+    validation.check_int("seed", seed)
+  process_count = validation.check_int("process_count", process_count, 1)
+  process_index = validation.check_int("process_index", process_index, 0,
+                                       process_count - 1)
   if batch_size % process_count:
     raise ValueError(f"batch_size {batch_size} must be a multiple of "
                      f"process_count {process_count} (equal rows per "
@@ -326,8 +311,8 @@ def pad_batch(batch: TaskBatch, prompt_length: int, target_length: int,
   """
   p = batch.prompt_tokens.shape[1]
   t = batch.target_tokens.shape[1]
-  check_int("prompt_length", prompt_length, p)
-  check_int("target_length", target_length, t)
+  validation.check_int("prompt_length", prompt_length, p)
+  validation.check_int("target_length", target_length, t)
   grow_p, grow_t = ((0, 0), (prompt_length - p, 0)), ((0, 0),
                                                        (0, target_length - t))
   return batch._replace(
@@ -364,8 +349,8 @@ def build_task(
     The `Task`.
   """
   check_prompt_template(prompt_template)
-  check_positive_int("max_prompt_tokens", max_prompt_tokens)
-  if check_positive_int("max_target_tokens", max_target_tokens) < 2:
+  validation.check_int("max_prompt_tokens", max_prompt_tokens, 1)
+  if validation.check_int("max_target_tokens", max_target_tokens, 1) < 2:
     raise ValueError(
         f"max_target_tokens must be >= 2 (a token and EOS), got "
         f"{max_target_tokens}")

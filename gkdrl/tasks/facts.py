@@ -31,6 +31,7 @@ Rewards: "factuality" (oracle fraction of supported claims) and "coverage"
 import dataclasses
 import random
 
+from gkdrl import validation
 from gkdrl.tasks import base
 from gkdrl.tasks import facts_grammar as grammar
 from gkdrl.tasks import facts_oracle
@@ -68,8 +69,8 @@ class FactsConfig(generated.GeneratedTaskConfig):
 
 
 def _check_range(name, low, high, lowest, highest):
-  base.check_int(f"min_{name}", low, lowest, highest)
-  base.check_int(f"max_{name}", high, low, highest)
+  validation.check_int(f"min_{name}", low, lowest, highest)
+  validation.check_int(f"max_{name}", high, low, highest)
 
 
 def _render_fact(rng: random.Random, name: str, relation: str,

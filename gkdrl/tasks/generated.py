@@ -14,6 +14,7 @@ import random
 
 import datasets
 
+from gkdrl import validation
 from gkdrl.tasks import base
 from gkdrl.tasks import word_tokenizer
 
@@ -41,8 +42,8 @@ class GeneratedTaskConfig:
 
   def __post_init__(self):
     for split in base.SPLITS:
-      base.check_positive_int(f"num_{split}", getattr(self, f"num_{split}"))
-    base.check_int("seed", self.seed)
+      validation.check_int(f"num_{split}", getattr(self, f"num_{split}"), 1)
+    validation.check_int("seed", self.seed)
 
   @property
   def sizes(self) -> dict[str, int]:

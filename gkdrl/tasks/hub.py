@@ -24,6 +24,7 @@ import random
 import datasets
 import transformers
 
+from gkdrl import validation
 from gkdrl.tasks import answers
 from gkdrl.tasks import base
 
@@ -228,7 +229,7 @@ def make_hub_task(
             "test": num_test}
   for split, limit in limits.items():
     if limit is not None:
-      base.check_positive_int(f"num_{split}", limit)
+      validation.check_int(f"num_{split}", limit, 1)
   if data_files is None:
     splits = _load_hub(spec, path or spec.path,
                        config_name or spec.config_name,

@@ -275,3 +275,57 @@ def test_remat_reaches_only_the_student_loss_and_changes_no_update(
                          sp["lm/embed"]["embeddings"])  # a real update
   with pytest.raises(ValueError, match="remat='some'.*'none'"):
     agents.make_config(name, remat="some", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_new_tokens=0),
+     "max_new_tokens=0 is not allowed; it must be an int >= 1."),
+    (dict(max_new_tokens=2.0),
+     "max_new_tokens=2.0 is not allowed; it must be an int >= 1."),
+    (dict(top_k=-1), "top_k=-1 is not allowed; it must be an int >= 0."),
+    (dict(top_p=0.0), "top_p=0.0 is not allowed; allowed values lie in "
+     "(0, 1]."),
+    (dict(top_p=1.5), "top_p=1.5 is not allowed; allowed values lie in "
+     "(0, 1]."),
+    (dict(sample_temperature=-1.0), "sample_temperature=-1.0 is not "
+     "allowed; it must be a finite number >= 0."),
+])
+def test_rollout_settings_are_checked_nested_or_flat(kwargs, message):
+  for build in (lambda: agents.RolloutConfig(**kwargs),
+                lambda: agents.SFTConfig(**kwargs),
+                lambda: agents.GKDConfig(
+                    rollout=agents.RolloutConfig(), **kwargs)):
+    with pytest.raises(ValueError) as error:
+      build()
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(warmup_steps=-1),
+     "warmup_steps=-1 is not allowed; it must be an int >= 0."),
+    (dict(b1=1.0), "b1=1.0 is not allowed; allowed values lie in [0, 1)."),
+    (dict(b2=-0.1), "b2=-0.1 is not allowed; allowed values lie in [0, 1)."),
+])
+def test_optimizer_settings_use_the_one_message_style(kwargs, message):
+  with pytest.raises(ValueError) as error:
+    optimizer.OptimizerConfig(**kwargs)
+  assert str(error.value) == message
+
+
+def test_unread_settings_follow_the_agent_and_its_divergence():
+  assert agents.GKDConfig().unread_settings().keys() == {"skew"}
+  assert agents.GKDConfig(divergence="skew_forward_kl"
+                          ).unread_settings().keys() == {"beta",
+                                                         "normalized"}
+  assert agents.GKDConfig(divergence="tvd").unread_settings().keys() == {
+      "beta", "normalized", "skew"}
+  assert {"ppo_epsilon", "skew"} == (
+      agents.GKDRLConfig().unread_settings().keys())
+  assert {"divergence", "beta", "normalized", "skew", "loss_chunk_size",
+          "ppo_epsilon"} == (
+              agents.GKDRLConfig(kl_mode="sampled").unread_settings().keys())
+  assert agents.RLConfig().unread_settings() == {}
+  assert {"sample_temperature", "top_k", "top_p"} <= (
+      agents.SFTConfig().unread_settings().keys())
+  assert {"sample_temperature", "top_k", "top_p", "skew", "beta",
+          "normalized"} == agents.SupervisedKDConfig().unread_settings().keys()

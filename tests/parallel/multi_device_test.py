@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = pathlib.Path(__file__).with_name("multi_device_script.py")
 
@@ -36,6 +37,7 @@ def run_script():
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_multi_device():
   results = run_script()
   assert results["device_count"] == 8

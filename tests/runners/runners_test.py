@@ -200,7 +200,10 @@ def _cli(module, *args, cwd=None):
     (dict(agent="gkd", lmbda=2.0), "lmbda=2"),
     (dict(steps=0), "steps=0"),
     (dict(batch_size=-2), "batch_size=-2"),
-    (dict(agent="sft", alpha=0.5), "--alpha=0.5 does not apply"),
+    (dict(agent="sft", alpha=0.5),
+     "--alpha=0.5 is not allowed; --agent=sft does not read it"),
+    (dict(agent="gkd_rl", ppo_epsilon=0.1),
+     "--ppo_epsilon=0.1 is not allowed; --agent=gkd_rl does not read it"),
     (dict(task="chess"), "--task='chess'"),
     (dict(reward="bleu"), "--reward='bleu'"),
     (dict(student="/nonexistent/model"), "/nonexistent/model"),
@@ -224,7 +227,8 @@ def test_cli_reports_bad_input_and_exits_non_zero(tmp_path):
   result = _cli("gkdrl.runners.train", f"--workdir={tmp_path / 'w'}",
                 "--alpha=1.5")
   assert result.returncode != 0
-  assert "alpha=1.5 is not allowed; allowed values lie in [0, 1]" in result.stderr
+  assert "alpha=1.5 is not allowed; allowed values lie in [0, 1]" in (
+      result.stderr)
 
 
 def test_evaluate_cli_on_a_workdir(model_dirs, tmp_path, shared):
@@ -300,9 +304,20 @@ def test_train_on_a_device_mesh_matches_one_device(model_dirs, tmp_path,
 
 def test_mesh_must_split_the_batch(tmp_path, monkeypatch):
   monkeypatch.setattr(train.loop, "train", None)
+  monkeypatch.setattr(train.setup, "make_reward", None)  # not reached
+  # Four devices as far as the mesh spec goes: data:2,fsdp:2 is a valid
+  # mesh, and 3 prompts * 2 samples cannot split into its 4 data shards.
+  monkeypatch.setattr(train.parallel.mesh.jax, "device_count", lambda: 4)
   run_values = train.default_values(workdir=str(tmp_path / "w"),
-                                    mesh="data:1,fsdp:1", batch_size=3)
-  # One device: any batch splits; an impossible mesh is named instead.
-  run_values["mesh"] = "data:2"
-  with pytest.raises(ValueError, match="data:2"):
+                                    mesh="data:2,fsdp:2", batch_size=3,
+                                    samples_per_prompt=2)
+  with pytest.raises(ValueError) as error:
+    train.run(run_values, progress=False)
+  assert str(error.value) == (
+      "--batch_size=3 is not allowed; it gives 6 rows per batch, which "
+      "--mesh='data:2,fsdp:2' cannot split into 4 equal data shards "
+      "(data * fsdp).")
+  # A mesh the devices cannot form is named too.
+  run_values.update(mesh="data:3", batch_size=4)
+  with pytest.raises(ValueError, match="'data:3': sizes multiply to 3"):
     train.run(run_values, progress=False)

@@ -83,10 +83,11 @@ def test_vocabulary_has_every_number_up_to_max_value():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"min_steps": 0}, "min_steps must be an int in"),
-    ({"max_steps": 7}, "max_steps must be an int in"),
-    ({"min_steps": 3, "max_steps": 2}, "max_steps must be an int in"),
-    ({"max_value": 19}, "max_value must be an int in"),
+    ({"min_steps": 0}, "min_steps=0 is not allowed; it must be an int in"),
+    ({"max_steps": 7}, "max_steps=7 is not allowed; it must be an int in"),
+    ({"min_steps": 3, "max_steps": 2},
+     "max_steps=2 is not allowed; it must be an int in"),
+    ({"max_value": 19}, "max_value=19 is not allowed; it must be an int in"),
 ])
 def test_config_rejects_bad_values(kwargs, match):
   with pytest.raises(ValueError, match=match):

@@ -161,9 +161,9 @@ def test_batches_drop_remainder_and_repeat_forever(task):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"split": "dev", "batch_size": 2}, "split must be one of"),
-    ({"split": "train", "batch_size": 0}, "batch_size must be an int >= 1"),
+    ({"split": "train", "batch_size": 0}, "batch_size=0 is not allowed; it must be an int >= 1"),
     ({"split": "train", "batch_size": 2, "num_epochs": 0}, "num_epochs"),
-    ({"split": "train", "batch_size": 2, "seed": 1.5}, "seed must be an int"),
+    ({"split": "train", "batch_size": 2, "seed": 1.5}, "seed=1.5 is not allowed; it must be an int"),
     ({"split": "test", "batch_size": 6, "drop_remainder": True},
      "yields no batch"),
 ])
@@ -182,7 +182,7 @@ def test_build_task_rejects_bad_templates(task, template):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"max_prompt_tokens": 0}, "max_prompt_tokens must be an int >= 1"),
+    ({"max_prompt_tokens": 0}, "max_prompt_tokens=0 is not allowed; it must be an int >= 1"),
     ({"max_target_tokens": 1}, "max_target_tokens must be >= 2"),
 ])
 def test_build_task_rejects_bad_lengths(task, kwargs, match):
@@ -201,3 +201,12 @@ def test_build_task_rejects_missing_splits_and_columns(task):
   with pytest.raises(ValueError, match=r"split 'test' lacks columns \['prompt"):
     base.build_task("toy", task.tokenizer, splits, prompt_template=TEMPLATE,
                     max_prompt_tokens=8, max_target_tokens=8, reward_fns={})
+
+
+def test_old_int_checks_warn_and_delegate_to_validation():
+  with pytest.warns(DeprecationWarning, match="gkdrl.validation.check_int"):
+    assert base.check_int("n", 3, 1, 5) == 3
+  with pytest.warns(DeprecationWarning):
+    with pytest.raises(ValueError, match=r"^n=0 is not allowed; it must be "
+                       r"an int >= 1\.$"):
+      base.check_positive_int("n", 0)

@@ -139,10 +139,10 @@ def test_oracle_catches_swapped_attributes(task):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"min_distractors": 0}, "min_distractors must be an int in"),
-    ({"max_distractors": 4}, "max_distractors must be an int in"),
+    ({"min_distractors": 0}, r"min_distractors=0 is not allowed; it must be an int in"),
+    ({"max_distractors": 4}, r"max_distractors=4 is not allowed; it must be an int in"),
     ({"min_distractors": 2, "max_distractors": 1},
-     r"max_distractors must be an int in \[2, 3\], got 1"),
+     r"max_distractors=1 is not allowed; it must be an int in \[2, 3\]\."),
     ({"min_optional_facts": 0}, "min_optional_facts"),
     ({"max_optional_facts": 4}, "max_optional_facts"),
 ])

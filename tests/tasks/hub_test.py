@@ -177,7 +177,7 @@ def test_missing_columns_are_named(tmp_path, tokenizer):
     ({"data_files": 3}, "data_files must be a path"),
     ({"data_files": "x.txt"}, "must all be one of the formats"),
     ({"holdout_fraction": 0.5}, "holdout_fraction must be in"),
-    ({"num_train": 0}, "num_train must be an int >= 1"),
+    ({"num_train": 0}, "num_train=0 is not allowed; it must be an int >= 1"),
     ({"prompt_template": "no field"}, "prompt_template must be"),
 ])
 def test_rejects_bad_arguments(tmp_path, tokenizer, kwargs, match):
