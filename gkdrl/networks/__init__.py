@@ -1,14 +1,27 @@
-"""gkdrl.networks: decoder-only Haiku language models and their weights.
+"""gkdrl.networks: Haiku language models and their weights.
 
-  ModelConfig     shape and family switches (GPT-2, Llama, Qwen2, SmolLM2).
+  ModelConfig     shape and family switches of decoder-only models (GPT-2,
+                  Llama, Qwen2, SmolLM2).
   make_model      config -> LanguageModel(init, apply, hidden, unembedding,
                   init_cache, prefill, decode, and for fast decoding loops
                   prepare_decode, unstack_cache, stack_cache).
   KVCache         the decoding cache pytree (see gkdrl/networks/model.py).
+  T5Config        shape and switches of T5 encoder-decoders (T5 v1.0 with
+                  ReLU and a tied head; v1.1, Flan-T5, mT5 with gated GELU
+                  and an untied head).
+  make_t5         T5Config -> EncoderDecoderModel(init, encode,
+                  decoder_hidden, hidden, apply, unembedding, init_cache,
+                  prefill, decode); see gkdrl/networks/t5.py.
+  T5Cache         its decoding cache (self-attention keys/values and the
+                  encoder output's cross-attention keys/values).
   REMAT_MODES     the `remat` settings of `hidden` and `apply`.
-  from_pretrained HF directory (safetensors) or GGUF file -> (model, params).
+  from_pretrained HF directory (safetensors; decoder-only, T5 or mT5) or
+                  GGUF file -> (model, params).
   save_pretrained (model, params) -> HF directory that transformers loads.
   load_tokenizer  transformers tokenizer of an HF directory or a GGUF file.
+
+Both model kinds say which they are: `model.is_encoder_decoder` (also
+`model.config.is_encoder_decoder`).
 """
 
 from gkdrl.networks.checkpoint import from_pretrained
@@ -18,15 +31,23 @@ from gkdrl.networks.model import KVCache
 from gkdrl.networks.model import LanguageModel
 from gkdrl.networks.model import make_model
 from gkdrl.networks.model import REMAT_MODES
+from gkdrl.networks.t5 import EncoderDecoderModel
+from gkdrl.networks.t5 import make_t5
+from gkdrl.networks.t5 import T5Cache
+from gkdrl.networks.t5_config import T5Config
 from gkdrl.networks.tokenizer import load_tokenizer
 
 __all__ = [
+    "EncoderDecoderModel",
     "KVCache",
     "LanguageModel",
     "ModelConfig",
     "REMAT_MODES",
+    "T5Cache",
+    "T5Config",
     "from_pretrained",
     "load_tokenizer",
     "make_model",
+    "make_t5",
     "save_pretrained",
 ]

@@ -7,7 +7,10 @@
 A Hugging Face directory holds config.json and either model.safetensors,
 or shards listed in model.safetensors.index.json. Tensors are read with
 safetensors' NumPy API (no PyTorch). `save_pretrained` writes a directory
-that `transformers.AutoModelForCausalLM.from_pretrained` loads.
+that `transformers.AutoModelForCausalLM.from_pretrained` (decoder-only
+models) or `transformers.T5ForConditionalGeneration.from_pretrained` (T5,
+mT5) loads. config.json's `model_type` picks the family
+(gkdrl/networks/families.py).
 """
 
 import json
@@ -21,10 +24,10 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from gkdrl.networks import families
 from gkdrl.networks import gguf_io
-from gkdrl.networks import hf_weights
-from gkdrl.networks import model as model_lib
 from gkdrl.networks.config import ModelConfig
+from gkdrl.networks.t5_config import T5Config
 
 PathLike = str | os.PathLike
 _INDEX = "model.safetensors.index.json"
@@ -88,8 +91,8 @@ def _directory_source(directory: pathlib.Path) -> _SafetensorsSource:
   return _SafetensorsSource(files, directory)
 
 
-def config_from_directory(directory: PathLike) -> ModelConfig:
-  """The `ModelConfig` of an HF directory's config.json.
+def config_from_directory(directory: PathLike) -> ModelConfig | T5Config:
+  """The config (`ModelConfig`, `T5Config`) of an HF directory's config.json.
 
   Raises:
     FileNotFoundError: no config.json.
@@ -104,14 +107,14 @@ def config_from_directory(directory: PathLike) -> ModelConfig:
   if hf.get("eos_token_id") is None and generation.exists():
     hf["eos_token_id"] = _read_json(generation).get("eos_token_id")
   try:
-    return ModelConfig.from_hf_config(hf)
+    return families.of_hf_config(hf).config_from_hf(hf)
   except (ValueError, KeyError) as e:
     raise ValueError(f"{path}: {e}") from e
 
 
 def from_pretrained(
     path: PathLike, *, dtype: Any = jnp.float32
-) -> tuple[model_lib.LanguageModel, dict]:
+) -> tuple[Any, dict]:
   """Loads a model and its parameters from a HF directory or a GGUF file.
 
   Args:
@@ -120,7 +123,8 @@ def from_pretrained(
     dtype: dtype of the returned parameters.
 
   Returns:
-    `(model, params)`.
+    `(model, params)`: a `LanguageModel`, or an `EncoderDecoderModel` for
+    T5 and mT5 directories.
 
   Raises:
     FileNotFoundError: `path` or a file it needs does not exist.
@@ -136,23 +140,27 @@ def from_pretrained(
     if path.suffix != ".gguf":
       raise ValueError(f"{path}: not a directory or a .gguf file.")
     config, source = gguf_io.open_gguf(path)
+    family = families.DECODER_ONLY
   else:
     config = config_from_directory(path)
+    family = families.of_config(config)
     source = _directory_source(path)
-    unused = hf_weights.unused_tensors(config, source.names())
+    config = family.resolve(config, source)
+    unused = family.unused_tensors(config, source.names())
     if unused:
       logging.warning("%s: ignoring %d tensors not used by %s: %s", path,
                       len(unused), config.architecture, unused[:8])
-  params = hf_weights.load_params(config, source, dtype=dtype)
-  return model_lib.make_model(config), params
+  params = family.load_params(config, source, dtype=dtype)
+  return family.make_model(config), params
 
 
-def save_pretrained(model: model_lib.LanguageModel, params: dict,
+def save_pretrained(model: Any, params: dict,
                     out_dir: PathLike, tokenizer=None) -> pathlib.Path:
   """Writes an HF directory that transformers loads with the same logits.
 
   Args:
-    model: the model (its config decides names and config.json).
+    model: a `LanguageModel` or `EncoderDecoderModel` (its config decides
+      names and config.json).
     params: its parameters (any float dtype; written as they are).
     out_dir: the directory to write (created if needed).
     tokenizer: optional transformers tokenizer, saved beside the weights.
@@ -161,19 +169,17 @@ def save_pretrained(model: model_lib.LanguageModel, params: dict,
     The output directory.
   """
   config = model.config
+  family = families.of_config(config)
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  tensors = hf_weights.to_hf_tensors(config, params)
+  tensors = family.to_hf_tensors(config, params)
   dtypes = {str(t.dtype) for t in tensors.values()}
   hf = config.to_hf_config()
   if len(dtypes) == 1:
     hf["dtype"] = dtypes.pop()
   with open(out_dir / "config.json", "w") as f:
     json.dump(hf, f, indent=2, sort_keys=True)
-  generation = {k: v for k, v in (("bos_token_id", config.bos_token_id),
-                                  ("eos_token_id", config.eos_token_id),
-                                  ("pad_token_id", config.pad_token_id))
-                if v is not None}
+  generation = family.generation_config(config)
   with open(out_dir / "generation_config.json", "w") as f:
     json.dump(generation, f, indent=2, sort_keys=True)
   safetensors.numpy.save_file(tensors, str(out_dir / _SINGLE),

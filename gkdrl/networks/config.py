@@ -132,6 +132,11 @@ class ModelConfig:
             f"{name}={value} must be None or in [0, {self.vocab_size}).")
 
   @property
+  def is_encoder_decoder(self) -> bool:
+    """Always False: a decoder-only model reads one token sequence."""
+    return False
+
+  @property
   def architecture(self) -> str:
     """The Hugging Face class name, e.g. "LlamaForCausalLM"."""
     return _ARCHITECTURES[self.model_type]

@@ -121,6 +121,10 @@ class LanguageModel(NamedTuple):
   unstack_cache: Callable[[KVCache], KVCache]
   stack_cache: Callable[[KVCache], KVCache]
 
+  @property
+  def is_encoder_decoder(self) -> bool:
+    return False
+
 
 def _check_remat(remat: str) -> None:
   if not isinstance(remat, str) or remat not in REMAT_POLICIES:
