@@ -16,6 +16,11 @@ inside a `lax.while_loop`.
 `prepare` gives the parameters in the form the model decodes fastest
 (`LanguageModel.prepare_decode`: per-layer weights, which a loop over tokens
 must not recompute every step); `observe` also accepts the plain parameters.
+
+An encoder-decoder model (`model.is_encoder_decoder`, e.g. T5) reads the
+prompt as its source: `init` encodes it once, keeps the cross-attention keys
+and values in the cache and prefills the decoder start token
+(`config.decoder_start_token_id`); `observe` is the same decode step.
 """
 
 from collections.abc import Callable
@@ -78,9 +83,9 @@ def make_actor(model, *, max_new_tokens: int,
 
   Args:
     model: a `gkdrl.networks.LanguageModel` (anything with `init_cache`,
-      `prefill` and `decode`).
+      `prefill` and `decode`) or `EncoderDecoderModel`.
     max_new_tokens: T, how many tokens will be fed after the prompt; sets the
-      cache size to P + T.
+      cache size to P + T (T + 1 decoder slots for an encoder-decoder).
     config: temperature, top-k and top-p of `select_action`.
     cache_dtype: dtype of the cached keys and values; None uses the dtype of
       the parameters' first floating-point leaf.
@@ -113,6 +118,21 @@ def make_actor(model, *, max_new_tokens: int,
     if unstack is not None:
       cache = unstack(cache)
     return ActorState(cache=cache, logits=logits.astype(jnp.float32))
+
+  def init_encoder_decoder(params, prompt_tokens, prompt_mask):
+    batch_size, prompt_length = prompt_tokens.shape
+    dtype = _floating_dtype(params) if cache_dtype is None else cache_dtype
+    cache = model.init_cache(batch_size, max_new_tokens + 1, prompt_length,
+                             dtype=dtype)
+    start = jnp.full((batch_size, 1), model.config.decoder_start_token_id,
+                     jnp.int32)
+    logits, cache = model.prefill(params, prompt_tokens.astype(jnp.int32),
+                                  prompt_mask.astype(bool), start, None,
+                                  cache)
+    return ActorState(cache=cache, logits=logits[:, 0].astype(jnp.float32))
+
+  if getattr(model, "is_encoder_decoder", False):
+    init = init_encoder_decoder
 
   def select_action(key, state):
     return logits_lib.sample_token(key, state.logits, config)

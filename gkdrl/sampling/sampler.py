@@ -4,6 +4,9 @@ The prompt is prefilled in one forward pass, then each new token costs one
 cached decode step inside a `lax.while_loop` that stops as soon as every row
 has ended (EOS or the length limit). There is no Python loop per token, and
 `sample` compiles once per (model, B, P, max_new_tokens, sampling settings).
+An encoder-decoder model (T5) encodes the prompt once, keeps its
+cross-attention keys/values in the cache and decodes from its start token,
+in the same loop (see gkdrl/sampling/actor.py).
 """
 
 from collections.abc import Sequence
@@ -132,12 +135,14 @@ def sample(model, params: Any, key: types.PRNGKey, prompt_tokens: Array,
   so new parameters or new prompts of the same shape reuse the compilation.
 
   Args:
-    model: a `gkdrl.networks.LanguageModel`; pass the same object each call
-      (it is a static argument of the compiled function).
+    model: a `gkdrl.networks.LanguageModel`, or an `EncoderDecoderModel`
+      (T5) whose encoder reads the prompt and whose decoder starts from
+      `config.decoder_start_token_id`; pass the same object each call (it is
+      a static argument of the compiled function).
     params: its parameters.
     key: PRNG key.
-    prompt_tokens: [B, P] int token ids, left-padded, at least one valid
-      token per row.
+    prompt_tokens: [B, P] int token ids, left-padded (either side for an
+      encoder-decoder), at least one valid token per row.
     prompt_mask: [B, P] bool validity of the prompt tokens.
     max_new_tokens: T, the most tokens generated per row.
     temperature: sampling temperature; 0 is greedy decoding.
