@@ -55,7 +55,9 @@ class T5Config:
     tie_embeddings: whether the unembedding is the transposed shared
       embedding (v1.0) rather than a separate lm_head (v1.1).
     scale_decoder_outputs: whether the decoder output is multiplied by
-      d_model**-0.5 before the unembedding; None means `tie_embeddings`.
+      d_model**-0.5 before the unembedding; None means `tie_embeddings` for
+      "t5" and False for "mt5" (`MT5ForConditionalGeneration` never
+      scales, so "mt5" does not allow True).
     pad_token_id: padding id.
     eos_token_id: end-of-sequence id.
     decoder_start_token_id: the decoder's first input token (T5: the pad id).
@@ -84,7 +86,8 @@ class T5Config:
     if self.n_decoder_layers is None:
       object.__setattr__(self, "n_decoder_layers", self.n_layers)
     if self.scale_decoder_outputs is None:
-      object.__setattr__(self, "scale_decoder_outputs", self.tie_embeddings)
+      object.__setattr__(self, "scale_decoder_outputs",
+                         self.tie_embeddings and self.model_type == "t5")
     for name in ("vocab_size", "d_model", "n_layers", "n_decoder_layers",
                  "n_heads", "head_dim", "d_ff", "relative_buckets",
                  "relative_max_distance"):
@@ -103,6 +106,9 @@ class T5Config:
     for name in ("gated_mlp", "tie_embeddings", "scale_decoder_outputs"):
       if not isinstance(getattr(self, name), bool):
         validation.fail(name, getattr(self, name), "it must be a bool")
+    if self.model_type == "mt5" and self.scale_decoder_outputs:
+      validation.fail("scale_decoder_outputs", True,
+                      "model_type='mt5' has no output scaling")
     for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
       validation.check_int(name, getattr(self, name), minimum=0,
                            maximum=self.vocab_size - 1)
@@ -155,7 +161,7 @@ class T5Config:
     activation = "gelu_new" if proj == "gated-gelu" else _HF_ACTIVATIONS[
         parts[-1]]
     tie = hf.get("tie_word_embeddings", model_type == "t5")
-    scale = hf.get("scale_decoder_outputs", tie)
+    scale = model_type == "t5" and hf.get("scale_decoder_outputs", tie)
     return cls(
         model_type=model_type, vocab_size=hf["vocab_size"],
         d_model=hf["d_model"], n_layers=hf["num_layers"],

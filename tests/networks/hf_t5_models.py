@@ -29,11 +29,14 @@ def hf_config(name: str) -> transformers.T5Config:
   if name == "v1_0":
     return transformers.T5Config(feed_forward_proj="relu",
                                  tie_word_embeddings=True, **common)
+  if name == "mt5":
+    return transformers.MT5Config(feed_forward_proj="gated-gelu",
+                                  tie_word_embeddings=False, **common)
   return transformers.T5Config(feed_forward_proj="gated-gelu",
                                tie_word_embeddings=False, **common)
 
 
-T5_NAMES = ("v1_0", "v1_1")
+T5_NAMES = ("v1_0", "v1_1")  # "mt5" (v1.1 as MT5ForConditionalGeneration)
 
 
 def save_random_t5(name: str, directory: pathlib.Path, torch,
@@ -41,7 +44,7 @@ def save_random_t5(name: str, directory: pathlib.Path, torch,
   """Builds a random HF T5 `name`, saves it to `directory`, returns it.
 
   Args:
-    name: one of T5_NAMES.
+    name: one of T5_NAMES, or "mt5".
     directory: where `save_pretrained` writes config.json and safetensors.
     torch: the torch module (from the `torch` fixture).
     max_shard_size: passed to `save_pretrained` (e.g. "20KB" for shards).
@@ -51,11 +54,12 @@ def save_random_t5(name: str, directory: pathlib.Path, torch,
   """
   torch.manual_seed(0)
   config = hf_config(name)
-  model = transformers.T5ForConditionalGeneration(config)
+  model = (transformers.MT5ForConditionalGeneration if name == "mt5" else
+           transformers.T5ForConditionalGeneration)(config)
   with torch.no_grad():
     for param in model.parameters():
       param.add_(0.2 * torch.randn_like(param))
-    if name == "v1_1":
+    if name != "v1_0":
       # Some transformers versions tie lm_head at construction even for
       # tie_word_embeddings=False; a separate parameter unties it.
       model.lm_head.weight = torch.nn.Parameter(

@@ -111,6 +111,13 @@ def test_config_round_trip_and_validation():
   with pytest.raises(ValueError, match=r"eos_token_id=61 is not allowed"):
     networks.T5Config(vocab_size=V, d_model=8, n_layers=1, n_heads=1,
                       head_dim=4, d_ff=8, eos_token_id=V)
+  with pytest.raises(ValueError, match=r"scale_decoder_outputs=True is not "
+                     r"allowed; model_type='mt5' has no output scaling"):
+    networks.T5Config(model_type="mt5", vocab_size=V, d_model=8, n_layers=1,
+                      n_heads=1, head_dim=4, d_ff=8, scale_decoder_outputs=True)
+  assert not networks.T5Config(
+      model_type="mt5", vocab_size=V, d_model=8, n_layers=1, n_heads=1,
+      head_dim=4, d_ff=8).scale_decoder_outputs
   with pytest.raises(ValueError, match=r"feed_forward_proj='gated-tanh'"):
     networks.T5Config.from_hf_config(dict(
         _config(True).to_hf_config(), feed_forward_proj="gated-tanh"))

@@ -177,3 +177,23 @@ def test_relative_position_bucket_matches_transformers():
       # Every bucket is used (bucket `buckets // 2`, "after, distance 0",
       # cannot be reached).
       assert len(np.unique(expected)) == buckets - bidirectional
+
+
+@pytest.mark.torch
+def test_mt5_loads_and_saves(tmp_path):
+  import transformers  # pylint: disable=g-import-not-at-top
+  hf_model = hf_t5_models.save_random_t5("mt5", tmp_path / "hf", _torch())
+  model, params = networks.from_pretrained(tmp_path / "hf")
+  assert model.config.model_type == "mt5" and not model.config.tie_embeddings
+  expected = _hf_logits(hf_model, SRC, SRC_MASK, DEC, DEC_MASK)
+  got = np.asarray(jax.jit(model.apply)(params, SRC, SRC_MASK, DEC, DEC_MASK))
+  np.testing.assert_allclose(_masked(got, DEC_MASK),
+                             _masked(expected, DEC_MASK), atol=1e-4, rtol=0)
+  out = networks.save_pretrained(model, params, tmp_path / "ours")
+  assert json.loads((out / "config.json").read_text())["architectures"] == [
+      "MT5ForConditionalGeneration"]
+  reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+  assert type(reloaded).__name__ == "MT5ForConditionalGeneration"
+  np.testing.assert_allclose(
+      _masked(_hf_logits(reloaded, SRC, SRC_MASK, DEC, DEC_MASK), DEC_MASK),
+      _masked(got, DEC_MASK), atol=1e-4, rtol=0)
