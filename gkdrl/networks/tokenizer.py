@@ -13,6 +13,7 @@ tokenizer.json does; the Llama-3 and Qwen2 families split with their own
 regexes.
 """
 
+import importlib.util
 import logging
 import os
 import pathlib
@@ -161,6 +162,10 @@ def load_tokenizer(path: str | os.PathLike):
 
   Raises:
     FileNotFoundError: `path` does not exist or has no tokenizer files.
+    ValueError: the directory's only tokenizer is a SentencePiece model
+      (spiece.model, as in some T5 / mT5 directories) and the
+      `sentencepiece` package, which transformers needs to convert it, is
+      not installed.
   """
   path = pathlib.Path(path)
   if not path.exists():
@@ -170,8 +175,17 @@ def load_tokenizer(path: str | os.PathLike):
       raise ValueError(f"{path}: not a directory or a .gguf file.")
     return tokenizer_from_gguf(path)
   names = ("tokenizer.json", "tokenizer_config.json", "vocab.json",
-           "vocab.txt", "tokenizer.model")
+           "vocab.txt", "tokenizer.model", "spiece.model")
   if not any((path / n).exists() for n in names):
     raise FileNotFoundError(f"{path}: no tokenizer files (one of {names}).")
+  sentencepiece = [n for n in ("spiece.model", "tokenizer.model")
+                   if (path / n).exists()]
+  if (sentencepiece and not (path / "tokenizer.json").exists()
+      and importlib.util.find_spec("sentencepiece") is None):
+    raise ValueError(
+        f"{path}: the tokenizer is only a SentencePiece model "
+        f"({sentencepiece[0]}, no tokenizer.json); converting it needs "
+        "`pip install sentencepiece` (or a tokenizer.json written once by "
+        "transformers' save_pretrained).")
   return transformers.AutoTokenizer.from_pretrained(str(path),
                                                     local_files_only=True)

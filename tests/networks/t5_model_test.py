@@ -1,6 +1,7 @@
 """Tests of gkdrl.networks' T5 that need no PyTorch: cache, padding, remat,
 config, loading errors and the tokenizer."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -181,3 +182,13 @@ def test_t5_directory_with_tokenizer_loads_without_torch(tmp_path,
   out = subprocess.run([sys.executable, "-c", script], check=True,
                        capture_output=True, text=True)
   assert out.stdout.strip() == "[3, 4, 1]"
+
+
+def test_sentencepiece_only_directory_names_the_missing_package(tmp_path):
+  if importlib.util.find_spec("sentencepiece") is not None:
+    pytest.skip("sentencepiece is installed: the directory would load")
+  (tmp_path / "spiece.model").write_bytes(b"")
+  with pytest.raises(ValueError, match=r"only a SentencePiece model "
+                     r"\(spiece.model, no tokenizer.json\); converting it "
+                     r"needs `pip install sentencepiece`"):
+    networks.load_tokenizer(tmp_path)
