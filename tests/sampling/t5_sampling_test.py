@@ -95,3 +95,25 @@ def test_encoder_decoder_actor_prefills_the_start_token():
   expected = model.apply(params, SRC, SRC_MASK, np.full((4, 1), 3))[:, 0]
   np.testing.assert_allclose(state.logits, expected, atol=1e-5)
   assert state.cache.keys.shape[2] == 5 and int(state.cache.index) == 1
+
+
+def test_encoder_decoder_sample_compiles_once():
+  config = networks.T5Config(vocab_size=V, d_model=8, n_layers=1, n_heads=2,
+                             head_dim=4, d_ff=8, gated_mlp=True,
+                             activation="gelu_new", tie_embeddings=False)
+  base = networks.make_t5(config)
+  traces = []
+
+  def prefill(*args):
+    traces.append(1)
+    return base.prefill(*args)
+
+  model = base._replace(prefill=prefill)
+  for seed in range(2):  # new params, prompts and key: no new compile
+    params = model.init(jax.random.key(seed))
+    src = np.random.default_rng(seed).integers(2, V, SRC.shape) * SRC_MASK
+    samples = sampling.sample(model, params, jax.random.key(seed), src,
+                              SRC_MASK, max_new_tokens=T, temperature=0.8,
+                              top_p=0.95, eos_token_id=EOS)
+    assert np.asarray(samples.mask).sum() > 8
+  assert len(traces) == 1
