@@ -192,3 +192,28 @@ def test_sentencepiece_only_directory_names_the_missing_package(tmp_path):
                      r"\(spiece.model, no tokenizer.json\); converting it "
                      r"needs `pip install sentencepiece`"):
     networks.load_tokenizer(tmp_path)
+
+
+def test_head_tying_follows_the_checkpoint(tmp_path, caplog):
+  from safetensors import numpy as st  # pylint: disable=g-import-not-at-top
+  model = networks.make_t5(_config(False))  # v1.0: tied and scaled
+  params = model.init(jax.random.key(2))
+  networks.save_pretrained(model, params, tmp_path)
+  path = str(tmp_path / "model.safetensors")
+  tensors = st.load_file(path)
+  assert "lm_head.weight" not in tensors
+  # Older checkpoints repeat the shared table under three more names.
+  for name in ("lm_head.weight", "encoder.embed_tokens.weight",
+               "decoder.embed_tokens.weight"):
+    tensors[name] = tensors["shared.weight"]
+  st.save_file(tensors, path)
+  loaded, _ = networks.from_pretrained(tmp_path)
+  assert loaded.config == model.config and "ignoring" not in caplog.text
+  # A head that differs from the shared table is untied; the scaling stays.
+  tensors["lm_head.weight"] = tensors["shared.weight"] * 2
+  st.save_file(tensors, path)
+  loaded, loaded_params = networks.from_pretrained(tmp_path)
+  assert not loaded.config.tie_embeddings
+  assert loaded.config.scale_decoder_outputs
+  np.testing.assert_array_equal(loaded.unembedding(loaded_params),
+                                2 * model.unembedding(params))
