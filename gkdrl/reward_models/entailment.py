@@ -1,8 +1,10 @@
 """Factuality reward: the entailment probability of an NLI cross-encoder.
 
 reward(source, completion) = P(entailment | premise=source,
-hypothesis=completion) from a Hugging Face BERT/RoBERTa sequence-classification
-checkpoint trained on MNLI/SNLI, run by our Haiku encoder. This is the
+hypothesis=completion) from a Hugging Face sequence-classification checkpoint
+trained on MNLI/SNLI/FEVER/ANLI (BERT, RoBERTa or DeBERTa-v2/v3, picked from
+config.json's `model_type` by `classifiers.load_sequence_classifier`), run by
+our Haiku models. This is the
 textual-entailment reward of the GKD paper's factuality experiments (Agarwal
 et al. 2024, Sec. 4.1 "RL fine-tuning with a factual consistency reward",
 https://arxiv.org/abs/2306.13649).
@@ -17,26 +19,32 @@ score `EntailmentConfig.empty_score` (0.0 by default), because an NLI model's
 output on an empty hypothesis is arbitrary and rewarding it would teach the
 policy to say nothing.
 
-Sentence-level scoring (`sentence_level=True`, in the manner of SummaC-ZS,
-Laban et al. 2022, https://arxiv.org/abs/2111.09525) handles documents longer
-than the model's input: the source is cut into chunks of whole sentences of at
-most `chunk_tokens` tokens, every completion sentence is scored against every
-chunk, and the reward is the mean over sentences of the max over chunks.
+`granularity` chooses how a (source, summary) row becomes NLI pairs:
+"document" (one pair, the default), "sentence" (each summary sentence
+against the source, mean) or "summac" (SummaC-ZS, Laban et al. 2022,
+https://arxiv.org/abs/2111.09525: each summary sentence against each source
+chunk, max over chunks, mean over sentences; for sources longer than the
+model's input). `document_scoring` documents each mode's cost in NLI pairs.
+`sentence_level=True` is the older spelling of `granularity="summac"`.
 """
 
 from collections.abc import Sequence
 import dataclasses
 import pathlib
+import warnings
 
 import jax
 import numpy as np
 
+from gkdrl import validation
 from gkdrl.reward_models import base
-from gkdrl.reward_models import encoder
+from gkdrl.reward_models import classifiers
+from gkdrl.reward_models import document_scoring
 from gkdrl.reward_models import encoder_weights
 from gkdrl.reward_models import sentences as sentences_lib
 
 ENTAILMENT_LABEL = "entailment"
+CONTRADICTION_LABEL = "contradiction"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,9 +59,18 @@ class EntailmentConfig:
     batch_size: pairs per jitted forward pass, >= 1.
     min_bucket: smallest padded length, >= 1; lengths are rounded up to
       powers of two from here.
-    sentence_level: score completion sentences against source chunks.
-    chunk_tokens: tokens per source chunk in sentence-level mode, >= 1; None
-      means half of the pair limit.
+    granularity: "document" (source vs completion, 1 NLI pair per row),
+      "sentence" (each completion sentence vs the source, S pairs, mean) or
+      "summac" (each completion sentence vs each source chunk, S * C pairs,
+      max over chunks, mean over sentences); see `document_scoring`.
+    sentence_level: deprecated; True means `granularity="summac"`.
+    chunk_tokens: tokens per source chunk in "summac" mode, >= 1 (whole
+      sentences are packed up to it); None means half of the pair limit.
+    chunk_sentences: source sentences per chunk in "summac" mode, >= 1;
+      replaces the token budget when set (do not set both).
+    nli_score: "entailment" (P(entailment), in [0, 1]) or
+      "entailment_minus_contradiction" (P(e) - P(c), in [-1, 1], SummaC-ZS's
+      default score; needs a "contradiction" label).
     empty_score: reward of an empty completion, finite.
   """
 
@@ -61,8 +78,11 @@ class EntailmentConfig:
   max_length: int | None = None
   batch_size: int = 32
   min_bucket: int = 16
+  granularity: str = "document"
   sentence_level: bool = False
   chunk_tokens: int | None = None
+  chunk_sentences: int | None = None
+  nli_score: str = "entailment"
   empty_score: float = 0.0
 
   def __post_init__(self):
@@ -80,20 +100,48 @@ class EntailmentConfig:
       )
     if not np.isfinite(self.empty_score):
       raise ValueError(f"empty_score={self.empty_score} must be finite.")
+    validation.check_choice("granularity", self.granularity,
+                            document_scoring.GRANULARITIES)
+    validation.check_choice("nli_score", self.nli_score,
+                            document_scoring.NLI_SCORES)
+    if self.chunk_sentences is not None:
+      validation.check_int("chunk_sentences", self.chunk_sentences, 1)
+      if self.chunk_tokens is not None:
+        validation.fail("chunk_sentences", self.chunk_sentences,
+                        "set chunk_sentences or chunk_tokens, not both")
+    if self.sentence_level:
+      if self.granularity not in ("document", "summac"):
+        validation.fail("sentence_level", self.sentence_level,
+                        f"it means granularity='summac', which disagrees "
+                        f"with granularity={self.granularity!r}")
+      warnings.warn("EntailmentConfig(sentence_level=True) is deprecated; "
+                    "use granularity='summac'.", DeprecationWarning,
+                    stacklevel=3)
+      object.__setattr__(self, "granularity", "summac")
 
 
-def entailment_index(id2label: dict, where: str = "config.json") -> int:
-  """The class index whose label is "entailment" (case-insensitive)."""
+def entailment_index(id2label: dict, where: str = "config.json",
+                     label: str = ENTAILMENT_LABEL) -> int:
+  """The class index whose label is "entailment" (case-insensitive).
+
+  Args:
+    id2label: config.json's `id2label`.
+    where: the file, for error messages.
+    label: the label to find (e.g. `CONTRADICTION_LABEL`).
+
+  Returns:
+    Its index.
+  """
   labels = {int(k): str(v) for k, v in (id2label or {}).items()}
   if sorted(labels) != list(range(len(labels))) or len(labels) < 2:
     raise ValueError(
         f"{where}: id2label={labels} must map 0..C-1 (C >= 2) to labels."
     )
   hits = [i for i, v in labels.items()
-          if v.strip().lower() == ENTAILMENT_LABEL]
+          if v.strip().lower() == label]
   if len(hits) != 1:
     raise ValueError(
-        f"{where}: expected exactly one {ENTAILMENT_LABEL!r} label "
+        f"{where}: expected exactly one {label!r} label "
         f"(case-insensitive) in id2label; found labels "
         f"{[labels[i] for i in sorted(labels)]}."
     )
@@ -109,9 +157,13 @@ class EntailmentReward:
 
   Attributes:
     config: the `EntailmentConfig`.
-    encoder_config: the encoder's `EncoderConfig` (with its head).
+    classifier: the loaded `classifiers.SequenceClassifier`.
+    encoder_config: the model's config (`EncoderConfig` or
+      `DebertaConfig`, with its head).
     labels: class labels in index order, from config.json `id2label`.
     entailment_index: index of the entailment class.
+    contradiction_index: index of the contradiction class, or None when
+      `nli_score="entailment"`.
     tokenizer: the checkpoint's transformers tokenizer.
     max_length: tokens per pair actually used.
   """
@@ -124,8 +176,8 @@ class EntailmentReward:
     """Loads config, labels, tokenizer and weights from a local directory.
 
     Args:
-      path: HF directory of a BERT/RoBERTa `*ForSequenceClassification`
-        checkpoint with safetensors weights and tokenizer files.
+      path: HF directory of a BERT/RoBERTa/DeBERTa-v2/v3
+        `*ForSequenceClassification` checkpoint with safetensors weights and tokenizer files.
       config: options; defaults to `EntailmentConfig()`.
 
     Raises:
@@ -141,22 +193,28 @@ class EntailmentReward:
     self.entailment_index = entailment_index(
         hf_config.get("id2label"), f"{path}/config.json"
     )
+    self.contradiction_index = None
+    if self.config.nli_score == "entailment_minus_contradiction":
+      self.contradiction_index = entailment_index(
+          hf_config.get("id2label"), f"{path}/config.json",
+          CONTRADICTION_LABEL)
     self.labels = [hf_config["id2label"][k]
                    for k in sorted(hf_config["id2label"], key=int)]
-    self.encoder_config, self._params = encoder_weights.load_encoder(
+    self.classifier = classifiers.load_sequence_classifier(
         path, num_labels=len(self.labels))
+    self.encoder_config = self.classifier.config
+    self._params = self.classifier.params
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(
         str(path), local_files_only=True)
-    if len(self.tokenizer) > self.encoder_config.vocab_size:
+    if len(self.tokenizer) > self.classifier.vocab_size:
       raise ValueError(
           f"{path}: the tokenizer has {len(self.tokenizer)} tokens but the "
-          f"model's vocab_size is {self.encoder_config.vocab_size}."
+          f"model's vocab_size is {self.classifier.vocab_size}."
       )
-    limits = [self.encoder_config.max_tokens, self.config.max_length,
+    limits = [self.classifier.max_tokens, self.config.max_length,
               getattr(self.tokenizer, "model_max_length", None)]
     self.max_length = min(int(x) for x in limits if x is not None)
-    self._apply = jax.jit(
-        encoder.make_sequence_classifier(self.encoder_config).apply)
+    self._apply = jax.jit(self.classifier.apply)
 
   @property
   def name(self) -> str:
@@ -173,7 +231,7 @@ class EntailmentReward:
         max_length=self.max_length, padding=False)
     ids = enc["input_ids"]
     types = enc.get("token_type_ids")
-    if types is None or self.encoder_config.type_vocab_size == 1:
+    if types is None or not self.classifier.uses_token_types:
       types = [[0] * len(x) for x in ids]
     return ids, types
 
@@ -203,7 +261,7 @@ class EntailmentReward:
     lengths = np.array([len(x) for x in ids])
     order = np.argsort(lengths, kind="stable")
     # Pad with the config pad id: RoBERTa positions are defined by it.
-    cfg, pad = self.config, self.encoder_config.pad_token_id
+    cfg, pad = self.config, self.classifier.pad_token_id
     for start in range(0, num, cfg.batch_size):
       rows = order[start:start + cfg.batch_size]
       length = _bucket(int(lengths[rows].max()), cfg.min_bucket,
@@ -231,26 +289,21 @@ class EntailmentReward:
     enc = self.tokenizer(list(texts), add_special_tokens=False)
     return [len(x) for x in enc["input_ids"]]
 
-  def _sentence_scores(self, params, sources, completions) -> np.ndarray:
+  def _chunks(self, source: str) -> list[str]:
+    if self.config.chunk_sentences:
+      return document_scoring.chunk_by_sentences(
+          source, self.config.chunk_sentences)
     chunk_tokens = self.config.chunk_tokens or max(1, self.max_length // 2)
-    premises, hypotheses, shapes = [], [], []
-    for source, completion in zip(sources, completions):
-      chunks = sentences_lib.chunk_document(
-          source, self._count_tokens, chunk_tokens)
-      sentences = sentences_lib.split_sentences(completion)
-      shapes.append((len(chunks), len(sentences)))
-      for chunk in chunks:
-        premises += [chunk] * len(sentences)
-        hypotheses += sentences
-    probs = self.probabilities(params, premises, hypotheses)[
-        :, self.entailment_index]
-    scores, start = [], 0
-    for n_chunks, n_sentences in shapes:
-      block = probs[start:start + n_chunks * n_sentences]
-      start += n_chunks * n_sentences
-      # [chunks, sentences] -> best chunk per sentence -> mean.
-      scores.append(block.reshape(n_chunks, n_sentences).max(axis=0).mean())
-    return np.asarray(scores, np.float32)
+    return sentences_lib.chunk_document(source, self._count_tokens,
+                                        chunk_tokens)
+
+  def pair_scores(self, params, premises, hypotheses) -> np.ndarray:
+    """[N] float32 `nli_score` of (premise, hypothesis) pairs."""
+    probs = self.probabilities(params, premises, hypotheses)  # [N, C]
+    scores = probs[:, self.entailment_index]
+    if self.contradiction_index is not None:
+      scores = scores - probs[:, self.contradiction_index]
+    return scores
 
   def score(self, params, inputs: base.RewardInputs) -> np.ndarray:
     """Entailment rewards of a batch.
@@ -260,8 +313,9 @@ class EntailmentReward:
       inputs: needs `sources` (premises) and `completions` (hypotheses).
 
     Returns:
-      [B] float32 rewards in [0, 1] (or `empty_score` for empty
-      completions).
+      [B] float32 rewards in [0, 1] ([-1, 1] with
+      `nli_score="entailment_minus_contradiction"`), or `empty_score` for
+      empty completions.
     """
     batch_size = base.check_inputs(
         inputs, required=["sources", "completions"], model=self.name)
@@ -271,11 +325,9 @@ class EntailmentReward:
     if rows:
       srcs = [sources[i] for i in rows]
       comps = [completions[i] for i in rows]
-      if self.config.sentence_level:
-        rewards[rows] = self._sentence_scores(params, srcs, comps)
-      else:
-        rewards[rows] = self.probabilities(params, srcs, comps)[
-            :, self.entailment_index]
+      rewards[rows] = document_scoring.document_scores(
+          lambda p, h: self.pair_scores(params, p, h), srcs, comps,
+          granularity=self.config.granularity, chunker=self._chunks)
     return base.check_rewards(rewards, batch_size, self.name)
 
   def reward_model(self) -> base.RewardModel:
