@@ -43,9 +43,14 @@ Reward models
 
 * `EntailmentReward(path, EntailmentConfig(...))` / `make_entailment_reward`:
   P(entailment | premise=source, hypothesis=completion) from a local HF
-  BERT/RoBERTa NLI checkpoint run by our Haiku encoder; empty completions
-  score `empty_score` (0.0); optional sentence-level scoring for long
-  documents.
+  BERT, RoBERTa or DeBERTa-v2/v3 NLI checkpoint run by our Haiku models (the
+  architecture comes from config.json's `model_type` through
+  `load_sequence_classifier`'s registry); empty completions score
+  `empty_score` (0.0). `granularity` sets how a row becomes NLI pairs:
+  "document" (1 pair), "sentence" (S summary sentences against the source)
+  or "summac" (SummaC-ZS: S sentences x C source chunks, max over chunks,
+  mean over sentences, for sources longer than the model's input);
+  `nli_score="entailment_minus_contradiction"` scores P(e) - P(c).
 * `make_rouge_reward(metric)` (`RougeReward`): rouge-score F-measure against
   `targets`; unknown metric names raise ValueError.
 * `make_exact_match_reward()` (`ExactMatchReward`): GSM8K "####" final
@@ -62,7 +67,9 @@ Reward models
   penalty" is `weighted_sum([(1.0, ent), (0.01, make_length_penalty())])`.
 
 The encoder (`EncoderConfig`, `make_encoder`, `make_sequence_classifier`,
-`load_encoder`) also loads a plain `BertModel` directory.
+`load_encoder`) also loads a plain `BertModel` directory; the DeBERTa-v2/v3
+model (`DebertaConfig`, `make_deberta`, `make_deberta_classifier`,
+`load_deberta`) a plain `DebertaV2Model` one.
 """
 
 from gkdrl.reward_models.base import as_reward_model
@@ -71,6 +78,15 @@ from gkdrl.reward_models.base import check_rewards
 from gkdrl.reward_models.base import RewardInputs
 from gkdrl.reward_models.base import RewardModel
 from gkdrl.reward_models.base import weighted_sum
+from gkdrl.reward_models.classifiers import load_sequence_classifier
+from gkdrl.reward_models.classifiers import register_architecture
+from gkdrl.reward_models.classifiers import SequenceClassifier
+from gkdrl.reward_models.deberta import DebertaConfig
+from gkdrl.reward_models.deberta import make_deberta
+from gkdrl.reward_models.deberta import make_deberta_classifier
+from gkdrl.reward_models.deberta_weights import deberta_config_from_hf
+from gkdrl.reward_models.deberta_weights import load_deberta
+from gkdrl.reward_models.document_scoring import chunk_by_sentences
 from gkdrl.reward_models.encoder import EncoderConfig
 from gkdrl.reward_models.encoder import make_encoder
 from gkdrl.reward_models.encoder import make_sequence_classifier
