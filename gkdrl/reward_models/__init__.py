@@ -98,6 +98,10 @@ from gkdrl.reward_models.entailment import EntailmentConfig
 from gkdrl.reward_models.entailment import EntailmentReward
 from gkdrl.reward_models.entailment import make_entailment_reward
 from gkdrl.reward_models.sentences import split_sentences
+from gkdrl.reward_models.preference import load_preference_model
+from gkdrl.reward_models.preference import make_preference_reward
+from gkdrl.reward_models.preference import PreferenceModel
+from gkdrl.reward_models.preference import sequence_rewards
 from gkdrl.reward_models.python_reward import make_length_penalty
 from gkdrl.reward_models.python_reward import make_python_reward
 from gkdrl.reward_models.python_reward import task_reward
