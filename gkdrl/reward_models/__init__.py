@@ -51,6 +51,13 @@ Reward models
   or "summac" (SummaC-ZS: S sentences x C source chunks, max over chunks,
   mean over sentences, for sources longer than the model's input);
   `nli_score="entailment_minus_contradiction"` scores P(e) - P(c).
+* `make_preference_reward(path, on_host=True)`: a learned reward model, a
+  one-label HF `*ForSequenceClassification` checkpoint on a Llama, Qwen2 or
+  GPT-2 backbone (`load_preference_model`, run by `gkdrl.networks`' decoder):
+  the `score` head at the last real token. On the host it scores
+  `source + completion` with the checkpoint's tokenizer; with
+  `on_host=False` it scores the policy's own prompt and completion tokens
+  inside `jax.jit` (`sequence_rewards`), for policies sharing its tokenizer.
 * `make_rouge_reward(metric)` (`RougeReward`): rouge-score F-measure against
   `targets`; unknown metric names raise ValueError.
 * `make_exact_match_reward()` (`ExactMatchReward`): GSM8K "####" final
