@@ -122,7 +122,7 @@ class EntailmentConfig:
 
 def entailment_index(id2label: dict, where: str = "config.json",
                      label: str = ENTAILMENT_LABEL) -> int:
-  """The class index whose label is "entailment" (case-insensitive).
+  """The class index whose label is `label` (case-insensitive).
 
   Args:
     id2label: config.json's `id2label`.
