@@ -58,6 +58,12 @@ Reward models
   `source + completion` with the checkpoint's tokenizer; with
   `on_host=False` it scores the policy's own prompt and completion tokens
   inside `jax.jit` (`sequence_rewards`), for policies sharing its tokenizer.
+* Training one (`preference_training`): `bradley_terry_loss` (-log
+  sigmoid(r_chosen - r_rejected - margin)), `init_from_causal_lm` (a causal
+  LM's decoder with a new score head), `make_preference_update` (a jitted
+  optax step on `PreferencePairs`) and `save_preference_model` (a directory
+  `transformers.AutoModelForSequenceClassification` loads with the same
+  scores).
 * `make_rouge_reward(metric)` (`RougeReward`): rouge-score F-measure against
   `targets`; unknown metric names raise ValueError.
 * `make_exact_match_reward()` (`ExactMatchReward`): GSM8K "####" final
@@ -109,6 +115,12 @@ from gkdrl.reward_models.preference import load_preference_model
 from gkdrl.reward_models.preference import make_preference_reward
 from gkdrl.reward_models.preference import PreferenceModel
 from gkdrl.reward_models.preference import sequence_rewards
+from gkdrl.reward_models.preference_training import bradley_terry_loss
+from gkdrl.reward_models.preference_training import init_from_causal_lm
+from gkdrl.reward_models.preference_training import make_preference_update
+from gkdrl.reward_models.preference_training import pair_loss
+from gkdrl.reward_models.preference_training import PreferencePairs
+from gkdrl.reward_models.preference_training import save_preference_model
 from gkdrl.reward_models.python_reward import make_length_penalty
 from gkdrl.reward_models.python_reward import make_python_reward
 from gkdrl.reward_models.python_reward import task_reward
