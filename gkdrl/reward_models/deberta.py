@@ -241,18 +241,22 @@ class _Attention(hk.Module):
     scale = jnp.sqrt(jnp.float32(size * cfg.scale_factor))
     logits = jnp.einsum("nqhc,nkhc->nhqk", q, k)  # [N, H, L, L]
     if cfg.relative_attention and cfg.pos_att_type:
-      index = jnp.asarray(relative_index(cfg, length))[None, None]
-      index = jnp.broadcast_to(index, (1, 1, length, length))
+      # Only rows lo..hi of the table are reachable at this length (about
+      # 2L of the 2S): project and score just those.
+      index = relative_index(cfg, length)  # [L, L]
+      lo, hi = int(index.min()), int(index.max())
+      rows = rel_table[lo:hi + 1]  # [R, D]
+      index = jnp.asarray(index - lo)[None, None]  # [1, 1, L, L]
       if "c2p" in cfg.pos_att_type:
         pos_key = key if cfg.share_att_key else hk.Linear(d, name="pos_key")
-        kr = split(pos_key(rel_table))  # [2S, H, C]
-        c2p = jnp.einsum("nqhc,rhc->nhqr", q, kr)  # [N, H, L, 2S]
+        kr = split(pos_key(rows))  # [R, H, C]
+        c2p = jnp.einsum("nqhc,rhc->nhqr", q, kr)  # [N, H, L, R]
         logits += jnp.take_along_axis(c2p, index, axis=-1)
       if "p2c" in cfg.pos_att_type:
         pos_query = (query if cfg.share_att_key
                      else hk.Linear(d, name="pos_query"))
-        qr = split(pos_query(rel_table))  # [2S, H, C]
-        p2c = jnp.einsum("nkhc,rhc->nhkr", k, qr)  # [N, H, L, 2S]
+        qr = split(pos_query(rows))  # [R, H, C]
+        p2c = jnp.einsum("nkhc,rhc->nhkr", k, qr)  # [N, H, L, R]
         # p2c[i, j] = k_j . Qr[index[i, j]]: gather along keys' rows.
         logits += jnp.take_along_axis(
             p2c, jnp.swapaxes(index, -1, -2), axis=-1).swapaxes(-1, -2)

@@ -177,7 +177,10 @@ class EntailmentReward:
 
     Args:
       path: HF directory of a BERT/RoBERTa/DeBERTa-v2/v3
-        `*ForSequenceClassification` checkpoint with safetensors weights and tokenizer files.
+        `*ForSequenceClassification` checkpoint with safetensors weights
+        and tokenizer files (a DeBERTa-v3 directory with `spm.model` but no
+        `tokenizer.json` needs `pip install sentencepiece` to build its
+        tokenizer).
       config: options; defaults to `EntailmentConfig()`.
 
     Raises:
