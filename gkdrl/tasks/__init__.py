@@ -4,7 +4,8 @@
 `datasets.Dataset` splits of (source, prompt, target) text, a tokenizer,
 bucketed batching into `TaskBatch` NumPy records and the task's reward
 functions. Tasks: "facts" (the built-in default, with an exact factuality
-oracle), "arithmetic" (GSM8K-style word problems), "xsum" and "gsm8k"
+oracle; `facts_preference_pairs` derives an oracle-labelled preference set
+from it), "arithmetic" (GSM8K-style word problems), "xsum" and "gsm8k"
 (Hugging Face datasets, from the hub or local files).
 """
 
@@ -25,6 +26,7 @@ from gkdrl.tasks.facts_oracle import coverage_reward
 from gkdrl.tasks.facts_oracle import fact_counts
 from gkdrl.tasks.facts_oracle import FactCheck
 from gkdrl.tasks.facts_oracle import factuality_reward
+from gkdrl.tasks.facts_preferences import facts_preference_pairs
 from gkdrl.tasks.hub import DatasetUnavailableError
 from gkdrl.tasks.hub import make_gsm8k_task
 from gkdrl.tasks.hub import make_xsum_task
