@@ -55,7 +55,8 @@ Reward models
   one-label HF `*ForSequenceClassification` checkpoint on a Llama, Qwen2 or
   GPT-2 backbone (`load_preference_model`, run by `gkdrl.networks`' decoder):
   the `score` head at the last real token. On the host it scores
-  `source + completion` with the checkpoint's tokenizer; with
+  `source` and
+  `completion` joined by a space with the checkpoint's tokenizer; with
   `on_host=False` it scores the policy's own prompt and completion tokens
   inside `jax.jit` (`sequence_rewards`), for policies sharing its tokenizer.
 * Training one (`preference_training`): `bradley_terry_loss` (-log

@@ -23,8 +23,9 @@ Two ways to run it:
 * `on_host=False`: from the policy's own `[B, P]` prompt and `[B, T]`
   completion tokens, jittable, when the policy shares the reward model's
   tokenizer (no decode and re-encode);
-* `on_host=True` (default): from text, `source + completion` tokenized by
-  the checkpoint's own tokenizer, batched by padded-length buckets.
+* `on_host=True` (default): from text, `join_text(source, completion)`
+  tokenized by the checkpoint's own tokenizer, batched by padded-length
+  buckets.
 """
 
 import dataclasses
@@ -134,6 +135,17 @@ def sequence_rewards(model: PreferenceModel, params, tokens: jax.Array,
                     params[HEAD]["w"].astype(jnp.float32))
 
 
+def join_text(prompt: str, response: str) -> str:
+  """The text a preference model reads: prompt, one space, response.
+
+  No space is added when either side already has whitespace at the seam.
+  """
+  if not prompt or not response or prompt[-1].isspace() or (
+      response[0].isspace()):
+    return prompt + response
+  return f"{prompt} {response}"
+
+
 def _bucket(n: int, minimum: int) -> int:
   return max(minimum, 1 << max(n - 1, 0).bit_length())
 
@@ -148,7 +160,7 @@ def make_preference_reward(
     path: local HF directory of a one-label decoder classifier (with its
       tokenizer when `on_host`).
     name: metric name.
-    on_host: score decoded text (`sources` + `completions`) with the
+    on_host: score decoded text (`join_text(source, completion)`) with the
       checkpoint's tokenizer; False scores the policy's token arrays
       (`prompt_tokens`/`mask` then `completion_tokens`/`mask`), which
       needs the policy to use the same tokenizer.
@@ -183,7 +195,8 @@ def make_preference_reward(
   def score_text(params, inputs):
     rows = base.check_inputs(inputs, model=name,
                              required=["sources", "completions"])
-    texts = [s + c for s, c in zip(inputs.sources, inputs.completions)]
+    texts = [join_text(s, c)
+             for s, c in zip(inputs.sources, inputs.completions)]
     ids = [x[-max_length:] for x in tokenizer(texts)["input_ids"]]
     out = np.zeros((rows,), np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")

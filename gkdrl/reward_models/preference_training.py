@@ -21,6 +21,7 @@ et al. 2023, https://arxiv.org/abs/2307.09288, Eq. 2).
 and `preference.load_preference_model` loads back.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import json
 import pathlib
@@ -51,6 +52,48 @@ class PreferencePairs(NamedTuple):
   chosen_mask: jax.Array  # [B, L] bool
   rejected_tokens: jax.Array  # [B, L] int32
   rejected_mask: jax.Array  # [B, L] bool
+
+
+def encode_pairs(
+    tokenizer, prompts: Sequence[str], chosen: Sequence[str],
+    rejected: Sequence[str], *, max_length: int, pad_id: int = 0,
+    min_bucket: int = 16,
+) -> PreferencePairs:
+  """Tokenizes B pairs into right-padded arrays of one bucketed length.
+
+  Each side reads `preference.join_text(prompt, response)`; a text longer
+  than `max_length` tokens keeps its last `max_length` (the reward is read at
+  the end). Both sides share one length L, the longest row rounded up to a
+  power of two (at least `min_bucket`, at most `max_length`).
+
+  Args:
+    tokenizer: a transformers tokenizer.
+    prompts: B prompts.
+    chosen: B preferred responses.
+    rejected: B other responses.
+    max_length: tokens kept per text, >= 1.
+    pad_id: the padding id.
+    min_bucket: the shortest padded length.
+
+  Returns:
+    `PreferencePairs` of [B, L] NumPy arrays.
+  """
+  validation.check_int("max_length", max_length, minimum=1)
+  sides = []
+  for responses in (chosen, rejected):
+    texts = [preference.join_text(p, r) for p, r in zip(prompts, responses)]
+    sides.append([x[-max_length:] or [pad_id]
+                  for x in tokenizer(texts)["input_ids"]])
+  longest = max(len(x) for side in sides for x in side)
+  length = min(max(min_bucket, 1 << (longest - 1).bit_length()), max_length)
+  arrays = []
+  for side in sides:
+    tokens = np.full((len(side), length), pad_id, np.int32)  # [B, L]
+    mask = np.zeros((len(side), length), bool)  # [B, L]
+    for i, ids in enumerate(side):
+      tokens[i, :len(ids)], mask[i, :len(ids)] = ids, True
+    arrays += [tokens, mask]
+  return PreferencePairs(*arrays)
 
 
 def bradley_terry_loss(
