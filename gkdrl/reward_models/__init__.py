@@ -55,14 +55,16 @@ Reward models
   one-label HF `*ForSequenceClassification` checkpoint on a Llama, Qwen2 or
   GPT-2 backbone (`load_preference_model`, run by `gkdrl.networks`' decoder):
   the `score` head at the last real token. On the host it scores
-  `source` and
-  `completion` joined by a space with the checkpoint's tokenizer; with
-  `on_host=False` it scores the policy's own prompt and completion tokens
-  inside `jax.jit` (`sequence_rewards`), for policies sharing its tokenizer.
-* Training one (`preference_training`): `bradley_terry_loss` (-log
+  `join_text(source, completion)` (a space between them) with the
+  checkpoint's tokenizer; with `on_host=False` it scores the policy's own
+  prompt and completion tokens inside `jax.jit` (`sequence_rewards`), for
+  policies sharing its tokenizer.
+* Training one (`preference_training`; `python -m
+  gkdrl.runners.train_reward` runs it): `bradley_terry_loss` (-log
   sigmoid(r_chosen - r_rejected - margin)), `init_from_causal_lm` (a causal
-  LM's decoder with a new score head), `make_preference_update` (a jitted
-  optax step on `PreferencePairs`) and `save_preference_model` (a directory
+  LM's decoder with a new score head), `encode_pairs`,
+  `make_preference_update` (a jitted optax step on `PreferencePairs`) and
+  `save_preference_model` (a directory
   `transformers.AutoModelForSequenceClassification` loads with the same
   scores).
 * `make_rouge_reward(metric)` (`RougeReward`): rouge-score F-measure against
@@ -112,11 +114,13 @@ from gkdrl.reward_models.entailment import EntailmentConfig
 from gkdrl.reward_models.entailment import EntailmentReward
 from gkdrl.reward_models.entailment import make_entailment_reward
 from gkdrl.reward_models.sentences import split_sentences
+from gkdrl.reward_models.preference import join_text
 from gkdrl.reward_models.preference import load_preference_model
 from gkdrl.reward_models.preference import make_preference_reward
 from gkdrl.reward_models.preference import PreferenceModel
 from gkdrl.reward_models.preference import sequence_rewards
 from gkdrl.reward_models.preference_training import bradley_terry_loss
+from gkdrl.reward_models.preference_training import encode_pairs
 from gkdrl.reward_models.preference_training import init_from_causal_lm
 from gkdrl.reward_models.preference_training import make_preference_update
 from gkdrl.reward_models.preference_training import pair_loss
