@@ -108,3 +108,20 @@ def test_training_learns_a_held_out_preference(tmp_path):
   assert np.isfinite(metrics["grad/norm"])
   assert before["reward/accuracy"] == 0.0  # the zero head ties every pair
   assert after["reward/accuracy"] >= 0.9, after
+
+
+def test_encode_pairs_pads_both_sides_to_one_bucket_and_keeps_the_end():
+  from gkdrl import tasks  # pylint: disable=g-import-not-at-top
+  tokenizer = tasks.make_word_tokenizer("a b c d e f".split())
+  pairs = pt.encode_pairs(tokenizer, ["a b", "c"], ["c d e f", "d"],
+                          ["e", "f f"], max_length=4, min_bucket=2)
+  ids = lambda text: tokenizer(text)["input_ids"]
+  assert pairs.chosen_tokens.shape == pairs.rejected_tokens.shape == (2, 4)
+  # "a b c d e f" with <bos> is 7 tokens: the last 4 are kept.
+  np.testing.assert_array_equal(pairs.chosen_tokens[0], ids("a b c d e f")[-4:])
+  np.testing.assert_array_equal(pairs.rejected_tokens[1, :4],
+                                ids("c f f"))
+  np.testing.assert_array_equal(pairs.chosen_mask.sum(1), [4, 3])
+  np.testing.assert_array_equal(pairs.rejected_mask.sum(1), [4, 4])
+  assert preference.join_text("p ", "r") == "p r"
+  assert preference.join_text("p", "r") == "p r"
