@@ -141,13 +141,18 @@ PythonReward = make_python_reward
 RougeReward = make_rouge_reward
 
 __all__ = [
-    "as_reward_model", "check_inputs", "check_rewards", "chunk_document",
-    "encoder_config_from_hf", "EncoderConfig", "EntailmentConfig",
-    "EntailmentReward", "ExactMatchReward", "extract_final_answer",
-    "LengthPenalty", "load_encoder", "make_encoder",
-    "make_entailment_reward", "make_exact_match_reward",
-    "make_length_penalty", "make_python_reward", "make_rouge_reward",
-    "make_sequence_classifier", "normalize_answer", "PythonReward",
-    "read_safetensors", "RewardInputs", "RewardModel", "RougeReward",
-    "split_sentences", "task_reward", "weighted_sum",
+    "as_reward_model", "bradley_terry_loss", "check_inputs", "check_rewards",
+    "chunk_by_sentences", "chunk_document", "deberta_config_from_hf",
+    "DebertaConfig", "encode_pairs", "encoder_config_from_hf", "EncoderConfig",
+    "EntailmentConfig", "EntailmentReward", "ExactMatchReward",
+    "extract_final_answer", "init_from_causal_lm", "join_text", "LengthPenalty",
+    "load_deberta", "load_encoder", "load_preference_model",
+    "load_sequence_classifier", "make_deberta", "make_deberta_classifier",
+    "make_encoder", "make_entailment_reward", "make_exact_match_reward",
+    "make_length_penalty", "make_preference_reward", "make_preference_update",
+    "make_python_reward", "make_rouge_reward", "make_sequence_classifier",
+    "normalize_answer", "pair_loss", "PreferenceModel", "PreferencePairs",
+    "PythonReward", "read_safetensors", "register_architecture", "RewardInputs",
+    "RewardModel", "RougeReward", "save_preference_model", "sequence_rewards",
+    "SequenceClassifier", "split_sentences", "task_reward", "weighted_sum",
 ]

@@ -39,8 +39,8 @@ __all__ = [
     "ArithmeticConfig", "bucket_length", "bucket_sizes", "check_facts",
     "coverage_reward", "DatasetUnavailableError", "DEFAULT_TASK",
     "exact_match_reward", "extract_answer", "fact_counts", "FactCheck",
-    "FactsConfig", "factuality_reward", "make_arithmetic_task",
-    "make_facts_task", "make_gsm8k_task", "make_task",
+    "facts_preference_pairs", "FactsConfig", "factuality_reward",
+    "make_arithmetic_task", "make_facts_task", "make_gsm8k_task", "make_task",
     "make_word_tokenizer", "make_xsum_task", "SPLITS", "Task", "TaskBatch",
     "TASKS", "TextRewardFn",
 ]
