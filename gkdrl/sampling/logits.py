@@ -65,13 +65,22 @@ def filter_logits(logits: Array, *, top_k: int = 0,
                   top_p: float = 1.0) -> Array:
   """Sets the logits outside the top-k / top-p set to -inf.
 
-  Ties with the smallest kept logit are kept too, so the kept set can be
-  larger than k (or than the smallest set reaching top_p) when logits are
-  exactly equal.
+  Top-k keeps every token whose logit is >= the k-th largest, ties
+  included (as transformers' `TopKLogitsWarper` does), so it can keep more
+  than k tokens. Top-p then renormalises over that whole tie-inclusive set
+  and keeps the smallest run of most likely tokens whose mass reaches
+  top_p, plus every token tied with the least likely one it keeps.
+
+  On ties this set is the tie closure of transformers' `TopPLogitsWarper`
+  set: where transformers cuts through a group of equal logits, it keeps an
+  arbitrary part of the group (whichever its sort puts last), and we keep
+  the whole group; where no tie straddles the cut the two sets are equal.
+  Either way the kept set depends only on the logits' values, never on the
+  order of equal ones.
 
   Args:
     logits: [..., V] float logits (already divided by the temperature).
-    top_k: number of most likely tokens kept; 0 keeps all.
+    top_k: number of most likely tokens kept (ties included); 0 keeps all.
     top_p: probability mass kept, in (0, 1]; 1 keeps all.
 
   Returns:
@@ -84,18 +93,25 @@ def filter_logits(logits: Array, *, top_k: int = 0,
       return logits
     return _top_p_by_bisection(logits, top_p)
   values = jax.lax.top_k(logits, k)[0]  # [..., k] descending
-  if top_p < 1.0:
-    probs = jax.nn.softmax(values.astype(jnp.float32), axis=-1)  # [..., k]
-    # The mass of strictly more likely tokens: a token is kept while that is
-    # below top_p, which gives the smallest set reaching top_p (and never an
-    # empty one, since the most likely token has nothing before it).
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    n_kept = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)  # [..., 1]
-    threshold = jnp.take_along_axis(values, n_kept - 1, axis=-1)
-  else:
-    # min, not values[..., -1:]: XLA CPU rewrites a top-k whose last value
-    # alone is read into a full sort of the vocabulary (60x slower).
-    threshold = jnp.min(values, axis=-1, keepdims=True)
+  # min, not values[..., -1:]: XLA CPU rewrites a top-k whose last value
+  # alone is read into a full sort of the vocabulary (60x slower).
+  kth = jnp.min(values, axis=-1, keepdims=True)  # [..., 1]
+  if top_p >= 1.0:
+    return jnp.where(logits >= kth, logits, -jnp.inf)
+  # Normalise over the tie-inclusive top-k set: the tokens tied with the
+  # k-th value beyond the k that top_k returns carry mass too.
+  logits32 = logits.astype(jnp.float32)
+  log_normaliser = jax.nn.logsumexp(
+      jnp.where(logits >= kth, logits32, -jnp.inf), axis=-1,
+      keepdims=True)  # [..., 1]
+  probs = jnp.exp(values.astype(jnp.float32) - log_normaliser)  # [..., k]
+  # The mass of strictly more likely tokens: a token is kept while that is
+  # below top_p, which gives the smallest set reaching top_p (and never an
+  # empty one, since the most likely token has nothing before it). If the
+  # k-th value is kept, so is every token tied with it.
+  mass_before = jnp.cumsum(probs, axis=-1) - probs
+  n_kept = jnp.sum(mass_before < top_p, axis=-1, keepdims=True)  # [..., 1]
+  threshold = jnp.take_along_axis(values, n_kept - 1, axis=-1)
   return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 

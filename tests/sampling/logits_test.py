@@ -102,3 +102,68 @@ def test_config_is_hashable_and_normalised():
   assert hash(sampling.SamplingConfig(temperature=1)) == hash(
       sampling.SamplingConfig())
   assert sampling.SamplingConfig(temperature=0).greedy
+
+
+def _transformers_kept(torch, logits, top_k, top_p):
+  """transformers' TopKLogitsWarper then TopPLogitsWarper: kept mask."""
+  from transformers import generation  # pylint: disable=g-import-not-at-top
+  scores = torch.tensor(np.asarray(logits, np.float32))
+  if top_k:
+    scores = generation.TopKLogitsWarper(top_k=top_k)(None, scores)
+  if top_p < 1:
+    scores = generation.TopPLogitsWarper(top_p=top_p)(None, scores)
+  return np.isfinite(scores.numpy())
+
+
+def _tie_closure(logits, kept):
+  """Every token whose logit is >= the smallest kept logit, per row."""
+  logits = np.asarray(logits, np.float32)
+  smallest = np.where(kept, logits, np.inf).min(-1, keepdims=True)
+  return logits >= smallest
+
+
+def test_top_k_and_top_p_with_a_tie_at_the_kth_logit(torch):
+  # top_k=2 keeps all four tokens (the k-th logit, 1, is tied three ways);
+  # over those four, the 2 has mass 0.475 < 0.6, so the nucleus must reach
+  # into the tied 1s. The old normaliser (over two tokens) kept the 2 alone.
+  logits = np.array([[2.0, 1.0, 1.0, 1.0]], np.float32)
+  filtered = sampling.filter_logits(jnp.asarray(logits), top_k=2, top_p=0.6)
+  theirs = _transformers_kept(torch, logits, 2, 0.6)
+  assert theirs.sum() == 2  # the 2 and one of the tied 1s
+  np.testing.assert_array_equal(np.isfinite(filtered),
+                                _tie_closure(logits, theirs))
+  np.testing.assert_array_equal(np.isfinite(filtered), [[True] * 4])
+
+
+def test_top_k_ties_are_all_kept_like_transformers(torch):
+  logits = np.array([[3.0, 1.0, 2.0, 2.0, 2.0, 0.0]], np.float32)
+  filtered = sampling.filter_logits(jnp.asarray(logits), top_k=2)
+  np.testing.assert_array_equal(np.isfinite(filtered),
+                                _transformers_kept(torch, logits, 2, 1.0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("top_k, top_p", [(2, 0.5), (3, 0.8), (5, 0.3),
+                                          (4, 0.95)])
+def test_random_ties_match_the_tie_closure_of_transformers(torch, seed,
+                                                           top_k, top_p):
+  # Few distinct values, so the k-th logit and the nucleus cut are often
+  # tied; where transformers keeps part of a tied group we keep all of it.
+  rng = np.random.default_rng(seed)
+  logits = rng.integers(0, 4, size=(32, 9)).astype(np.float32) * 0.7
+  filtered = sampling.filter_logits(jnp.asarray(logits), top_k=top_k,
+                                    top_p=top_p)
+  theirs = _transformers_kept(torch, logits, top_k, top_p)
+  ours = np.isfinite(np.asarray(filtered))
+  np.testing.assert_array_equal(ours, _tie_closure(logits, theirs))
+  assert np.all(ours >= theirs)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(3, 0.7), (10, 0.9), (1, 0.5)])
+def test_without_ties_the_set_equals_transformers(torch, top_k, top_p):
+  logits = np.asarray(2.0 * jax.random.normal(jax.random.key(5), (64, 20)))
+  filtered = sampling.filter_logits(jnp.asarray(logits), top_k=top_k,
+                                    top_p=top_p)
+  np.testing.assert_array_equal(np.isfinite(np.asarray(filtered)),
+                                _transformers_kept(torch, logits, top_k,
+                                                   top_p))
