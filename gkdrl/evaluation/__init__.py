@@ -5,7 +5,7 @@
   score_texts    task rewards, fact counts and ROUGE of given texts.
   bleu           smoothed sentence BLEU (Chen & Cherry method 1).
   self_bleu      Self-BLEU of a set of texts (Texygen).
-  rouge_scores   mean ROUGE-1/2/L F1 on whitespace tokens.
+  rouge_scores   mean ROUGE-1/2/L F1 (rouge-score tokenizer, stemmed).
   format_table   plain-text table of named results.
 """
 

@@ -242,8 +242,9 @@ def evaluate(*, model, params: Any, task: tasks.Task,
                    first reward fn, or rouge2 / 100 if it has none.
     <reward fn>    every `task.reward_fns` entry by name, and for `facts`
                    the oracle's claims per summary (see `score_texts`).
-    "rouge1", "rouge2", "rougeL"   F1 * 100 against the targets, on
-                   lower-cased whitespace tokens (see `rouge_scores`).
+    "rouge1", "rouge2", "rougeL"   F1 * 100 against the targets, standard
+                   ROUGE: rouge-score's tokenizer and stemmer (see
+                   `rouge_scores`).
     "teacher_kl"   reverse KL(model || teacher) over the full vocabulary at
                    every completion token (EOS included), averaged per
                    sequence, then over sequences (the "sequence" reduction),

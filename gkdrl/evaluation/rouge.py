@@ -1,16 +1,13 @@
-"""ROUGE-1, ROUGE-2 and ROUGE-L F-measures on whitespace tokens.
+"""ROUGE-1, ROUGE-2 and ROUGE-L F-measures, the standard way.
 
 Scores come from Google's `rouge-score` package (Lin 2004,
-https://aclanthology.org/W04-1013), with one change: its default tokenizer
+https://aclanthology.org/W04-1013) with its default tokenizer and the Porter
+stemmer, as in the GKD paper and the summarisation literature, and as the
+`make_rouge_reward` reward model computes them: so the ROUGE a run reports
+and the ROUGE a run optimises are the same number. The default tokenizer
 lower-cases, replaces every character outside [a-z0-9] by a space and drops
-what is left empty, so "." and "####" vanish and "4,000" becomes "4 000".
-gkdrl's generated tasks write text as space-separated words, punctuation
-included ("Ada is a baker from Lyon ."), and a sentence boundary or a GSM8K
-answer marker is part of what a summary gets right or wrong. We therefore
-tokenize by lower-casing and splitting on whitespace, which keeps every word
-token of those tasks, and use no stemmer. Scores on hub datasets (XSum) are
-then not comparable with numbers published with the default tokenizer; the
-`make_rouge_reward` reward model keeps the default one.
+what is left empty: punctuation ("." or "####") never counts, and "4,000"
+becomes "4 000".
 """
 
 from collections.abc import Sequence
@@ -22,7 +19,12 @@ ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 
 
 class WhitespaceTokenizer:
-  """A rouge-score tokenizer: lower-cased whitespace-separated words."""
+  """A rouge-score tokenizer: lower-cased whitespace-separated words.
+
+  Not what `rouge_scores` uses (that is rouge-score's default tokenizer);
+  kept for callers who want ROUGE on whitespace tokens, punctuation
+  included: `rouge_scorer.RougeScorer(keys, tokenizer=WhitespaceTokenizer())`.
+  """
 
   def tokenize(self, text: str) -> list[str]:
     return text.lower().split()
@@ -38,7 +40,9 @@ def rouge_scores(predictions: Sequence[str],
 
   Returns:
     "rouge1", "rouge2", "rougeL" -> mean F1 over the N pairs, times 100, in
-    [0, 100]. An empty prediction or reference scores 0 for its pair.
+    [0, 100], with rouge-score's default tokenizer and the Porter stemmer
+    (see the module docstring). A prediction or reference with no token
+    left (empty, or punctuation only) scores 0 for its pair.
 
   Raises:
     ValueError: if the inputs are empty, differ in length or hold non-str.
@@ -51,8 +55,7 @@ def rouge_scores(predictions: Sequence[str],
     raise ValueError(
         "predictions and references must have equal, non-zero lengths, got "
         f"{len(predictions)} and {len(references)}")
-  scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=False,
-                                    tokenizer=WhitespaceTokenizer())
+  scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
   totals = {key: [] for key in ROUGE_KEYS}
   for prediction, reference in zip(predictions, references):
     scores = scorer.score(reference, prediction)  # (target, prediction)
