@@ -76,6 +76,24 @@ def check_non_negative(name: str, value) -> None:
     fail(name, value, "it must be a finite number >= 0")
 
 
+# Temperatures outside this range are refused: below it the softmax is an
+# argmax (use 0, greedy, where sampling allows it) and logits can overflow;
+# above it the distribution is uniform to float32 precision.
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1e3
+
+
+def check_temperature(name: str, value, *, greedy: bool = False) -> None:
+  """`value` must lie in [1e-3, 1e3] (or be 0 with `greedy`), when concrete."""
+  number = concrete_number(value)
+  if number is None or (greedy and number == 0.0):
+    return
+  if not MIN_TEMPERATURE <= number <= MAX_TEMPERATURE:
+    fail(name, value,
+         f"allowed values lie in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]"
+         + (" or are 0 (greedy)" if greedy else ""))
+
+
 def check_finite(name: str, value) -> None:
   """`value` must be a finite number (when concrete)."""
   number = concrete_number(value)

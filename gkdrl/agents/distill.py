@@ -51,9 +51,10 @@ class DistillationConfig(base.AgentConfig):
       divergence "jsd").
     skew: mixture weight of the skew KLs, [0, 1] (divergences
       "skew_forward_kl" and "skew_reverse_kl").
-    student_temperature: divides the student logits in the loss, > 0.
+    student_temperature: divides the student logits in the loss, in
+      [1e-3, 1e3].
     teacher_temperature: divides the teacher logits, i.e. sharpens (< 1) or
-      flattens the target distribution (paper: 0.1 or 1.0), > 0.
+      flattens the target distribution (paper: 0.1 or 1.0), in [1e-3, 1e3].
     loss_chunk_size: positions per chunk of the divergence, >= 0: compute
       the divergence a chunk of this many positions
       at a time, so no [B, T, V] temporaries of it are alive: gkd and
@@ -80,10 +81,10 @@ class DistillationConfig(base.AgentConfig):
                             divergences.DIVERGENCES)
     validation.check_unit_interval("beta", self.beta)
     validation.check_unit_interval("skew", self.skew)
-    validation.check_positive("student_temperature",
-                              self.student_temperature)
-    validation.check_positive("teacher_temperature",
-                              self.teacher_temperature)
+    validation.check_temperature("student_temperature",
+                                 self.student_temperature)
+    validation.check_temperature("teacher_temperature",
+                                 self.teacher_temperature)
 
   def unread_settings(self) -> dict[str, str]:
     """Adds the divergence parameters that `divergence` takes no part of."""

@@ -19,7 +19,7 @@ class RolloutConfig:
   Attributes:
     max_new_tokens: T, the most tokens sampled per completion, >= 1.
     sample_temperature: temperature of rollouts (paper: 1.0 in training),
-      >= 0; 0 is greedy.
+      in [1e-3, 1e3]; 0 is greedy.
     top_k: keep the k most likely tokens when sampling, >= 0; 0 disables.
     top_p: nucleus mass when sampling, in (0, 1]; 1 disables.
   """
@@ -31,8 +31,8 @@ class RolloutConfig:
 
   def __post_init__(self):
     validation.check_int("max_new_tokens", self.max_new_tokens, 1)
-    validation.check_non_negative("sample_temperature",
-                                  self.sample_temperature)
+    validation.check_temperature("sample_temperature",
+                                 self.sample_temperature, greedy=True)
     validation.check_int("top_k", self.top_k, 0)
     if not 0.0 < self.top_p <= 1.0:
       validation.fail("top_p", self.top_p, "allowed values lie in (0, 1]")

@@ -40,6 +40,7 @@ from gkdrl import sampling
 from gkdrl import types
 from gkdrl import validation
 from gkdrl import tasks
+from gkdrl import validation
 from gkdrl.evaluation import bleu_score
 from gkdrl.evaluation import rouge
 from gkdrl.reward_models import base as rm_base
@@ -68,6 +69,8 @@ def _check_modes(modes) -> list[tuple[str, float]]:
       raise ValueError(
           f"modes[{i}] temperature must be a finite number >= 0 (0 is "
           f"greedy), got {temperature!r}")
+    validation.check_temperature(f"modes[{i}] temperature", temperature,
+                                 greedy=True)
     if name in dict(checked):
       raise ValueError(f"modes names must be unique, got {name!r} twice")
     checked.append((name, float(temperature)))

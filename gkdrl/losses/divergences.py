@@ -7,8 +7,15 @@ P = teacher, Q = student, so
     forward KL = KL(P || Q)   mode covering (maximum likelihood),
     reverse KL = KL(Q || P)   mode seeking.
 
-All arithmetic is float32 in log space whatever the input dtype: logits of
--1e9 (used as masks) give finite values and gradients. Each side has its own
+All arithmetic is float32 in log space whatever the input dtype. Masked
+logits, -1e9 or -inf, are supported: a token to which both sides give zero
+mass adds 0 to every divergence, with a zero (never NaN) gradient, and
+0 * log 0 counts as 0, so forward KL ignores a token the teacher masks. A
+divergence that is truly infinite stays +inf: reverse KL where the student
+puts mass on a token the teacher masks with -inf (forward KL, the other way
+round). JSD, the skew KLs and total variation stay finite whatever is
+masked, since their mixture has mass wherever either side does. A row whose
+logits are all -inf has no distribution (NaN). Each side has its own
 temperature, which divides that side's logits before the softmax.
 
 See "On-Policy Distillation of Language Models: Learning from Self-Generated
@@ -31,8 +38,8 @@ def _log_probs(student_logits, teacher_logits, student_temperature,
                teacher_temperature) -> tuple[Array, Array]:
   """Float32 log-probabilities `[..., V]` of student (Q) and teacher (P)."""
   chex.assert_equal_shape([student_logits, teacher_logits])
-  validation.check_positive("student_temperature", student_temperature)
-  validation.check_positive("teacher_temperature", teacher_temperature)
+  validation.check_temperature("student_temperature", student_temperature)
+  validation.check_temperature("teacher_temperature", teacher_temperature)
   log_q = jax.nn.log_softmax(
       student_logits.astype(jnp.float32) / student_temperature, axis=-1)
   log_p = jax.nn.log_softmax(
@@ -41,10 +48,14 @@ def _log_probs(student_logits, teacher_logits, student_temperature,
 
 
 def _kl(log_a: Array, log_b: Array) -> Array:
-  """KL(A || B) = sum_v a (log a - log b) from log-probabilities `[..., V]`."""
-  # exp(log_a) is exactly 0 where log_a is very negative, so masked entries
-  # contribute 0 * finite = 0 (log-probabilities here are always finite).
-  return jnp.sum(jnp.exp(log_a) * (log_a - log_b), axis=-1)
+  """KL(A || B) = sum_v a (log a - log b) from log-probabilities `[..., V]`.
+
+  Terms with a = 0 (log_a = -inf, a masked token) are 0, with a zero
+  gradient: the difference is replaced before it can be inf - inf = NaN.
+  """
+  no_mass = log_a == -jnp.inf
+  diff = jnp.where(no_mass, 0.0, log_a - log_b)
+  return jnp.sum(jnp.exp(log_a) * diff, axis=-1)
 
 
 def _log_mixture(log_a: Array, log_b: Array, weight) -> Array:
@@ -61,7 +72,13 @@ def _log_mixture(log_a: Array, log_b: Array, weight) -> Array:
   # Double-where: at traced endpoints log(0) = -inf would reach the
   # gradient; clamp the weights, then select the exact endpoint values.
   w = jnp.clip(jnp.asarray(weight, jnp.float32), 1e-30, 1.0 - 1e-7)
-  mixed = jnp.logaddexp(jnp.log(w) + log_a, jnp.log1p(-w) + log_b)
+  # logaddexp(-inf, -inf) is -inf with a NaN gradient: where both sides are
+  # masked, mix zeros instead and put the -inf back afterwards.
+  both_masked = (log_a == -jnp.inf) & (log_b == -jnp.inf)
+  safe_a = jnp.where(both_masked, 0.0, log_a)
+  safe_b = jnp.where(both_masked, 0.0, log_b)
+  mixed = jnp.logaddexp(jnp.log(w) + safe_a, jnp.log1p(-w) + safe_b)
+  mixed = jnp.where(both_masked, -jnp.inf, mixed)
   mixed = jnp.where(weight == 0.0, log_b, mixed)
   return jnp.where(weight == 1.0, log_a, mixed)
 

@@ -15,6 +15,7 @@ from gkdrl import agents
 from gkdrl import networks
 from gkdrl import reward_models
 from gkdrl import tasks
+from gkdrl import validation
 from gkdrl.runners import builtin
 
 GENERATED_TASKS = ("facts", "arithmetic")
@@ -139,8 +140,7 @@ def make_reward(name: str, task, *, entailment_model: str | None = None,
         _check_path(entailment_model, "--entailment_model")).reward_model()
   else:
     rm = reward_models.make_rouge_reward(name)
-  if length_penalty < 0:
-    raise ValueError(f"--length_penalty={length_penalty!r} must be >= 0.")
+  validation.check_non_negative("length_penalty", length_penalty)
   if length_penalty > 0:
     rm = reward_models.weighted_sum([
         (1.0, rm), (1.0, reward_models.make_length_penalty(

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from gkdrl import types
+from gkdrl import validation
 
 Array = types.Array
 
@@ -27,7 +28,7 @@ class SamplingConfig:
 
   Attributes:
     temperature: divides the logits before sampling; 0 means greedy
-      (argmax), must be finite and >= 0.
+      (argmax), else in [1e-3, 1e3].
     top_k: keep only the k most likely tokens; 0 disables, must be >= 0.
     top_p: nucleus sampling, keep the smallest set of most likely tokens
       whose probability reaches top_p; must be in (0, 1], 1 disables.
@@ -43,6 +44,7 @@ class SamplingConfig:
         or not math.isfinite(self.temperature) or self.temperature < 0):
       raise ValueError(f"temperature must be a finite number >= 0 (0 is "
                        f"greedy), got {self.temperature!r}")
+    validation.check_temperature("temperature", self.temperature, greedy=True)
     if (isinstance(self.top_k, bool) or not isinstance(self.top_k, int)
         or self.top_k < 0):
       raise ValueError(

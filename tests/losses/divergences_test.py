@@ -250,3 +250,95 @@ def test_sampled_kl_is_unbiased_for_reverse_kl():
     mc = float(jnp.mean(losses.sampled_kl(lq[a], lp[a], estimator=estimator)))
     # 200k samples: the standard error is well under 1% of KL here.
     assert abs(mc - exact) < 0.02 * exact + 1e-3, (estimator, mc, exact)
+
+
+def _masked_pair():
+  """Logits with -inf masks: tokens 0-1 masked on both sides, 2-3 by the
+  student only, 9-10 by the teacher only."""
+  rng = np.random.default_rng(6)
+  s = rng.normal(size=(3, V)).astype(np.float32)
+  t = rng.normal(size=(3, V)).astype(np.float32)
+  s[:, :4] = -np.inf
+  t[:, :2] = -np.inf
+  t[:, 9:] = -np.inf
+  return s, t
+
+
+def _np_masked_softmax(logits):
+  e = np.where(np.isneginf(logits), 0.0,
+               np.exp(logits.astype(np.float64) - logits.max(-1,
+                                                             keepdims=True)))
+  return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("name,kwargs", ALL)
+def test_minus_inf_logits_masked_on_both_sides(name, kwargs):
+  """-inf on the same tokens of both sides: the values equal those of the
+  unmasked tokens alone, and every gradient is finite (zero at the masks)."""
+  s, t = _masked_pair()
+  t[:, :4] = -np.inf  # now both sides mask 0-3 ...
+  t[:, 9:] = np.float32(0.3)
+  s[:, 9:] = np.float32(-0.2)  # ... and nothing else
+  value, (gs, gt) = _value_and_grad(name, kwargs, s, t)
+  want = np_divergence(name, s[:, 4:], t[:, 4:], **kwargs).sum()
+  np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6)
+  for g in (gs, gt):
+    assert np.all(np.isfinite(g))
+    np.testing.assert_array_equal(np.asarray(g)[:, :4], 0.0)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    c for c in ALL if c[0] not in ("forward_kl", "reverse_kl")
+    and not (c[0] == "jsd" and c[1]["beta"] in (0.0, 1.0))
+    and not (c[0].startswith("skew") and c[1]["skew"] in (0.0, 1.0))])
+def test_minus_inf_one_sided_masks_stay_finite_for_mixtures(name, kwargs):
+  """JSD, the skew KLs and TVD compare with a mixture that has mass
+  wherever either side has: one-sided -inf masks give the exact finite
+  value (0 log 0 = 0) and finite gradients."""
+  s, t = _masked_pair()
+  value, (gs, gt) = _value_and_grad(name, kwargs, s, t)
+  q, p = _np_masked_softmax(s), _np_masked_softmax(t)
+  if name == "tvd":
+    want = 0.5 * np.abs(p - q).sum()
+  elif name == "skew_forward_kl":
+    want = np_kl(p, kwargs["skew"] * p + (1 - kwargs["skew"]) * q).sum()
+  elif name == "skew_reverse_kl":
+    want = np_kl(q, (1 - kwargs["skew"]) * p + kwargs["skew"] * q).sum()
+  else:
+    b = kwargs["beta"]
+    m = b * p + (1 - b) * q
+    want = (b * np_kl(p, m) + (1 - b) * np_kl(q, m)).sum()
+    if kwargs.get("normalized"):
+      want /= b * (1 - b)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  assert np.all(np.isfinite(gs)) and np.all(np.isfinite(gt))
+
+
+def test_minus_inf_kls_are_zero_or_infinite_as_the_maths_says():
+  s, t = _masked_pair()
+  q, p = _np_masked_softmax(s), _np_masked_softmax(t)
+  # Forward KL only where the teacher has mass: the teacher's own masks
+  # (9-10) add 0, but it puts mass on 2-3 where the student has none: +inf.
+  assert np.all(np.isposinf(losses.forward_kl(s, t)))
+  # Without the student-only masks forward KL is finite and exact.
+  s2 = s.copy()
+  s2[:, 2:4] = 0.5
+  np.testing.assert_allclose(losses.forward_kl(s2, t),
+                             np_kl(p, _np_masked_softmax(s2)), rtol=1e-5)
+  # Reverse KL: the student puts mass on 9-10, masked by the teacher: +inf.
+  assert np.all(np.isposinf(losses.reverse_kl(s, t)))
+  t2 = t.copy()
+  t2[:, 9:] = 0.1
+  np.testing.assert_allclose(losses.reverse_kl(s, t2),
+                             np_kl(q, _np_masked_softmax(t2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan"), 1e-30,
+                                         1e-4, 1e4, 0.0, -1.0])
+def test_temperatures_outside_the_range_are_refused(logits, temperature):
+  s, t = logits
+  for name in ("student_temperature", "teacher_temperature"):
+    with pytest.raises(ValueError, match=rf"{name}=.*\[0\.001, 1000\]"):
+      losses.forward_kl(s, t, **{name: temperature})
+    with pytest.raises(ValueError, match=rf"{name}=.*\[0\.001, 1000\]"):
+      losses.forward_kl(s, t, **{name: jnp.array(temperature)})

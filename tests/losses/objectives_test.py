@@ -222,3 +222,76 @@ def test_gkd_rl_row_chunks_match_the_plain_divergence(batch, alpha):
 def test_gkd_rl_rejects_a_negative_chunk_size(batch):
   with pytest.raises(ValueError, match="chunk_size=-1 is not allowed"):
     _loss(batch, alpha=0.5, chunk_size=-1)
+
+
+def _minus_inf_batch(batch):
+  """The batch's logits with tokens 0-2 masked by -inf on both sides."""
+  student = batch["student"].at[..., :3].set(-jnp.inf)
+  teacher = batch["teacher"].at[..., :3].set(-jnp.inf)
+  return student, teacher
+
+
+@pytest.mark.parametrize("chunk_size", [0, 3])  # plain and row-chunk paths
+@pytest.mark.parametrize("divergence,kwargs", [
+    ("jsd", {"beta": 0.5}), ("forward_kl", {}), ("reverse_kl", {}),
+    ("skew_forward_kl", {"skew": 0.1}), ("tvd", {})])
+def test_distillation_loss_supports_minus_inf_masks(batch, chunk_size,
+                                                    divergence, kwargs):
+  student, teacher = _minus_inf_batch(batch)
+
+  def loss_fn(s, logits):
+    return losses.distillation_loss(s, logits, batch["mask"],
+                                    divergence=divergence,
+                                    chunk_size=chunk_size, **kwargs)[0]
+
+  value, grad = jax.value_and_grad(loss_fn)(student, teacher)
+  # The same loss over the six unmasked tokens alone.
+  want = losses.distillation_loss(batch["student"][..., 3:],
+                                  batch["teacher"][..., 3:], batch["mask"],
+                                  divergence=divergence, chunk_size=0,
+                                  **kwargs)[0]
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_array_equal(np.asarray(grad)[..., :3], 0.0)
+  _, metrics = losses.distillation_loss(student, teacher, batch["mask"],
+                                        divergence=divergence,
+                                        chunk_size=chunk_size, **kwargs)
+  assert np.isfinite(metrics["kl/teacher"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(alpha=jnp.array(1.5)), r"alpha=Array\(1\.5"),
+    (dict(alpha=0.5, beta=jnp.array(2.0)), r"beta=Array\(2\."),
+    (dict(alpha=np.float32(-0.1)), r"alpha=.*-0\.1"),
+    (dict(alpha=0.5, divergence="skew_forward_kl", skew=jnp.array(1.5)),
+     r"skew=Array\(1\.5"),
+    (dict(alpha=0.5, teacher_temperature=jnp.array(1e-30)),
+     r"teacher_temperature=Array"),
+    (dict(alpha=0.5, student_temperature=float("inf")),
+     r"student_temperature=inf"),
+])
+def test_gkd_rl_loss_checks_concrete_arrays(batch, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    _loss(batch, **kwargs)
+
+
+@pytest.mark.parametrize("chunk_size", [0, 3])
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(divergence="jsd", beta=jnp.array(2.0)), r"beta=Array\(2\."),
+    (dict(divergence="skew_reverse_kl", skew=jnp.array(-1.0)), r"skew="),
+    (dict(divergence="jsd", teacher_temperature=jnp.array(float("inf"))),
+     r"teacher_temperature="),
+    (dict(divergence="forward_kl", student_temperature=1e-30),
+     r"student_temperature=1e-30"),
+])
+def test_distillation_entry_points_check_concrete_arrays(batch, chunk_size,
+                                                         kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    losses.distillation_loss(batch["student"], batch["teacher"],
+                             batch["mask"], chunk_size=chunk_size, **kwargs)
+  hidden = batch["student"][..., :4]
+  unembedding = jnp.ones((4, V), jnp.float32)
+  with pytest.raises(ValueError, match=match):
+    losses.chunked_distillation_loss(hidden, unembedding, hidden,
+                                     unembedding, batch["mask"], chunk_size=2,
+                                     **kwargs)

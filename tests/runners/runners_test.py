@@ -207,6 +207,12 @@ def _cli(module, *args, cwd=None):
     (dict(task="chess"), "--task='chess'"),
     (dict(reward="bleu"), "--reward='bleu'"),
     (dict(student="/nonexistent/model"), "/nonexistent/model"),
+    (dict(teacher_temperature=float("inf")), "teacher_temperature=inf"),
+    (dict(teacher_temperature=1e-30), "teacher_temperature=1e-30"),
+    (dict(student_temperature=5e3), "student_temperature=5000"),
+    (dict(sample_temperature=1e-9), "sample_temperature=1e-09"),
+    (dict(length_penalty=float("nan")), "length_penalty=nan"),
+    (dict(length_penalty=float("inf")), "length_penalty=inf"),
 ])
 def test_bad_input_fails_before_any_work(overrides, message, tmp_path,
                                          monkeypatch):

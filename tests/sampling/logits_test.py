@@ -85,6 +85,8 @@ def test_greedy_and_logp_a():
     (dict(temperature=-0.1), "temperature.*-0.1"),
     (dict(temperature=float("nan")), "temperature.*nan"),
     (dict(temperature=float("inf")), "temperature.*inf"),
+    (dict(temperature=1e-30), r"temperature=1e-30.*\[0\.001, 1000\]"),
+    (dict(temperature=1e4), r"temperature=10000.*or are 0 \(greedy\)"),
     (dict(top_k=-1), "top_k.*-1"),
     (dict(top_k=2.5), "top_k.*2.5"),
     (dict(top_p=0.0), "top_p.*0.0"),
