@@ -133,6 +133,26 @@ def check_int(name: str, value, minimum: int | None = None,
   return int(value)
 
 
+def check_completion_length(value: int, *, prompt_tokens: int,
+                            max_positions: int, model: str,
+                            name: str = "max_new_tokens") -> None:
+  """Prompt plus completion must fit the model's position limit.
+
+  Args:
+    value: the completion length asked for (max_new_tokens).
+    prompt_tokens: the longest prompt, in tokens.
+    max_positions: the model's positions (HF `max_position_embeddings`).
+    model: what to call the model in the message (its path).
+    name: the setting's name in the message.
+  """
+  room = max_positions - prompt_tokens
+  if value > room:
+    fail(name, value,
+         f"{model} holds {max_positions} positions (max_position_embeddings) "
+         f"and the task's prompts take up to {prompt_tokens} tokens, so at "
+         f"most {max(room, 0)} new tokens fit")
+
+
 def check_choice(name: str, value, allowed: Collection[Any]) -> None:
   """`value` must be one of `allowed`."""
   try:

@@ -303,6 +303,11 @@ def evaluate(*, model, params: Any, task: tasks.Task,
     raise ValueError(
         f"teacher vocab_size={teacher.config.vocab_size} must equal the "
         f"model's vocab_size={model.config.vocab_size}")
+  for what, lm in (("the model", model), ("the teacher", teacher)):
+    if lm is not None:
+      validation.check_completion_length(
+          max_new_tokens, prompt_tokens=task.max_prompt_tokens,
+          max_positions=lm.config.max_positions, model=what)
   if jax.process_count() > 1:
     # Whole copies on this process's device, so that nothing below reads
     # rows other processes hold; local parameters (and non-array leaves of

@@ -9,6 +9,7 @@ import os
 import pathlib
 from typing import Any
 
+from absl import logging
 import jax
 
 from gkdrl import agents
@@ -83,16 +84,84 @@ def resolve_model_path(spec: str, role: str, task, task_name: str,
   return _check_path(spec, f"--{role}")
 
 
+# The special tokens whose ids must agree between a model and the task.
+_SPECIAL_IDS = ("eos_token_id", "bos_token_id", "unk_token_id")
+
+
+def _describe(tokenizer) -> str:
+  where = getattr(tokenizer, "name_or_path", "") or ""
+  return (f"{type(tokenizer).__name__} with {len(tokenizer.get_vocab())} "
+          "tokens" + (f" from {where}" if where else ""))
+
+
+def tokenizer_difference(tokenizer, reference) -> str | None:
+  """How `tokenizer` encodes differently from `reference`, or None.
+
+  Two tokenizers agree when they map the same strings to the same ids
+  (`get_vocab()`, added tokens included) and name the same EOS, BOS and
+  UNK ids. The pad token is not compared: it is never a prediction target.
+  """
+  vocab, want = tokenizer.get_vocab(), reference.get_vocab()
+  if vocab != want:
+    if len(vocab) != len(want):
+      return f"{len(vocab)} tokens against {len(want)}"
+    token = min(set(want.items()) ^ set(vocab.items()),
+                key=lambda item: item[1])[0]
+    return (f"token {token!r} has id {vocab.get(token)} against "
+            f"{want.get(token)}")
+  for attr in _SPECIAL_IDS:
+    ours, theirs = (getattr(t, attr, None) for t in (tokenizer, reference))
+    if ours != theirs:
+      return f"{attr} {ours} against {theirs}"
+  return None
+
+
+def check_tokenizer(role: str, path, task, task_name: str) -> None:
+  """Refuses a model whose tokenizer is not the one the task encodes with.
+
+  A model directory without tokenizer files cannot be compared; that is
+  logged and only the vocabulary size is checked (by `load_models`).
+  """
+  try:
+    tokenizer = networks.load_tokenizer(path)
+  except FileNotFoundError:
+    logging.warning("--%s=%s has no tokenizer files: cannot check that it "
+                    "uses task %r's tokenizer.", role, path, task_name)
+    return
+  difference = tokenizer_difference(tokenizer, task.tokenizer)
+  if difference:
+    raise ValueError(
+        f"--{role}={str(path)!r} uses another tokenizer than task "
+        f"{task_name!r}: the model's is a {_describe(tokenizer)}, the "
+        f"task's a {_describe(task.tokenizer)} ({difference}). Teacher, "
+        "student and task must share one tokenizer.")
+
+
+def check_completion_length(models: "Models", task,
+                            max_new_tokens: int) -> None:
+  """The longest prompt plus `max_new_tokens` must fit every model."""
+  for path, model in ((models.student_path, models.student),
+                      (models.teacher_path, models.teacher)):
+    if model is not None:
+      validation.check_completion_length(
+          max_new_tokens, prompt_tokens=task.max_prompt_tokens,
+          max_positions=model.config.max_positions, model=path)
+
+
 def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
                 student: str, cache_dir=None, need_teacher: bool = True,
                 progress: bool = True) -> Models:
-  """Loads (preparing built-in ones first) the student and the teacher."""
+  """Loads (preparing built-in ones first) the student and the teacher.
+
+  Refuses a model whose tokenizer is not the task's (`check_tokenizer`).
+  """
   paths = {}
   for role, spec in (("student", student), ("teacher", teacher)):
     if role == "teacher" and not need_teacher:
       continue
     paths[role] = resolve_model_path(spec, role, task, task_name,
                                      task_kwargs, cache_dir, progress)
+    check_tokenizer(role, paths[role], task, task_name)
   s_model, s_params = networks.from_pretrained(paths["student"])
   t_model = t_params = None
   if need_teacher:

@@ -167,6 +167,7 @@ def train_vectorized(values: dict, alphas: list[float], *,
       task=task, task_name=values["task"], task_kwargs=task_kwargs,
       teacher=values["teacher"], student=values["student"],
       cache_dir=values["cache_dir"], progress=progress)
+  setup.check_completion_length(models, task, config.max_new_tokens)
   agent = agents.make_stacked_agent(
       config, alphas, student=models.student, teacher=models.teacher,
       tokenizer=task.tokenizer, reward=reward)

@@ -154,6 +154,8 @@ def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
         teacher=inputs.teacher, student=inputs.student,
         cache_dir=inputs.cache_dir, progress=progress)
   models = shared["models"]
+  setup.check_completion_length(models, task,
+                                config.agent.rollout.max_new_tokens)
   agent = agents.make_agent(config.agent, student=models.student,
                             teacher=models.teacher, tokenizer=task.tokenizer,
                             reward=reward)
