@@ -8,7 +8,11 @@ list.
 Usage:
   python -m gkdrl.assets fetch            # install every known asset
   python -m gkdrl.assets fetch smollm2    # install one
-  python -m gkdrl.assets locate smollm2   # print its path
+  python -m gkdrl.assets locate smollm2   # print its path, alone
+  python -m gkdrl.assets locate           # every asset: NAME<TAB>PATH
+
+`locate` with names prints one path per line, nothing else, so that
+`--teacher=$(python -m gkdrl.assets locate smollm2)` works.
 """
 
 import dataclasses
@@ -157,7 +161,7 @@ def main(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   for name, path in paths.items():
-    print(f"{name}\t{path}")
+    print(path if command == "locate" and names else f"{name}\t{path}")
   return 0
 
 
