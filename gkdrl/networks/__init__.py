@@ -27,6 +27,7 @@ Both model kinds say which they are: `model.is_encoder_decoder` (also
 from gkdrl.networks.checkpoint import from_pretrained
 from gkdrl.networks.checkpoint import save_pretrained
 from gkdrl.networks.config import ModelConfig
+from gkdrl.networks.hf_weights import open_safetensors
 from gkdrl.networks.model import KVCache
 from gkdrl.networks.model import LanguageModel
 from gkdrl.networks.model import make_model
@@ -49,5 +50,6 @@ __all__ = [
     "load_tokenizer",
     "make_model",
     "make_t5",
+    "open_safetensors",
     "save_pretrained",
 ]

@@ -21,7 +21,6 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-import safetensors
 import safetensors.numpy
 
 from gkdrl.networks import families
@@ -48,7 +47,7 @@ class _SafetensorsSource:
   def get(self, name: str) -> np.ndarray:
     path = self._files[name]
     if path not in self._handles:
-      self._handles[path] = safetensors.safe_open(str(path), framework="np")
+      self._handles[path] = hf_weights.open_safetensors(path)
     return self._handles[path].get_tensor(name)
 
   def where(self, name: str | None = None) -> str:
@@ -86,7 +85,7 @@ def _directory_source(directory: pathlib.Path) -> _SafetensorsSource:
         f"{directory}: no {_SINGLE}, {_INDEX} or *.safetensors file{hint}.")
   files = {}
   for path in paths:
-    with safetensors.safe_open(str(path), framework="np") as f:
+    with hf_weights.open_safetensors(path) as f:
       files.update({name: path for name in f.keys()})
   return _SafetensorsSource(files, directory)
 

@@ -17,6 +17,8 @@ safetensors directory, or a GGUF file translated to HF names and layouts).
 """
 
 import functools
+import json
+import os
 from typing import Iterable, NamedTuple, Protocol
 
 import jax
@@ -210,3 +212,53 @@ def to_hf_tensors(config: ModelConfig, params: dict) -> dict[str, np.ndarray]:
   for name, parts in fused.items():
     out[name] = np.concatenate([parts[j] for j in range(3)], axis=-1)
   return out
+
+
+def open_safetensors(path):
+  """`safetensors.safe_open(path)` with an error that says what is wrong.
+
+  A truncated or damaged file makes safetensors fail with a bare
+  "incomplete metadata" or "header too small". This names the file, says
+  that it is truncated or corrupt and, when its header can still be read,
+  how large it should be.
+
+  Raises:
+    ValueError: the file cannot be opened as safetensors.
+  """
+  import safetensors  # pylint: disable=g-import-not-at-top
+
+  try:
+    return safetensors.safe_open(str(path), framework="np")
+  except safetensors.SafetensorError as e:
+    raise ValueError(safetensors_problem(path, e)) from e
+
+
+def safetensors_problem(path, error) -> str:
+  """The message for a safetensors file that failed to open with `error`."""
+  size = os.path.getsize(path)
+  expected = _described_size(path)
+  advice = "Copy or download it again."
+  if expected is not None and expected != size:
+    state = "truncated" if size < expected else "corrupt"
+    return (f"{path}: {state} safetensors file: it is {size:,} bytes, but "
+            f"its header describes {expected:,} bytes ({error}). {advice}")
+  return (f"{path}: truncated or corrupt safetensors file of {size:,} bytes "
+          f"({error}); its header does not tell its full size. {advice}")
+
+
+def _described_size(path) -> int | None:
+  """8 + header + data bytes as the header lays them out, or None."""
+  with open(path, "rb") as f:
+    head = f.read(8)
+    if len(head) < 8:
+      return None
+    header_length = int.from_bytes(head, "little")
+    if header_length > os.path.getsize(path) - 8:
+      return None
+    try:
+      header = json.loads(f.read(header_length))
+      ends = [entry["data_offsets"][1] for name, entry in header.items()
+              if name != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError):
+      return None
+  return 8 + header_length + max(ends, default=0)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from gkdrl import networks
 from gkdrl.reward_models import encoder
 
 # HF `model_type` -> our encoder family.
@@ -119,8 +120,6 @@ def read_safetensors(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     FileNotFoundError: no safetensors weights (with the conversion command
       when only `pytorch_model.bin` is present).
   """
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
-
   path = pathlib.Path(path)
   if (path / SAFETENSORS).is_file():
     files = [path / SAFETENSORS]
@@ -144,7 +143,7 @@ def read_safetensors(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     if not file.is_file():
       raise FileNotFoundError(f"Shard {str(file)!r} of the index is missing.")
     raw = []
-    with safe_open(str(file), framework="np") as f:
+    with networks.open_safetensors(file) as f:
       for name in f.keys():
         if f.get_slice(name).get_dtype() == "BF16":
           raw.append(name)

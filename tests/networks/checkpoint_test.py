@@ -159,3 +159,37 @@ def test_wrong_shape_names_file_tensor_and_expected_shape(tmp_path,
   assert "model.safetensors" in message
   assert "transformer.h.0.attn.c_attn.weight" in message
   assert "(32, 96)" in message and "(32, 64)" in message
+
+
+@pytest.mark.parametrize("cut", ["half", "header", "eight"])
+def test_truncated_safetensors_file_is_named_with_its_size(tmp_path,
+                                                           gpt2_tensors,
+                                                           cut):
+  config, tensors = gpt2_tensors
+  _write_checkpoint(tmp_path, config.to_hf_config(), tensors)
+  weights = tmp_path / "model.safetensors"
+  data = weights.read_bytes()
+  header = 8 + int.from_bytes(data[:8], "little")
+  keep = {"half": len(data) // 2, "header": header // 2, "eight": 5}[cut]
+  weights.write_bytes(data[:keep])
+  with pytest.raises(ValueError) as info:
+    networks.from_pretrained(tmp_path)
+  message = str(info.value)
+  assert message.startswith(f"{weights}: truncated")
+  if cut == "half":  # the header survives: it tells the full size
+    assert (f"it is {keep:,} bytes, but its header describes {len(data):,} "
+            "bytes") in message
+  else:
+    assert f"safetensors file of {keep:,} bytes" in message
+
+
+def test_corrupt_safetensors_header_is_named(tmp_path, gpt2_tensors):
+  config, tensors = gpt2_tensors
+  _write_checkpoint(tmp_path, config.to_hf_config(), tensors)
+  weights = tmp_path / "model.safetensors"
+  data = bytearray(weights.read_bytes())
+  data[8:16] = b"{garbage"
+  weights.write_bytes(bytes(data))
+  with pytest.raises(ValueError, match=rf"{weights}: truncated or corrupt "
+                     r"safetensors file .*invalid JSON"):
+    networks.from_pretrained(tmp_path)

@@ -124,3 +124,17 @@ def test_unsupported_configs(change, match):
 def test_missing_directory(tmp_path):
   with pytest.raises(FileNotFoundError, match="does not exist"):
     encoder_weights.read_config(tmp_path / "nowhere")
+
+
+def test_truncated_safetensors_file_is_named_with_its_size(bert_dir,
+                                                           tmp_path):
+  path, _ = bert_dir
+  shutil.copytree(path, tmp_path / "cut")
+  weights = tmp_path / "cut" / "model.safetensors"
+  data = weights.read_bytes()
+  weights.write_bytes(data[:len(data) - 1000])
+  with pytest.raises(ValueError) as info:
+    rm.load_encoder(tmp_path / "cut")
+  assert str(info.value).startswith(
+      f"{weights}: truncated safetensors file: it is {len(data) - 1000:,} "
+      f"bytes, but its header describes {len(data):,} bytes")
