@@ -48,6 +48,9 @@ class InputsConfig:
     task_seed: seed of a generated task's data, and so of the built-in
       models trained on it; unset uses --seed. Fix it to compare training
       seeds on one dataset.
+    skip_bad_rows: hub tasks: drop the data rows that fail the checks made
+      when the task loads (counted in a warning) instead of refusing the
+      data.
   """
 
   task: str = tasks.DEFAULT_TASK
@@ -56,6 +59,7 @@ class InputsConfig:
   student: str = builtin.BUILTIN
   cache_dir: str | None = None
   task_seed: int | None = None
+  skip_bad_rows: bool = False
 
   def __post_init__(self):
     if self.data_files is not None:

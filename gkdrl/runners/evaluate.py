@@ -76,7 +76,7 @@ def main(argv):
         task_name, data_files=pick("data_files"),
         model_path=(run_config["student_path"] if use_checkpoint
                     else model_path),
-        seed=pick("seed"))
+        seed=pick("seed"), skip_bad_rows=pick("skip_bad_rows"))
     if use_checkpoint:
       # The checkpoint holds parameters; the architecture comes from the
       # run's starting student.

@@ -39,8 +39,12 @@ class Models:
 
 
 def make_task(name: str, *, data_files=None, model_path: str | None = None,
-              seed: int = 0):
-  """Builds the task; hub tasks take the tokenizer of `model_path`."""
+              seed: int = 0, skip_bad_rows: bool = False):
+  """Builds the task; hub tasks take the tokenizer of `model_path`.
+
+  Hub tasks check their data as they load (`gkdrl.tasks.data_checks`):
+  bad rows are refused, or dropped with a warning with `skip_bad_rows`.
+  """
   if name not in tasks.TASKS:
     raise ValueError(f"--task={name!r} is not recognised; allowed values: "
                      f"{', '.join(sorted(tasks.TASKS))}.")
@@ -48,14 +52,17 @@ def make_task(name: str, *, data_files=None, model_path: str | None = None,
     if data_files:
       raise ValueError(f"--data_files is for the hub tasks {HUB_TASKS}; "
                        f"task {name!r} generates its own data.")
+    if skip_bad_rows:
+      raise ValueError(f"--skip_bad_rows is for the hub tasks {HUB_TASKS}; "
+                       f"task {name!r} generates its own data.")
     return tasks.make_task(name, seed=seed), {"seed": seed}
   if model_path in (None, builtin.BUILTIN):
     raise ValueError(
         f"task {name!r} needs a real model for its tokenizer: pass "
         "--student (and --teacher) as a Hugging Face directory or GGUF file.")
   tokenizer = networks.load_tokenizer(_check_path(model_path, "--student"))
-  return tasks.make_task(name, tokenizer=tokenizer,
-                         data_files=data_files), {}
+  return tasks.make_task(name, tokenizer=tokenizer, data_files=data_files,
+                         skip_bad_rows=skip_bad_rows), {}
 
 
 def _check_path(path: str, flag: str) -> pathlib.Path:

@@ -153,7 +153,8 @@ def train_vectorized(values: dict, alphas: list[float], *,
   task, task_kwargs = setup.make_task(
       values["task"], data_files=values["data_files"],
       model_path=values["student"],
-      seed=values["seed"] if task_seed is None else task_seed)
+      seed=values["seed"] if task_seed is None else task_seed,
+      skip_bad_rows=values.get("skip_bad_rows", False))
   # alpha strictly inside (0, 1) so the config asks for teacher and reward.
   config = flags_lib.agent_config(
       "gkd_rl", dict(values, alpha=0.5),

@@ -85,13 +85,15 @@ def _task(config: RunConfig, shared: dict):
   """The run's task, from `shared` when its inputs are the same."""
   inputs = config.inputs
   key = (inputs.task, tuple(inputs.data_files or ()), config.task_seed,
-         inputs.student, inputs.teacher, inputs.cache_dir)
+         inputs.student, inputs.teacher, inputs.cache_dir,
+         inputs.skip_bad_rows)
   if shared.get("key") != key:
     shared.clear()
     shared["key"] = key
     shared["task"], shared["task_kwargs"] = setup.make_task(
         inputs.task, data_files=inputs.data_files,
-        model_path=inputs.student, seed=config.task_seed)
+        model_path=inputs.student, seed=config.task_seed,
+        skip_bad_rows=inputs.skip_bad_rows)
   return shared["task"]
 
 

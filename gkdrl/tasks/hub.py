@@ -4,7 +4,7 @@ Each task reads its dataset either from the hub through `datasets` (which
 needs network access or a filled cache) or, with `data_files=`, from local
 json, jsonl, csv or parquet files with the same columns:
 
-    xsum   document, summary, id      (document -> one-sentence summary)
+    xsum   document, summary [, id]   (document -> one-sentence summary)
     gsm8k  question, answer           (answer ends with "#### <number>")
 
 `data_files` is a path, a list of paths (one pool of rows, read as "train")
@@ -12,9 +12,16 @@ or a dict split -> path(s); globs are allowed. A missing "validation" or
 "test" split is carved out of "train" (`holdout_fraction` of it each, drawn
 from `seed`), so the three splits are always disjoint. Hub tasks take the
 tokenizer of the model being trained.
+
+The data is checked when the task loads (`gkdrl.tasks.data_checks`): a
+local file that is empty, not UTF-8 or not JSON where JSON is expected is
+named with its line; a row whose source or target is missing, not text or
+empty, or (GSM8K) whose answer has no `#### <number>`, is counted and
+located, and the task refuses the data or, with `skip_bad_rows=True`, drops
+those rows with a warning.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import glob
 import os
@@ -27,6 +34,7 @@ import transformers
 from gkdrl import validation
 from gkdrl.tasks import answers
 from gkdrl.tasks import base
+from gkdrl.tasks import data_checks
 
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv",
              ".parquet": "parquet"}
@@ -48,12 +56,15 @@ class HubDataset:
     source_column: the column that becomes "source".
     target_column: the column that becomes "target".
     columns: every column the data must have.
+    optional_columns: columns kept when every split has them (xsum's id).
     prompt_template: default prompt, one "{source}" field. It ends with a
       newline so that a target tokenized on its own starts as it would
       after the prompt.
     max_prompt_tokens: default largest prompt length.
     max_target_tokens: default largest target length, EOS included.
     reward_fns: the task's built-in rewards.
+    check_target: the task's check of a target text, returning what is
+      wrong with it or None (GSM8K: a `#### <number>` answer).
   """
 
   name: str
@@ -67,6 +78,14 @@ class HubDataset:
   max_prompt_tokens: int
   max_target_tokens: int
   reward_fns: Mapping[str, base.TextRewardFn]
+  optional_columns: tuple[str, ...] = ()
+  check_target: Callable[[str], str | None] | None = None
+
+
+def _gsm8k_answer_problem(answer: str) -> str | None:
+  if answers.extract_answer(answer) is None:
+    return "'answer' has no '#### <number>' final answer"
+  return None
 
 
 # EdinburghNLP/xsum's main branch holds a loading script, which datasets>=4
@@ -75,7 +94,7 @@ XSUM = HubDataset(
     name="xsum", path="EdinburghNLP/xsum", config_name=None,
     revision="refs/convert/parquet",
     source_column="document", target_column="summary",
-    columns=("document", "summary", "id"),
+    columns=("document", "summary"), optional_columns=("id",),
     prompt_template=("Summarize the article in one sentence.\n\n"
                      "Article: {source}\n\nSummary:\n"),
     max_prompt_tokens=512, max_target_tokens=64, reward_fns={})
@@ -85,14 +104,18 @@ GSM8K = HubDataset(
     columns=("question", "answer"),
     prompt_template="Question: {source}\nAnswer:\n",
     max_prompt_tokens=256, max_target_tokens=256,
-    reward_fns={"accuracy": answers.exact_match_reward})
+    reward_fns={"accuracy": answers.exact_match_reward},
+    check_target=_gsm8k_answer_problem)
 
 
 def _expected(spec: HubDataset) -> str:
   return (
       f"pass data_files= a path, a list of paths, or a dict split -> path(s) "
       f"of json, jsonl, csv or parquet files with columns "
-      f"{list(spec.columns)} (splits {list(base.SPLITS)}; a missing "
+      f"{list(spec.columns)}"
+      + (f" (optionally {list(spec.optional_columns)})"
+         if spec.optional_columns else "")
+      + f" (splits {list(base.SPLITS)}; a missing "
       f"validation or test split is carved out of train)")
 
 
@@ -117,9 +140,9 @@ def _normalise_files(spec: HubDataset, data_files) -> dict[str, list[str]]:
   return files
 
 
-def _load_files(spec: HubDataset, data_files, cache_dir
-                ) -> dict[str, datasets.Dataset]:
-  files = _normalise_files(spec, data_files)
+def _load_files(spec: HubDataset, files: dict[str, list[str]], cache_dir
+                ) -> tuple[dict[str, datasets.Dataset], dict]:
+  """The splits of local files, and the file line of each JSON record."""
   every = [p for paths in files.values() for p in paths]
   missing = [p for p in every if not glob.glob(p)]
   if missing or not every:
@@ -132,9 +155,19 @@ def _load_files(spec: HubDataset, data_files, cache_dir
     raise ValueError(
         f"{spec.name}: data_files must all be one of the formats "
         f"{sorted(_BUILDERS)}, got suffixes {sorted(suffixes)}")
-  loaded = datasets.load_dataset(builders.pop(), data_files=files,
-                                 cache_dir=cache_dir)
-  return dict(loaded)
+  builder = builders.pop()
+  record_lines = data_checks.check_files(files, builder, spec.columns)
+  try:
+    loaded = datasets.load_dataset(builder, data_files=files,
+                                   cache_dir=cache_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    # datasets wraps a reader's error in DatasetGenerationError (or lets
+    # pyarrow's through); say which files, whatever the type.
+    cause = e.__cause__ or e
+    raise ValueError(
+        f"{spec.name}: could not read the {builder} files {every} "
+        f"({type(cause).__name__}: {cause}); {_expected(spec)}.") from e
+  return dict(loaded), record_lines
 
 
 def _load_hub(spec: HubDataset, path: str, config_name, revision, cache_dir
@@ -189,6 +222,7 @@ def make_hub_task(
     max_prompt_tokens: int | None = None,
     max_target_tokens: int | None = None,
     prompt_template: str | None = None,
+    skip_bad_rows: bool = False,
 ) -> base.Task:
   """Builds a task from a hub dataset or from local files.
 
@@ -208,6 +242,9 @@ def make_hub_task(
     max_prompt_tokens: largest prompt length; default `spec`'s.
     max_target_tokens: largest target length; default `spec`'s.
     prompt_template: prompt with one "{source}" field; default `spec`'s.
+    skip_bad_rows: drop the rows the data checks find bad (with a warning
+      giving their count) instead of refusing the data (see the module
+      docstring).
 
   Returns:
     The `Task`; splits have columns source, prompt, target (and id if the
@@ -215,7 +252,8 @@ def make_hub_task(
 
   Raises:
     DatasetUnavailableError: neither the hub nor the files supply the data.
-    ValueError: bad arguments, or data without the expected columns.
+    ValueError: bad arguments, unreadable files, data without the
+      expected columns, or bad rows (without `skip_bad_rows`).
   """
   if not isinstance(tokenizer, transformers.PreTrainedTokenizerBase):
     raise ValueError(f"{spec.name}: tokenizer must be a transformers "
@@ -230,13 +268,15 @@ def make_hub_task(
   for split, limit in limits.items():
     if limit is not None:
       validation.check_int(f"num_{split}", limit, 1)
+  files = record_lines = None
   if data_files is None:
     splits = _load_hub(spec, path or spec.path,
                        config_name or spec.config_name,
                        revision or spec.revision, cache_dir)
     where = f"hub dataset {path or spec.path!r}"
   else:
-    splits = _load_files(spec, data_files, cache_dir)
+    files = _normalise_files(spec, data_files)
+    splits, record_lines = _load_files(spec, files, cache_dir)
     where = f"files {data_files!r}"
   if "train" not in splits:
     raise DatasetUnavailableError(
@@ -247,9 +287,16 @@ def make_hub_task(
       raise ValueError(
           f"{spec.name}: split {split!r} of {where} lacks columns {missing}: "
           f"expected {list(spec.columns)}, found {dataset.column_names}")
+  splits = data_checks.check_rows(
+      spec.name, splits, source=spec.source_column,
+      target=spec.target_column, check_target=spec.check_target,
+      skip_bad_rows=skip_bad_rows, files=files, record_lines=record_lines,
+      where=where)
   splits = _carve(splits, spec, seed, holdout_fraction)
 
-  out_columns = base.COLUMNS + (("id",) if "id" in spec.columns else ())
+  out_columns = base.COLUMNS + tuple(
+      c for c in spec.optional_columns
+      if all(c in d.column_names for d in splits.values()))
   # Explicit string features: without them an "id" read as int64 from csv
   # would keep its old type.
   features = datasets.Features(

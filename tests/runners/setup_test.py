@@ -2,6 +2,7 @@
 the task (another tokenizer, too few positions)."""
 
 import dataclasses
+import json
 import logging
 import shutil
 
@@ -112,3 +113,20 @@ def test_evaluate_refuses_a_completion_beyond_the_positions(facts,
   with pytest.raises(ValueError, match=r"max_new_tokens=41 .* at most 40"):
     evaluation.evaluate(model=model, params=params, task=task,
                         num_examples=1, max_new_tokens=41)
+
+
+def test_skip_bad_rows_flag_reaches_the_hub_task(model_dirs, tmp_path):
+  rows = [{"question": f"q {i}", "answer": f"a #### {i}"} for i in range(30)]
+  rows[3]["answer"] = "no marker"
+  path = tmp_path / "gsm8k.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(ValueError, match=r"gsm8k: 1 of 30 rows .*train row 4"):
+    setup.make_task("gsm8k", data_files=[str(path)],
+                    model_path=model_dirs[1])
+  task, _ = setup.make_task("gsm8k", data_files=[str(path)],
+                            model_path=model_dirs[1], skip_bad_rows=True)
+  assert sum(len(d) for d in task.splits.values()) == 29
+  assert train.default_values(skip_bad_rows=True)["skip_bad_rows"] is True
+  assert train.default_values()["skip_bad_rows"] is False
+  with pytest.raises(ValueError, match="--skip_bad_rows is for the hub"):
+    setup.make_task("facts", skip_bad_rows=True)
