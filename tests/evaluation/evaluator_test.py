@@ -231,6 +231,9 @@ def test_caps_num_examples_and_task_without_rewards(setup):
     (dict(seed="0"), "seed"),
     (dict(modes=()), "modes"),
     (dict(modes=(("hot", -1.0),)), "temperature"),
+    (dict(modes=(("cold", 1e-30),)), r"modes\[0\] temperature=1e-30 .*"
+     r"\[0\.001, 1000\] or are 0 \(greedy\)"),
+    (dict(modes=(("hot", 1e6),)), r"temperature=1000000\.0 is not allowed"),
     (dict(modes=(("greedy", 0.0), ("greedy", 1.0))), "unique"),
     (dict(modes=(("greedy",),)), "pair"),
     (dict(teacher_params={}), "teacher"),
