@@ -95,10 +95,9 @@ def resolve_model_path(spec: str, role: str, task, task_name: str,
 _SPECIAL_IDS = ("eos_token_id", "bos_token_id", "unk_token_id")
 
 
-def _describe(tokenizer) -> str:
-  where = getattr(tokenizer, "name_or_path", "") or ""
-  return (f"{type(tokenizer).__name__} with {len(tokenizer.get_vocab())} "
-          "tokens" + (f" from {where}" if where else ""))
+def _describe(tokenizer, origin: str) -> str:
+  where = getattr(tokenizer, "name_or_path", "") or origin
+  return f"{len(tokenizer.get_vocab())} tokens, from {where}"
 
 
 def tokenizer_difference(tokenizer, reference) -> str | None:
@@ -137,11 +136,13 @@ def check_tokenizer(role: str, path, task, task_name: str) -> None:
     return
   difference = tokenizer_difference(tokenizer, task.tokenizer)
   if difference:
+    origin = ("the task's built-in word tokenizer"
+              if task_name in GENERATED_TASKS else "the student")
     raise ValueError(
         f"--{role}={str(path)!r} uses another tokenizer than task "
-        f"{task_name!r}: the model's is a {_describe(tokenizer)}, the "
-        f"task's a {_describe(task.tokenizer)} ({difference}). Teacher, "
-        "student and task must share one tokenizer.")
+        f"{task_name!r}: the model's has {_describe(tokenizer, str(path))}; "
+        f"the task's has {_describe(task.tokenizer, origin)} ({difference})."
+        " Teacher, student and task must share one tokenizer.")
 
 
 def check_completion_length(models: "Models", task,

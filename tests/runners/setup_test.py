@@ -43,8 +43,10 @@ def test_a_model_with_another_tokenizer_is_refused(facts, model_dirs,
   message = str(error.value)
   assert f"--teacher={path!r} uses another tokenizer than task 'facts'" in (
       message)
-  assert f"{len(other.get_vocab())} tokens from {path}" in message
-  assert f"{len(task.tokenizer.get_vocab())} tokens" in message
+  assert f"the model's has {len(other.get_vocab())} tokens, from {path};" in (
+      message)
+  assert (f"the task's has {len(task.tokenizer.get_vocab())} tokens, from "
+          "the task's built-in word tokenizer") in message
   with pytest.raises(ValueError, match=r"--student=.* another tokenizer"):
     _load(task, teacher=model_dirs[0], student=path)
 
