@@ -266,6 +266,9 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
       student_logits, teacher_logits, actions, mask, rewards, alpha=alpha,
       beta=beta, kl_mode=kl_mode, divergence=divergence,
       ref_kl_coef=ref_kl_coef, chunk_size=chunk_size)
+  # The sampled mode reads the temperatures without a divergence call.
+  for name, value in temperature_kwargs(divergence_kwargs).items():
+    validation.check_temperature(name, value)
   static_alpha = validation.is_static_number(alpha)
 
   metrics = {}

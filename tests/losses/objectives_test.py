@@ -275,6 +275,14 @@ def test_gkd_rl_loss_checks_concrete_arrays(batch, kwargs, match):
     _loss(batch, **kwargs)
 
 
+@pytest.mark.parametrize("name", ["student_temperature",
+                                  "teacher_temperature"])
+@pytest.mark.parametrize("value", [float("inf"), 1e-30])
+def test_gkd_rl_sampled_mode_checks_temperatures(batch, name, value):
+  with pytest.raises(ValueError, match=rf"{name}=.*\[0\.001, 1000\]"):
+    _loss(batch, alpha=0.5, kl_mode="sampled", **{name: value})
+
+
 @pytest.mark.parametrize("chunk_size", [0, 3])
 @pytest.mark.parametrize("kwargs,match", [
     (dict(divergence="jsd", beta=jnp.array(2.0)), r"beta=Array\(2\."),
