@@ -288,7 +288,9 @@ def test_remat_reaches_only_the_student_loss_and_changes_no_update(
     (dict(top_p=1.5), "top_p=1.5 is not allowed; allowed values lie in "
      "(0, 1]."),
     (dict(sample_temperature=-1.0), "sample_temperature=-1.0 is not "
-     "allowed; it must be a finite number >= 0."),
+     "allowed; allowed values lie in [0.001, 1000] or are 0 (greedy)."),
+    (dict(sample_temperature=1e-30), "sample_temperature=1e-30 is not "
+     "allowed; allowed values lie in [0.001, 1000] or are 0 (greedy)."),
 ])
 def test_rollout_settings_are_checked_nested_or_flat(kwargs, message):
   for build in (lambda: agents.RolloutConfig(**kwargs),
