@@ -25,6 +25,7 @@ import safetensors.numpy
 
 from gkdrl.networks import families
 from gkdrl.networks import gguf_io
+from gkdrl.networks import hf_weights
 from gkdrl.networks.config import ModelConfig
 from gkdrl.networks.t5_config import T5Config
 
