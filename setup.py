@@ -29,17 +29,23 @@ setuptools.setup(
         "rlax>=0.1.9",
         "rouge-score>=0.1.2",
         "safetensors>=0.8.0",
+        "tensorboardX>=2.6.5",
         "tokenizers>=0.23.3",
         "tqdm>=4.70.1",
         "transformers>=5.24.0",
     ],
     extras_require={
+        # --log_to=wandb logs to Weights & Biases.
+        "wandb": ["wandb>=0.31.0"],
         # Only the tests need these; PyTorch is the reference for parity tests
         # and stays out of the runtime dependencies.
         "test": [
             "pytest>=9.2.0",
             "pytest-xdist>=3.8.0",
+            "sacrebleu>=2.6.0",
+            "tensorboard>=2.21.0",
             "torch==2.13.0",
+            "wandb>=0.31.0",
         ],
     },
 )

@@ -16,7 +16,14 @@ without a single matching unigram (in particular an empty one) scores 0, and
 a hypothesis shorter than N tokens has orders with no n-gram at all, which
 the smoothing turns into 0.1 each: even an exact copy of a reference then
 scores below 100. The values equal `nltk.translate.bleu_score.sentence_bleu(
-..., smoothing_function=SmoothingFunction().method1)` times 100.
+..., smoothing_function=SmoothingFunction().method1)` times 100, and, for
+hypotheses of at least N words (or empty ones), sacrebleu's
+`BLEU(smooth_method="floor", smooth_value=0.1, tokenize="none",
+effective_order=False).sentence_score`; for shorter hypotheses sacrebleu
+skips the orders without n-grams instead of smoothing them (tested). Ours
+stays because Self-BLEU below is linear in the number of n-grams: 24x
+sacrebleu's text-against-all-others loop on 128 texts
+(benchmarks/bleu.py).
 
 Self-BLEU (Zhu et al. 2018, Texygen, https://arxiv.org/abs/1802.01886)
 measures how alike a set of texts is: the mean over i of the BLEU of text i

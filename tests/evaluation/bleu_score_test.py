@@ -1,12 +1,16 @@
-"""BLEU and Self-BLEU against NLTK's sentence_bleu (method-1 smoothing)."""
+"""BLEU and Self-BLEU against NLTK's sentence_bleu (method-1 smoothing),
+and where they meet sacrebleu's sentence BLEU."""
 
+import logging
 import random
 
 # NLTK is installed with rouge-score (a gkdrl dependency); only tests use it.
 from nltk.translate import bleu_score
 import pytest
+import sacrebleu
 
 from gkdrl import evaluation
+from gkdrl.evaluation.bleu_score import EPSILON
 
 WORDS = "the cat dog sat on a mat .".split()
 
@@ -151,3 +155,51 @@ def test_scores_stay_in_range():
     texts = [_random_text(rng) for _ in range(4)]
     assert 0.0 <= evaluation.self_bleu(texts) <= 100.0 + 1e-9
     assert 0.0 <= evaluation.bleu(texts[0], texts[1:]) <= 100.0 + 1e-9
+
+
+def _sacrebleu(effective_order=False):
+  """sacrebleu's sentence BLEU set up like ours: floor 0.1, whitespace."""
+  logging.getLogger("sacrebleu").setLevel(logging.ERROR)
+  return sacrebleu.metrics.BLEU(smooth_method="floor", smooth_value=0.1,
+                                tokenize="none",
+                                effective_order=effective_order)
+
+
+def _pairs(min_words, max_words, count=300, seed=0):
+  rng = random.Random(seed)
+  text = lambda: " ".join(rng.choices(WORDS, k=rng.randint(min_words,
+                                                          max_words)))
+  return [(text(), [text() for _ in range(rng.randint(1, 3))])
+          for _ in range(count)]
+
+
+def test_bleu_equals_sacrebleu_floor_smoothing_from_four_words():
+  metric = _sacrebleu()
+  pairs = _pairs(4, 20) + [("", ["the cat sat on a mat"]),
+                           ("", [""]), ("the cat sat on", [""])]
+  pairs += [(h, r + [""]) for h, r in _pairs(4, 8, count=50, seed=1)]
+  for hypothesis, references in pairs:
+    assert evaluation.bleu(hypothesis, references) == pytest.approx(
+        metric.sentence_score(hypothesis, references).score, abs=1e-9), (
+            hypothesis, references)
+
+
+def test_bleu_of_short_hypotheses_differs_from_sacrebleu_by_the_smoothing():
+  # Below 4 words, orders with no n-gram at all get precision 0.1 here
+  # (NLTK and Texygen), while sacrebleu stops at the last order with
+  # n-grams: it averages k < 4 orders (effective order) or scores 0.
+  plain, effective = _sacrebleu(), _sacrebleu(effective_order=True)
+  checked = 0
+  for hypothesis, references in _pairs(1, 3, count=300, seed=2):
+    ours = evaluation.bleu(hypothesis, references)
+    assert plain.sentence_score(hypothesis, references).score < 1e-6
+    score = effective.sentence_score(hypothesis, references)
+    if score.score == 0:  # no unigram in common: 0 everywhere
+      assert ours == 0
+      continue
+    k = len(hypothesis.split())
+    geometric = score.score / 100 / score.bp  # mean over k orders, in [0, 1]
+    expected = 100 * score.bp * (geometric**k * EPSILON**(4 - k))**0.25
+    assert ours == pytest.approx(expected, rel=1e-9), (hypothesis, references)
+    checked += 1
+  assert checked > 100
