@@ -43,6 +43,7 @@ from gkdrl import tasks
 from gkdrl import validation
 from gkdrl.evaluation import bleu_score
 from gkdrl.evaluation import rouge
+from gkdrl.evaluation import samples as samples_lib
 from gkdrl.reward_models import base as rm_base
 
 DEFAULT_MODES = (("greedy", 0.0), ("sample", 1.0))
@@ -168,12 +169,23 @@ def _score_rewards(reward, reward_params, batch, samples, completions):
 
 def _evaluate_mode(key, temperature, *, model, params, task, batches,
                    max_new_tokens, teacher, teacher_params, reward,
-                   reward_params, samples_per_prompt):
+                   reward_params, samples_per_prompt, num_samples):
+  """(metrics, sample records) of one decoding mode."""
   tokenizer = task.tokenizer
   draws = 1 if temperature == 0 else samples_per_prompt
   columns = {"sources": [], "completions": [], "targets": []}
   lengths, rewards, kls, per_prompt = [], [], [], []
+  # The first draw of the first `num_samples` prompts, as records.
+  shown = {"prompts": [], "sources": [], "completions": [], "references": [],
+           "rewards": [], "lengths": [], "teacher_kls": []}
   for b, (batch, n) in enumerate(batches):
+    k = min(n, num_samples - len(shown["prompts"]))
+    if k > 0:
+      shown["prompts"] += agents.decode_completions(
+          tokenizer, np.asarray(batch.prompt_tokens)[:k],
+          np.asarray(batch.prompt_mask)[:k])
+      shown["sources"] += batch.sources[:k]
+      shown["references"] += batch.targets[:k]
     prompt_tokens = jnp.asarray(batch.prompt_tokens, jnp.int32)  # [B, P]
     prompt_mask = jnp.asarray(batch.prompt_mask, bool)  # [B, P]
     prompt_draws = [[] for _ in range(n)]
@@ -200,6 +212,13 @@ def _evaluate_mode(key, temperature, *, model, params, task, batches,
             completion_tokens=samples.tokens, completion_mask=samples.mask)
         kls.append(np.asarray(_teacher_kl(model, params, teacher,
                                           teacher_params, completed))[:n])
+      if d == 0 and k > 0:
+        shown["completions"] += completions[:k]
+        shown["lengths"] += lengths[-1][:k].tolist()
+        if reward is not None:
+          shown["rewards"] += rewards[-1][:k].tolist()
+        if teacher is not None:
+          shown["teacher_kls"] += kls[-1][:k].tolist()
     per_prompt += prompt_draws
   scores = score_texts(task, **columns)
   if reward is not None:
@@ -219,7 +238,21 @@ def _evaluate_mode(key, temperature, *, model, params, task, batches,
         [texts[0] for texts in per_prompt])
   metrics["length"] = float(np.mean(np.concatenate(lengths)))
   metrics["num_examples"] = float(len(per_prompt))
-  return metrics
+  return metrics, _records(task, shown, reward is not None,
+                           teacher is not None)
+
+
+def _records(task, shown, has_reward, has_teacher):
+  if not shown["prompts"]:
+    return []
+  if not has_reward:
+    shown["rewards"] = samples_lib.row_rewards(
+        task, shown["sources"], shown["completions"], shown["references"])
+  return samples_lib.make_records(
+      prompts=shown["prompts"], completions=shown["completions"],
+      references=shown["references"], rewards=shown["rewards"],
+      lengths=shown["lengths"],
+      teacher_kls=shown["teacher_kls"] if has_teacher else None)
 
 
 def evaluate(*, model, params: Any, task: tasks.Task,
@@ -284,6 +317,42 @@ def evaluate(*, model, params: Any, task: tasks.Task,
     mode name -> metric name -> float, modes in the order given; in a
     multi-host run the same on every process (see the module docstring).
   """
+  return _evaluate(
+      num_samples=0, model=model, params=params, task=task, split=split,
+      num_examples=num_examples, batch_size=batch_size,
+      max_new_tokens=max_new_tokens, teacher=teacher,
+      teacher_params=teacher_params, reward=reward,
+      reward_params=reward_params, samples_per_prompt=samples_per_prompt,
+      seed=seed, modes=modes)[0]
+
+
+def evaluate_with_samples(*, num_samples: int = 4, **kwargs
+                          ) -> tuple[dict[str, dict[str, float]],
+                                     dict[str, list[dict]]]:
+  """`evaluate` (same keyword arguments) plus a few completions per mode.
+
+  The metrics are exactly `evaluate`'s; the samples are the first draw of
+  the first `num_samples` prompts, with their reward and teacher KL (see
+  `gkdrl.evaluation.samples`).
+
+  Args:
+    num_samples: completions kept per mode, >= 0.
+    **kwargs: `evaluate`'s arguments.
+
+  Returns:
+    (mode -> metric name -> float, mode -> list of sample records).
+  """
+  return _evaluate(num_samples=num_samples, **kwargs)
+
+
+def _evaluate(*, num_samples: int, model, params: Any, task: tasks.Task,
+              split: str = "validation", num_examples: int = 128,
+              batch_size: int = 32, max_new_tokens: int, teacher=None,
+              teacher_params: Any = None, reward: Any = None,
+              reward_params: Any = None, samples_per_prompt: int = 4,
+              seed: int = 0,
+              modes: Sequence[tuple[str, float]] = DEFAULT_MODES):
+  """`evaluate`'s work; also keeps `num_samples` records per mode."""
   validation.check_choice("split", split, tuple(task.splits))
   num_examples = min(validation.check_int("num_examples", num_examples, 1),
                      len(task.splits[split]))
@@ -293,6 +362,7 @@ def evaluate(*, model, params: Any, task: tasks.Task,
   validation.check_int("samples_per_prompt", samples_per_prompt, 1)
   validation.check_int("seed", seed)
   modes = _check_modes(modes)
+  num_samples = samples_lib.check_num_samples(num_samples)
   if (teacher is None) != (teacher_params is None):
     raise ValueError(
         "teacher and teacher_params must be given together, got teacher="
@@ -331,5 +401,7 @@ def evaluate(*, model, params: Any, task: tasks.Task,
         mode_key, temperature, model=model, params=params, task=task,
         batches=batches, max_new_tokens=max_new_tokens, teacher=teacher,
         teacher_params=teacher_params, reward=reward,
-        reward_params=reward_params, samples_per_prompt=samples_per_prompt)
-  return results
+        reward_params=reward_params, samples_per_prompt=samples_per_prompt,
+        num_samples=num_samples)
+  return ({name: metrics for name, (metrics, _) in results.items()},
+          {name: records for name, (_, records) in results.items()})
