@@ -9,6 +9,8 @@ writes into `workdir`:
   checkpoints/<step>/     orbax checkpoints (atomic), resumed from on rerun
   eval/step_<N>.json      evaluations every `eval_every` steps
   eval/final.json         the evaluation after the last step
+  eval/samples_<...>.jsonl  a few completions of each evaluation
+  tensorboard/, wandb/    with `log_to` (see gkdrl.runners.loggers)
   .lock                   {"pid", "host"} of the process training there
 
 (in a multi-host run only process 0 writes these files, except the
@@ -49,6 +51,7 @@ from gkdrl import validation
 from gkdrl.agents import base as agent_base
 from gkdrl.tasks import base as tasks_base
 from gkdrl.runners import checkpointing
+from gkdrl.runners import loggers as loggers_lib
 from gkdrl.runners import workdir as workdir_lib
 
 
@@ -74,6 +77,10 @@ class LoopConfig:
     max_skipped_steps: stop after this many consecutive updates skipped for
       a non-finite loss or gradient (`train/skipped` = 1), >= 0; 0 never
       stops.
+    log_to: where metrics and evaluation samples go: `jsonl` (always on),
+      `tensorboard` (event files in <workdir>/tensorboard), `wandb` (Weights
+      & Biases; WANDB_MODE=offline works without a network); a sequence or
+      a comma list (see `gkdrl.runners.loggers`).
   """
 
   steps: int = 500
@@ -85,8 +92,11 @@ class LoopConfig:
   progress: bool = dataclasses.field(default=True,
                                      metadata={"setting": False})
   max_skipped_steps: int = 20
+  log_to: tuple[str, ...] = ("jsonl",)
 
   def __post_init__(self):
+    object.__setattr__(self, "log_to",
+                       loggers_lib.parse_log_to(self.log_to))
     validation.check_int("steps", self.steps, 1)
     validation.check_int("batch_size", self.batch_size, 1)
     validation.check_int("seed", self.seed)
@@ -96,7 +106,8 @@ class LoopConfig:
     validation.check_int("max_skipped_steps", self.max_skipped_steps, 0)
 
 
-EvaluateFn = Callable[[Any], dict[str, dict[str, float]]]
+# Returns mode -> metrics, or (mode -> metrics, mode -> sample records).
+EvaluateFn = Callable[[Any], Any]
 
 
 MetricsSplitter = Callable[[dict[str, Any]], dict[str, dict[str, float]]]
@@ -148,12 +159,13 @@ def _evaluates(step: int, config: LoopConfig, evaluate_fn) -> bool:
       step % config.eval_every == 0) and step != config.steps)
 
 
-def _evaluate(step: int, state, evaluate_fn, workdir: pathlib.Path,
-              lead: bool) -> None:
-  # Every process evaluates (the same metrics); the first writes.
-  results = {"step": step, **evaluate_fn(state.params)}
-  if lead:
-    checkpointing.write_json(workdir / "eval" / f"step_{step}.json", results)
+def _evaluate(name: str, step: int, state, evaluate_fn,
+              loggers: loggers_lib.Loggers | None) -> None:
+  """Evaluates; `loggers` (the first process's) write eval/<name>.json."""
+  results = evaluate_fn(state.params)  # every process, the same metrics
+  metrics, samples = results if isinstance(results, tuple) else (results, {})
+  if loggers is not None:
+    loggers.evaluation(name, step, metrics, samples)
 
 
 class _MetricsLog:
@@ -166,12 +178,21 @@ class _MetricsLog:
     self._split, self._write = split, write
     self._writers = {}
 
-  def log(self, step: int, values: dict[str, Any]) -> dict[str, float]:
-    """Writes one step; returns the metrics of the first part (for show)."""
+  def log(self, step: int, values: dict[str, Any],
+          loggers: loggers_lib.Loggers | None = None) -> dict[str, float]:
+    """Writes one step; returns the metrics of the first part (for show).
+
+    `loggers` (TensorBoard, W&B) get every part's metrics, a part's keys
+    prefixed with `<part>/`.
+    """
     if self._split is None:
       parts = {"": checkpointing.to_python(values)}
     else:
       parts = self._split(jax.device_get(values))
+    if loggers is not None and self._write:
+      loggers.scalars(step, {f"{part}/{key}" if part else key: value
+                             for part, metrics in parts.items()
+                             for key, value in metrics.items()})
     for part, metrics in parts.items():
       if not self._write:
         continue
@@ -195,7 +216,8 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
           teacher_params: Any = None, reward_params: Any = None,
           evaluate_fn: EvaluateFn | None = None,
           mesh: jax.sharding.Mesh | None = None,
-          split_metrics: MetricsSplitter | None = None
+          split_metrics: MetricsSplitter | None = None,
+          loggers: loggers_lib.Loggers | None = None
           ) -> agent_base.TrainingState:
   """Trains `agent` from `state` (or from the latest checkpoint in workdir).
 
@@ -207,8 +229,9 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     workdir: the run directory.
     teacher_params: passed to `act` and `update`.
     reward_params: passed to `act`.
-    evaluate_fn: `evaluate_fn(student_params) -> {"greedy": {...}, ...}`;
-      with a mesh, called on every process with the sharded parameters
+    evaluate_fn: `evaluate_fn(student_params) -> {"greedy": {...}, ...}`,
+      or a pair (those metrics, {"greedy": [sample records], ...}) as
+      `gkdrl.evaluation.evaluate_with_samples` returns; with a mesh, called on every process with the sharded parameters
       (`gkdrl.evaluation.evaluate` gathers them) and must give them all
       the same results.
     mesh: a device mesh (`gkdrl.parallel.make_mesh`): the state and the
@@ -221,6 +244,9 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
       member (`gkdrl.agents.make_stacked_agent`): `split_metrics(values)
       -> {part: {key: float}}`, and each part's metrics go to
       `<workdir>/<part>/metrics.jsonl` instead of `<workdir>/metrics.jsonl`.
+    loggers: where evaluations and, besides metrics.jsonl, the metrics go
+      (TensorBoard, W&B; process 0 only); None makes them from
+      `config.log_to` (and closes them at the end).
 
   Returns:
     The final training state.
@@ -239,11 +265,11 @@ def train(*, agent: agent_base.Agent, state: agent_base.TrainingState, task,
     return _train(agent=agent, state=state, task=task, config=config,
                   workdir=workdir, teacher_params=teacher_params,
                   reward_params=reward_params, evaluate_fn=evaluate_fn,
-                  mesh=mesh, split_metrics=split_metrics)
+                  mesh=mesh, split_metrics=split_metrics, loggers=loggers)
 
 
 def _train(*, agent, state, task, config, workdir, teacher_params,
-           reward_params, evaluate_fn, mesh, split_metrics):
+           reward_params, evaluate_fn, mesh, split_metrics, loggers):
   """`train`'s body, run while holding the workdir's lock."""
   checkpointer = checkpointing.Checkpointer(workdir)
   if mesh is not None:
@@ -262,10 +288,16 @@ def _train(*, agent, state, task, config, workdir, teacher_params,
   # metrics lines (orbax coordinates the checkpoints itself).
   lead = jax.process_index() == 0
   metrics_log = _MetricsLog(workdir, start, split_metrics, write=lead)
+  own_loggers = lead and loggers is None
+  if own_loggers:
+    loggers = loggers_lib.make_loggers(config.log_to, workdir,
+                                       resume_step=start)
+  if not lead:
+    loggers = None
   if start and _evaluates(start, config, evaluate_fn) and not (
       workdir / "eval" / f"step_{start}.json").exists():
     # A kill between the save and the evaluation of this step lost it.
-    _evaluate(start, state, evaluate_fn, workdir, lead)
+    _evaluate(f"step_{start}", start, state, evaluate_fn, loggers)
   # config.batch_size is global: each process reads its rows of it.
   batches = task.batches("train", config.batch_size, seed=config.seed,
                          num_epochs=None, drop_remainder=True,
@@ -306,21 +338,21 @@ def _train(*, agent, state, task, config, workdir, teacher_params,
         check(*unchecked, last_saved)
         unchecked = None
       if log:
-        shown = metrics_log.log(step, {**metrics, **info})
+        shown = metrics_log.log(step, {**metrics, **info}, loggers)
         bar.set_postfix(_postfix(shown), refresh=False)
       bar.update(1)
       if save:
         checkpointer.save(step, state)
         last_saved = step
       if evaluate:
-        _evaluate(step, state, evaluate_fn, workdir, lead)
+        _evaluate(f"step_{step}", step, state, evaluate_fn, loggers)
   finally:
     bar.close()
     checkpointer.close()
   if evaluate_fn:
-    results = {"step": config.steps, **evaluate_fn(state.params)}
-    if lead:
-      checkpointing.write_json(workdir / "eval" / "final.json", results)
+    _evaluate("final", config.steps, state, evaluate_fn, loggers)
+  if own_loggers:
+    loggers.close()
   if jax.process_count() > 1:
     # The others may read what the first wrote once `train` returns.
     multihost_utils.sync_global_devices("gkdrl.runners.loop.train")

@@ -1,6 +1,8 @@
-"""The reward-versus-teacher-fidelity picture of an alpha sweep."""
+"""Pictures of runs: a run's curves, and an alpha sweep's frontier."""
 
+import json
 import os
+import pathlib
 
 import matplotlib
 
@@ -44,3 +46,76 @@ def plot_frontier(rows: list[dict], references: dict[str, dict], path:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+TRAINING_CURVES = (("loss/total", "loss"), ("reward/mean", "reward"),
+                   ("kl/teacher", "teacher KL"))
+EVAL_CURVES = (("reward", "eval reward"), ("teacher_kl", "eval teacher KL"),
+               ("rouge2", "eval ROUGE-2"), ("self_bleu", "eval Self-BLEU"))
+
+
+def _read_evaluations(workdir: pathlib.Path) -> list[dict]:
+  """initial, step_<N> and final evaluations, by step."""
+  found = {}
+  for path in sorted((workdir / "eval").glob("*.json")):
+    name = path.stem
+    if name == "initial" or name == "final" or name.startswith("step_"):
+      result = json.loads(path.read_text())
+      found.setdefault(int(result["step"]), result)
+  return [found[step] for step in sorted(found)]
+
+
+def plot_run(workdir: str | os.PathLike) -> pathlib.Path:
+  """Plots a run's curves against steps into `<workdir>/plots.png`.
+
+  Training loss, reward and teacher KL from metrics.jsonl; the evaluation
+  metrics (reward, teacher KL, ROUGE-2, Self-BLEU) of eval/initial.json,
+  eval/step_<N>.json and eval/final.json, one line per decoding mode, with
+  the teacher's (eval/teacher.json) dashed.
+
+  Args:
+    workdir: the run directory.
+
+  Returns:
+    The path of the PNG.
+  """
+  workdir = pathlib.Path(workdir)
+  lines = []
+  metrics_path = workdir / "metrics.jsonl"
+  if metrics_path.exists():
+    lines = [json.loads(line) for line in
+             metrics_path.read_text().splitlines() if line.strip()]
+  evaluations = _read_evaluations(workdir)
+  teacher_path = workdir / "eval" / "teacher.json"
+  teacher = (json.loads(teacher_path.read_text()) if teacher_path.exists()
+             else {})
+  modes = [m for m in (evaluations[0] if evaluations else {}) if m != "step"]
+  fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+  for ax, (key, label) in zip(axes[0], TRAINING_CURVES):
+    points = [(r["step"], r[key]) for r in lines if key in r]
+    if points:
+      ax.plot(*zip(*points), color="tab:blue")
+    ax.set_title(label)
+  axes[0][3].axis("off")
+  for ax, (key, label) in zip(axes[1], EVAL_CURVES):
+    for mode, color in zip(modes, ("tab:blue", "tab:orange", "tab:green",
+                                   "tab:red")):
+      points = [(r["step"], r[mode][key]) for r in evaluations
+                if key in r.get(mode, {})]
+      if points:
+        ax.plot(*zip(*points), "o-", color=color, label=mode)
+      if key in teacher.get(mode, {}):
+        ax.axhline(teacher[mode][key], color=color, linestyle="--",
+                   linewidth=1, label=f"teacher ({mode})")
+    ax.set_title(label)
+    if ax.lines:
+      ax.legend(fontsize=7)
+  for ax in axes.flat:
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  fig.suptitle(str(workdir))
+  fig.tight_layout()
+  path = workdir / "plots.png"
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -37,7 +37,9 @@ from gkdrl import validation
 from gkdrl.runners import checkpointing
 from gkdrl.runners import config as config_lib
 from gkdrl.runners import flags_lib
+from gkdrl.runners import loggers
 from gkdrl.runners import loop
+from gkdrl.runners import plots
 from gkdrl.runners import setup
 from gkdrl.runners import workdir as workdir_lib
 
@@ -46,6 +48,7 @@ flags_lib.define_agent_flags()
 flags_lib.define_workdir_flag()
 FLAGS = flags.FLAGS
 
+EVAL_SAMPLES = 4  # completions per decoding mode shown with each evaluation
 TABLE_COLUMNS = ("reward", "factuality", "accuracy", "rouge2", "teacher_kl",
                  "self_bleu", "length")
 
@@ -58,10 +61,20 @@ RunConfig = config_lib.RunConfig
 
 def make_evaluate(config: RunConfig | dict[str, Any], task, models, reward,
                   max_new_tokens: int | None = None):
-  """`evaluate(model, params)` with the run's evaluation settings.
+  """`evaluate(model, params) -> metrics` with the run's settings.
 
   `config` may be flat settings, with `max_new_tokens` given apart.
   """
+  evaluate = make_evaluate_with_samples(config, task, models, reward,
+                                        max_new_tokens, num_samples=0)
+  return lambda model, params: evaluate(model, params)[0]
+
+
+def make_evaluate_with_samples(config: RunConfig | dict[str, Any], task,
+                               models, reward,
+                               max_new_tokens: int | None = None,
+                               num_samples: int = EVAL_SAMPLES):
+  """`evaluate(model, params) -> (metrics, samples)`, the run's settings."""
   if not isinstance(config, RunConfig):
     config = config_lib.from_values(
         {k: v for k, v in config.items() if k in RUN_FLAGS},
@@ -70,8 +83,8 @@ def make_evaluate(config: RunConfig | dict[str, Any], task, models, reward,
     max_new_tokens = config.agent.rollout.max_new_tokens
 
   def evaluate(model, params):
-    return evaluation.evaluate(
-        model=model, params=params, task=task,
+    return evaluation.evaluate_with_samples(
+        num_samples=num_samples, model=model, params=params, task=task,
         num_examples=config.eval.eval_examples,
         max_new_tokens=max_new_tokens,
         teacher=models.teacher, teacher_params=models.teacher_params,
@@ -184,7 +197,13 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
   """The reference evaluations, the training and the final evaluation."""
   workdir = pathlib.Path(config.workdir)
   lead = jax.process_index() == 0
-  evaluate = make_evaluate(config, task, models, reward)
+  evaluate = make_evaluate_with_samples(config, task, models, reward)
+  run_loggers = None
+  if lead:
+    run_loggers = loggers.make_loggers(
+        config.loop.log_to, workdir,
+        run_config=checkpointing.read_json(workdir / "config.json"),
+        resume_step=max(checkpointing.saved_steps(workdir), default=0))
   # The reference evaluations depend on every setting `evaluate` reads.
   eval_key = (config.loop.seed, config.eval, config.reward,
               config.agent.rollout.max_new_tokens)
@@ -195,8 +214,7 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
     if (name, eval_key) not in references:
       references[name, eval_key] = evaluate(model, params)
     if lead:
-      checkpointing.write_json(workdir / "eval" / f"{name}.json",
-                               {"step": 0, **references[name, eval_key]})
+      run_loggers.evaluation(name, 0, *references[name, eval_key])
 
   start = time.time()
   state = loop.train(
@@ -204,8 +222,12 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
       config=dataclasses.replace(config.loop, progress=progress),
       workdir=workdir, teacher_params=models.teacher_params,
       reward_params=reward_params,
-      evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh)
+      evaluate_fn=lambda p: evaluate(models.student, p), mesh=mesh,
+      loggers=run_loggers)
   logging.info("Training took %.1f s.", time.time() - start)
+  if lead:
+    run_loggers.close()
+    plots.plot_run(workdir)
   # Sharded parameters of a multi-host mesh are gathered by all processes.
   params = jax.device_get(parallel.gather(state.params))
   if lead:
@@ -213,8 +235,8 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
                              tokenizer=task.tokenizer)
   # loop.train returns once final.json is written (by process 0).
   final = checkpointing.read_json(workdir / "eval" / "final.json")
-  return {"teacher": references["teacher", eval_key],
-          "initial": references["initial", eval_key],
+  return {"teacher": references["teacher", eval_key][0],
+          "initial": references["initial", eval_key][0],
           "final": {k: v for k, v in final.items() if k != "step"}}
 
 
