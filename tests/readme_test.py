@@ -1,5 +1,6 @@
 """The README's promises: its loss example runs as printed, its commands exist."""
 
+import os
 import pathlib
 import re
 import subprocess
@@ -28,7 +29,7 @@ def test_losses_example_runs_as_printed():
     assert key in result.stdout
 
 
-def test_quickstart_has_exactly_two_commands():
+def _quickstart_commands() -> list[str]:
   lines = _section("Quickstart").splitlines()
   first = next(i for i, line in enumerate(lines) if line.startswith("    "))
   commands = []
@@ -36,12 +37,42 @@ def test_quickstart_has_exactly_two_commands():
     if not line.startswith("    "):
       break
     commands.append(line.strip())
-  assert commands == ["python -m gkdrl.runners.train",
-                      "python -m pytest -n 2 tests"]
+  return commands
 
 
-def test_ci_runs_the_readme_test_command():
-  ci = (README.parent / ".ci" / "run").read_text()
-  assert "python -m pytest -n 2 tests" in ci
-  assert 'pip install --quiet -e ".[test]"' in ci
-  assert "python -m gkdrl.assets fetch" in ci
+def test_quickstart_has_exactly_two_commands():
+  main_job, test_suite = _quickstart_commands()
+  # The first installs the library and runs the main job on its defaults.
+  install, run = main_job.split(" && ")
+  assert install == "pip install -e ."
+  assert run == "python -m gkdrl.runners.train"
+  # The second installs the test extras and runs the whole suite.
+  install, run = test_suite.split(" && ")
+  assert install == 'pip install -e ".[test]"'
+  assert run == "python -m pytest -n 2 tests"
+  # No other section tells a new user to install things another way.
+  assert "## Install" not in README.read_text()
+
+
+def test_ci_runs_the_quickstart_commands():
+  ci = README.parent / ".ci" / "run"
+  result = subprocess.run(["bash", str(ci), "--dry-run"], capture_output=True,
+                          text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"]})
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == _quickstart_commands()
+  script = ci.read_text()
+  assert "GKDRL_REQUIRE_OPTIONAL=1" in script
+  assert '"$status" -eq 5' in script  # "no tests collected" fails the run
+
+
+def test_ci_refuses_a_quickstart_without_two_commands(tmp_path):
+  (tmp_path / ".ci").mkdir()
+  ci = tmp_path / ".ci" / "run"
+  ci.write_text((README.parent / ".ci" / "run").read_text())
+  (tmp_path / "README.md").write_text(
+      "# x\n\n## Quickstart\n\n    pip install -e .\n\n## Next\n")
+  result = subprocess.run(["bash", str(ci), "--dry-run"], capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 1
+  assert "holds 1 commands, not 2" in result.stderr

