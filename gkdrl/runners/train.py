@@ -7,7 +7,8 @@ r"""Trains a student against a teacher and a reward.
 With no flags: `gkd_rl` (alpha 0.5, JSD(0.9)) on the built-in `facts` task
 with the built-in teacher and student (trained once and cached), then a
 before/after table. Writes into --workdir: config.json, metrics.jsonl,
-checkpoints/, eval/{teacher,initial,final}.json and student_hf/. Rerunning
+checkpoints/, eval/{teacher,initial,final}.json, eval/samples_*.jsonl,
+plots.png and student_hf/ (and tensorboard/, wandb/ with --log_to). Rerunning
 with the same --workdir resumes from the last intact checkpoint, with the
 same settings (see `workdir.SAFE_TO_CHANGE` for what may change) unless
 --force_new_run moves the previous run aside; a second process on the same

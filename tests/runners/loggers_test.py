@@ -7,6 +7,7 @@ TensorBoard event files are read back with TensorBoard's own reader
 import importlib.util
 import json
 import pathlib
+import time
 
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
@@ -130,9 +131,14 @@ def test_wandb_offline_run_holds_config_metrics_and_samples(tmp_path,
   run_dir, = (tmp_path / "wandb").glob("offline-run-*")
   # The run file holds protobuf records: the config's and metrics' keys and
   # values are stored verbatim.
-  data = next(run_dir.glob("run-*.wandb")).read_bytes()
-  for text in (b"alpha_value", b"0.625", b"loss/total", b"0.375",
-               b"eval/sample/teacher_kl"):
+  texts = (b"alpha_value", b"0.625", b"loss/total", b"0.375",
+           b"eval/sample/teacher_kl")
+  for _ in range(60):  # wandb's writer process may still be flushing
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    if all(text in data for text in texts):
+      break
+    time.sleep(0.5)
+  for text in texts:
     assert text in data, text
   table, = run_dir.glob("files/media/table/samples/greedy_*.table.json")
   table = json.loads(table.read_text())
