@@ -26,6 +26,10 @@ from gkdrl.losses.policy_gradient import sequence_advantages
 from gkdrl.losses.reductions import masked_mean
 from gkdrl.losses.reductions import masked_reduce
 from gkdrl.losses.reductions import REDUCTIONS
+from gkdrl.losses.top_k import bucket_log_probs
+from gkdrl.losses.top_k import top_k_distillation_loss
+from gkdrl.losses.top_k import top_k_divergence
+from gkdrl.losses.top_k import top_k_teacher
 
 __all__ = [
     "BASELINES",
@@ -34,6 +38,7 @@ __all__ = [
     "KL_MODES",
     "chunked_distillation_loss",
     "REDUCTIONS",
+    "bucket_log_probs",
     "distillation_loss",
     "divergence",
     "forward_kl",
@@ -48,5 +53,8 @@ __all__ = [
     "sequence_advantages",
     "skew_forward_kl",
     "skew_reverse_kl",
+    "top_k_distillation_loss",
+    "top_k_divergence",
+    "top_k_teacher",
     "total_variation",
 ]
