@@ -13,15 +13,23 @@ gradient with respect to the student's hidden states and unembedding:
   gkdrl_chunked  `losses.chunked_distillation_loss` (chunks of 32 positions)
   trl            logits in PyTorch, then TRL's `GKDTrainer.generalized_jsd_loss`
 
-and two more start from the logits themselves, `[B, T, V]` standard normal
+  gkdrl_top_k    the teacher's top-k (K = 64) taken right after its
+                 unembedding, then `losses.top_k_distillation_loss`: the
+                 loss's teacher side is [B, T, K], not [B, T, V]
+
+and three more start from the logits themselves, `[B, T, V]` standard normal
 draws for both sides (the same distribution as the logits above), with the
 gradient taken with respect to the student's logits: the loss alone.
 
   gkdrl_logits   `losses.distillation_loss` on the logits
   trl_logits     `GKDTrainer.generalized_jsd_loss` on the logits
+  gkdrl_logits_top_k  `losses.top_k_distillation_loss` on the student's
+                 logits and the teacher's top-k (drawn outside the step)
 
 Each (implementation, size) runs in its own process, so the peak resident
-memory (`ru_maxrss`) is that of one computation; a process killed for
+memory (`ru_maxrss`) is that of one computation, and "XLA MB" is what XLA's
+memory analysis of the compiled step reports (arguments + outputs + temps,
+JAX rows only); a process killed for
 memory is reported as "OOM". Times are the median of 3 runs after a warm-up
 (JAX compiles there). Needs `pip install trl` (not a gkdrl dependency).
 """
@@ -39,10 +47,13 @@ D = 896
 CHUNK = 32  # positions per chunk; --chunk_size changes it
 FULL = ["151936:2:512", "151936:4:1024", "49152:2:512", "49152:4:1024"]
 QUICK = ["8192:2:128"]
-IMPLS = ["gkdrl", "gkdrl_chunked", "trl", "gkdrl_logits", "trl_logits"]
+TOP_K = 64
+IMPLS = ["gkdrl", "gkdrl_chunked", "gkdrl_top_k", "trl", "gkdrl_logits",
+         "gkdrl_logits_top_k", "trl_logits"]
 # What each row is compared with: the same inputs on TRL's side.
-REFERENCE = {"gkdrl": "trl", "gkdrl_chunked": "trl", "trl": "trl",
-             "gkdrl_logits": "trl_logits", "trl_logits": "trl_logits"}
+REFERENCE = {"gkdrl": "trl", "gkdrl_chunked": "trl", "gkdrl_top_k": "trl",
+             "trl": "trl", "gkdrl_logits": "trl_logits",
+             "gkdrl_logits_top_k": "trl_logits", "trl_logits": "trl_logits"}
 
 
 def _peak_mb() -> float:
@@ -109,6 +120,11 @@ def worker(impl: str, v: int, b: int, t: int) -> dict:
       def loss_fn(hs, ws, ht, wt, mask):
         return losses.distillation_loss(hs @ ws, ht @ wt, mask,
                                         divergence="jsd", beta=0.5)[0]
+    elif impl == "gkdrl_top_k":
+      def loss_fn(hs, ws, ht, wt, mask):
+        teacher = losses.top_k_teacher(ht @ wt, TOP_K)  # [B, T, K]
+        return losses.top_k_distillation_loss(hs @ ws, teacher, mask,
+                                              divergence="jsd", beta=0.5)[0]
     else:
       def loss_fn(hs, ws, ht, wt, mask):
         return losses.chunked_distillation_loss(
@@ -125,6 +141,16 @@ def worker(impl: str, v: int, b: int, t: int) -> dict:
       grad_fn = jax.jit(jax.value_and_grad(loss_fn))
       args = (_normal(jax, 0, (b * t, v)), _normal(jax, 1, (b * t, v)),
               jnp.ones((b, t), bool))
+    elif impl == "gkdrl_logits_top_k":
+      def loss_fn(s_rows, teacher, mask):
+        return losses.top_k_distillation_loss(
+            s_rows.reshape((b, t, v)), teacher, mask, divergence="jsd",
+            beta=0.5)[0]
+      grad_fn = jax.jit(jax.value_and_grad(loss_fn))
+      teacher = jax.jit(lambda x: jax.tree.map(
+          lambda a: a.reshape((b, t) + a.shape[1:]),
+          losses.top_k_teacher(x, TOP_K)))(_normal(jax, 1, (b * t, v)))
+      args = (_normal(jax, 0, (b * t, v)), teacher, jnp.ones((b, t), bool))
     else:
       grad_fn = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
       args = (_normal(jax, 0, (b, t, D)), _normal(jax, 1, (D, v), D**-0.5),
@@ -136,8 +162,18 @@ def worker(impl: str, v: int, b: int, t: int) -> dict:
       jax.block_until_ready(grads)
       return float(loss)
   seconds = timing.median_seconds(run)
-  return {"impl": impl, "V": v, "B": b, "T": t, "seconds": seconds,
-          "peak_mb": _peak_mb(), "loss": run()}
+  row = {"impl": impl, "V": v, "B": b, "T": t, "seconds": seconds,
+         "peak_mb": _peak_mb(), "loss": run()}
+  if impl.startswith("gkdrl"):
+    row["xla_mb"] = _xla_mb(grad_fn.lower(*args).compile())
+  return row
+
+
+def _xla_mb(compiled) -> float:
+  """Arguments + outputs + temporaries of a compiled step, in MB."""
+  stats = compiled.memory_analysis()
+  return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+          + stats.temp_size_in_bytes - stats.alias_size_in_bytes) / 2**20
 
 
 def measure(impl: str, v: int, b: int, t: int) -> dict:
@@ -173,7 +209,8 @@ def main():
   configs = (args.configs.split(",") if args.configs
              else QUICK if args.quick else FULL)
   print(f"{'V':>7} {'B':>2} {'T':>5} {'impl':>14} {'time s':>8} "
-        f"{'peak MB':>8} {'mem vs trl':>10} {'speed vs trl':>12}")
+        f"{'peak MB':>8} {'XLA MB':>8} {'mem vs trl':>10} "
+        f"{'speed vs trl':>12}")
   for config in configs:
     v, b, t = (int(x) for x in config.split(":"))
     rows = {impl: measure(impl, v, b, t) for impl in args.impls.split(",")}
@@ -186,8 +223,9 @@ def main():
       if "peak_mb" in trl and impl != REFERENCE[impl]:
         mem = f"{row['peak_mb'] / trl['peak_mb']:.2f}x"
         speed = f"{trl['seconds'] / row['seconds']:.2f}x"
+      xla = f"{row['xla_mb']:8.0f}" if "xla_mb" in row else f"{'-':>8}"
       print(f"{v:>7} {b:>2} {t:>5} {impl:>14} {row['seconds']:8.2f} "
-            f"{row['peak_mb']:8.0f} {mem:>10} {speed:>12}", flush=True)
+            f"{row['peak_mb']:8.0f} {xla} {mem:>10} {speed:>12}", flush=True)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,15 @@ class DistillationConfig(base.AgentConfig):
       (`gkdrl.losses.chunked_distillation_loss`); gkd_rl, which needs the
       student's logits for its REINFORCE term anyway, chunks the divergence
       of those logits by rows (`gkdrl.losses.gkd_rl_loss`'s chunk_size).
-      None (default) chunks by 128 when V >= 32,768; 0 never chunks.
+      None (default) chunks by 128 when V >= 32,768 (unless
+      teacher_top_k > 0); 0 never chunks.
+    teacher_top_k: the teacher's distribution kept per position, >= 0: 0
+      (default) is the full vocabulary; k > 0 keeps the teacher's k most
+      likely tokens (after its temperature) plus one tail bucket, taken
+      right after its unembedding, so the loss holds [B, T, k] of the
+      teacher, not [B, T, V], and computes the divergence over the k + 1
+      buckets (`gkdrl.losses.top_k_divergence`): exact at k = V, below the
+      full divergence otherwise. Not with loss_chunk_size > 0.
   """
 
   divergence: str = "jsd"
@@ -72,11 +80,18 @@ class DistillationConfig(base.AgentConfig):
   student_temperature: float = 1.0
   teacher_temperature: float = 1.0
   loss_chunk_size: int | None = None
+  teacher_top_k: int = 0
 
   def __post_init__(self):
     super().__post_init__()
     if self.loss_chunk_size is not None:
       validation.check_int("loss_chunk_size", self.loss_chunk_size, 0)
+    validation.check_int("teacher_top_k", self.teacher_top_k, 0)
+    if self.teacher_top_k and self.loss_chunk_size:
+      validation.fail("loss_chunk_size", self.loss_chunk_size,
+                      "teacher_top_k > 0 computes the divergence from the "
+                      "teacher's [B, T, k] top-k without chunks: leave "
+                      "loss_chunk_size unset or 0")
     validation.check_choice("divergence", self.divergence,
                             divergences.DIVERGENCES)
     validation.check_unit_interval("beta", self.beta)
@@ -102,6 +117,8 @@ class DistillationConfig(base.AgentConfig):
     """Positions per loss chunk for a vocabulary; 0 means no chunking."""
     if self.loss_chunk_size is not None:
       return self.loss_chunk_size
+    if self.teacher_top_k:
+      return 0
     return 128 if vocab_size >= LARGE_VOCABULARY else 0
 
   def divergence_kwargs(self) -> dict:
@@ -178,6 +195,14 @@ def make_distillation_loss(config: DistillationConfig, student,
   dtype = config.compute_dtype
   chunk_size = config.chunk_size(student.config.vocab_size)
 
+  def top_k_loss_fn(params, state, batch, teacher_params, key):
+    del state, key
+    return losses.top_k_distillation_loss(
+        base.student_logits(student, params, batch, config),  # [B, T, V]
+        top_k_teacher(config, teacher, teacher_params, batch),  # [B, T, k]
+        batch.completion_mask, divergence=config.divergence,
+        reduction=config.reduction, **config.divergence_kwargs())
+
   def loss_fn(params, state, batch, teacher_params, key):
     del state, key
     return losses.distillation_loss(
@@ -199,7 +224,20 @@ def make_distillation_loss(config: DistillationConfig, student,
         divergence=config.divergence, reduction=config.reduction,
         chunk_size=chunk_size, **config.divergence_kwargs())
 
+  if config.teacher_top_k:
+    return top_k_loss_fn
   return chunked_loss_fn if chunk_size else loss_fn
+
+
+def top_k_teacher(config: DistillationConfig, teacher, teacher_params,
+                  batch) -> losses.TopKTeacher:
+  """The teacher's top-k on the batch (`[B, T, k]`), taken right after its
+  unembedding in the same jitted function, so its `[B, T, V]` logits are a
+  temporary of the forward pass only."""
+  return losses.top_k_teacher(
+      base.teacher_logits(teacher, teacher_params, batch,
+                          config.compute_dtype),
+      config.teacher_top_k, temperature=config.teacher_temperature)
 
 
 def build_supervised_kd(config: SupervisedKDConfig,

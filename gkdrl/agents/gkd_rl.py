@@ -72,7 +72,8 @@ class GKDRLConfig(distill.DistillationConfig, rl.RLConfig):
       why = ("kl_mode='sampled' folds the sampled log-ratio into the "
              "advantage; it computes no divergence")
       unread.update(dict.fromkeys(
-          ("divergence", "beta", "normalized", "skew", "loss_chunk_size"),
+          ("divergence", "beta", "normalized", "skew", "loss_chunk_size",
+           "teacher_top_k"),
           why))
     unread["ppo_epsilon"] = "gkd_rl takes one unclipped step per rollout"
     return unread
@@ -114,7 +115,10 @@ def make_gkd_rl_loss(config: GKDRLConfig, student, teacher
     s_logits = base.student_logits(student, params, batch,
                                    config)  # [B, T, V]
     t_logits = None
-    if not (static and alpha == 0.0):
+    if not (static and alpha == 0.0) and config.teacher_top_k:
+      t_logits = distill.top_k_teacher(config, teacher, teacher_params,
+                                       batch)  # [B, T, k]
+    elif not (static and alpha == 0.0):
       t_logits = base.teacher_logits(teacher, teacher_params, batch, dtype)
     loss, metrics = losses.gkd_rl_loss(
         s_logits, t_logits, batch.completion_tokens, batch.completion_mask,

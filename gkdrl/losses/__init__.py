@@ -28,6 +28,7 @@ from gkdrl.losses.reductions import masked_reduce
 from gkdrl.losses.reductions import REDUCTIONS
 from gkdrl.losses.top_k import bucket_log_probs
 from gkdrl.losses.top_k import top_k_distillation_loss
+from gkdrl.losses.top_k import TopKTeacher
 from gkdrl.losses.top_k import top_k_divergence
 from gkdrl.losses.top_k import top_k_teacher
 
@@ -38,6 +39,7 @@ __all__ = [
     "KL_MODES",
     "chunked_distillation_loss",
     "REDUCTIONS",
+    "TopKTeacher",
     "bucket_log_probs",
     "distillation_loss",
     "divergence",

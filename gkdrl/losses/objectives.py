@@ -21,6 +21,7 @@ from gkdrl.losses import divergences
 from gkdrl.losses import policy_gradient
 from gkdrl.losses import reductions
 from gkdrl.losses import row_chunks
+from gkdrl.losses import top_k
 
 Array = jax.Array
 
@@ -33,7 +34,9 @@ DEFAULT_DISTILLATION_BETA = 0.5
 def _check_logits(student_logits, teacher_logits, mask) -> None:
   chex.assert_rank([student_logits, mask], [3, 2])
   chex.assert_equal_shape_prefix([student_logits, mask], 2)
-  if teacher_logits is not None:
+  if isinstance(teacher_logits, top_k.TopKTeacher):
+    chex.assert_equal_shape_prefix([student_logits, teacher_logits.ids], 2)
+  elif teacher_logits is not None:
     chex.assert_equal_shape([student_logits, teacher_logits])
 
 
@@ -133,6 +136,11 @@ def _analytic_loss(student_logits, teacher_logits, mask, pg_loss, *, alpha,
   """
   if not use_teacher:
     return (1.0 - alpha) * pg_loss, jnp.zeros((), jnp.float32), None
+  if isinstance(teacher_logits, top_k.TopKTeacher):
+    values, kl = top_k.divergence_and_teacher_kl(
+        divergence, divergence_kwargs)(student_logits, teacher_logits)
+    div_loss = reductions.masked_reduce(values, mask, reduction=reduction)
+    return (1.0 - alpha) * pg_loss + alpha * div_loss, div_loss, kl
   fn = divergence_and_teacher_kl(divergence, divergence_kwargs)
   batch, length, vocab = student_logits.shape
   if chunk_size is None:
@@ -177,6 +185,31 @@ def _sampled_loss(student_logits, teacher_logits, student_log_probs, actions,
   return total, div_loss
 
 
+def _student_as_teacher(alpha, student_logits, teacher_logits):
+  """The teacher input, replaced by the student itself where alpha = 0."""
+  student_logits = jax.lax.stop_gradient(student_logits)
+  if not isinstance(teacher_logits, top_k.TopKTeacher):
+    return jnp.where(alpha == 0.0, student_logits, teacher_logits)
+  log_q, _ = top_k.bucket_log_probs(
+      student_logits, teacher_logits.ids, teacher_logits.log_probs)
+  k = teacher_logits.ids.shape[-1]
+  tail = (log_q[..., k] if log_q.shape[-1] > k
+          else teacher_logits.tail_log_prob)
+  return top_k.TopKTeacher(
+      teacher_logits.ids,
+      jnp.where(alpha == 0.0, log_q[..., :k], teacher_logits.log_probs),
+      jnp.where(alpha == 0.0, tail, teacher_logits.tail_log_prob))
+
+
+def _teacher_kl(student_logits, teacher_logits, temperatures) -> Array:
+  """`[B, T]` reverse KL to the teacher (bucketed for a top-k one)."""
+  if isinstance(teacher_logits, top_k.TopKTeacher):
+    return top_k.divergence_and_teacher_kl("reverse_kl", temperatures)(
+        jax.lax.stop_gradient(student_logits), teacher_logits)[1]
+  return divergences.reverse_kl(jax.lax.stop_gradient(student_logits),
+                                teacher_logits, **temperatures)
+
+
 def _check_gkd_rl_args(student_logits, teacher_logits, actions, mask,
                        rewards, *, alpha, beta, kl_mode, divergence,
                        ref_kl_coef, chunk_size) -> tuple[bool, bool]:
@@ -197,6 +230,11 @@ def _check_gkd_rl_args(student_logits, teacher_logits, actions, mask,
   static_alpha = validation.is_static_number(alpha)
   use_teacher = not (static_alpha and alpha == 0.0)
   use_rewards = not (static_alpha and alpha == 1.0)
+  if (kl_mode == "sampled"
+      and isinstance(teacher_logits, top_k.TopKTeacher)):
+    raise ValueError("kl_mode='sampled' needs the teacher's full logits, "
+                     "not its top-k; a top-k teacher needs "
+                     "kl_mode='analytic'.")
   if use_teacher and teacher_logits is None:
     raise ValueError(f"teacher_logits is None but alpha={alpha!r} needs the "
                      "teacher; only alpha=0 runs without it.")
@@ -240,7 +278,10 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
 
   Args:
     student_logits: `[B, T, V]` student logits at the completion positions.
-    teacher_logits: `[B, T, V]` teacher logits, or None when alpha = 0.
+    teacher_logits: `[B, T, V]` teacher logits, or None when alpha = 0,
+      or (kl_mode analytic) a `gkdrl.losses.top_k.TopKTeacher` of `[B, T, k]`
+      arrays: then the divergence and "kl/teacher" are over the k + 1
+      buckets (`gkdrl.losses.top_k_divergence`), with no row chunking.
     actions: `[B, T]` int sampled completion tokens.
     mask: `[B, T]` 0/1 or bool, 1 at generated tokens (EOS included).
     rewards: `[B]` sequence rewards, or None when alpha = 1.
@@ -283,8 +324,8 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
     # Double-where: at the endpoints the unused input is swapped for a
     # harmless one, so not even a NaN in it reaches the loss or gradient.
     rewards = jnp.where(alpha == 1.0, 0.0, rewards)
-    teacher_logits = jnp.where(
-        alpha == 0.0, jax.lax.stop_gradient(student_logits), teacher_logits)
+    teacher_logits = _student_as_teacher(alpha, student_logits,
+                                         teacher_logits)
 
   # The one log-softmax of the student, shared by both modes.
   student_log_probs = jax.nn.log_softmax(
@@ -315,8 +356,7 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
   if given_teacher_logits is not None:
     if kl is None or not static_alpha:
       # The metric reads the teacher given, not the one swapped in.
-      kl = divergences.reverse_kl(jax.lax.stop_gradient(student_logits),
-                                  given_teacher_logits, **temperatures)
+      kl = _teacher_kl(student_logits, given_teacher_logits, temperatures)
     metrics["kl/teacher"] = reductions.masked_reduce(kl, mask,
                                                      reduction=reduction)
 
