@@ -80,6 +80,7 @@ class TrainingState(NamedTuple):
   opt_state: optax.OptState  # optimizer state of `params`
   step: Array  # [] int32, number of updates applied
   ref_params: Params | None = None  # frozen initial student (KL reference)
+  alpha: Array | None = None  # [] float32 gkd_rl teacher weight, when scheduled
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

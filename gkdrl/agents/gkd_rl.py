@@ -28,12 +28,15 @@ from collections.abc import Callable
 import dataclasses
 import functools
 
+import jax
+
 import jax.numpy as jnp
 
 from gkdrl import losses
 from gkdrl import types
 from gkdrl import validation
 from gkdrl.agents import acting
+from gkdrl.agents import alpha_schedule
 from gkdrl.agents import base
 from gkdrl.agents import distill
 from gkdrl.agents import registry
@@ -51,16 +54,41 @@ class GKDRLConfig(distill.DistillationConfig, rl.RLConfig):
     beta: JSD coefficient; 0.9 is the paper's choice when mixing with RL.
     kl_mode: "analytic" (full-vocabulary divergence, the paper) or
       "sampled" (the per-token log-ratio folded into the advantage).
+    alpha_schedule: how alpha moves during the run: "constant" (alpha),
+      "linear" (from alpha to alpha_end over alpha_steps updates) or
+      "adaptive" (a proportional controller holding the teacher's reverse
+      KL, "kl/teacher", near target_teacher_kl; see
+      `gkdrl.agents.alpha_schedule`). Non-constant schedules keep alpha in
+      the training state, log it as "train/alpha", and compute both the
+      teacher and the rewards every step.
+    alpha_end: alpha after alpha_steps updates of the linear schedule,
+      [0, 1].
+    alpha_steps: updates over which the linear schedule moves alpha (set
+      it to the run's steps), >= 1.
+    target_teacher_kl: the teacher KL the adaptive schedule holds, > 0.
+    alpha_gain: the adaptive controller's gain: alpha changes by at most a
+      factor 1 +- 0.2 * alpha_gain per step, > 0.
   """
 
   alpha: float = 0.5
   beta: float = 0.9
   kl_mode: str = "analytic"
+  alpha_schedule: str = "constant"
+  alpha_end: float = 1.0
+  alpha_steps: int = 1000
+  target_teacher_kl: float = 0.1
+  alpha_gain: float = 0.5
 
   def __post_init__(self):
     super().__post_init__()
     validation.check_unit_interval("alpha", self.alpha)
     validation.check_choice("kl_mode", self.kl_mode, objectives.KL_MODES)
+    validation.check_choice("alpha_schedule", self.alpha_schedule,
+                            alpha_schedule.SCHEDULES)
+    validation.check_unit_interval("alpha_end", self.alpha_end)
+    validation.check_int("alpha_steps", self.alpha_steps, 1)
+    validation.check_positive("target_teacher_kl", self.target_teacher_kl)
+    validation.check_positive("alpha_gain", self.alpha_gain)
     if self.ppo_epochs > 1:
       validation.fail("ppo_epochs", self.ppo_epochs,
                       "gkd_rl takes one gradient step per rollout "
@@ -76,7 +104,18 @@ class GKDRLConfig(distill.DistillationConfig, rl.RLConfig):
            "teacher_top_k"),
           why))
     unread["ppo_epsilon"] = "gkd_rl takes one unclipped step per rollout"
+    schedule_reads = {"linear": ("alpha_end", "alpha_steps"),
+                      "adaptive": ("target_teacher_kl", "alpha_gain")}
+    for schedule, names in schedule_reads.items():
+      if self.alpha_schedule != schedule:
+        unread.update(dict.fromkeys(
+            names, f"only alpha_schedule={schedule!r} reads it"))
     return unread
+
+  @property
+  def scheduled(self) -> bool:
+    """Whether alpha is a traced state value rather than a number."""
+    return self.alpha_schedule != "constant"
 
 
 def make_gkd_rl_loss(config: GKDRLConfig, student, teacher
@@ -132,6 +171,7 @@ def make_gkd_rl_loss(config: GKDRLConfig, student, teacher
       # a traced one computes D(sg(student) || student), 0 up to rounding.
       metrics["loss/divergence"] = jnp.where(alpha == 0.0, 0.0,
                                              metrics["loss/divergence"])
+    metrics["train/alpha"] = jnp.asarray(alpha, jnp.float32)
     return loss, metrics
 
   return loss_fn
@@ -139,8 +179,8 @@ def make_gkd_rl_loss(config: GKDRLConfig, student, teacher
 
 def make_act(config: GKDRLConfig, parts: registry.Parts):
   """`act`: student samples, the teacher ahead of host rewards, rewards."""
-  teacher_ahead = (0.0 < config.alpha < 1.0 and parts.reward is not None
-                   and parts.reward.on_host)
+  teacher_ahead = ((config.scheduled or 0.0 < config.alpha < 1.0)
+                   and parts.reward is not None and parts.reward.on_host)
 
   def act(state, task_batch, key, *, teacher_params=None,
           reward_params=None):
@@ -152,7 +192,7 @@ def make_act(config: GKDRLConfig, parts: registry.Parts):
           parts.teacher, teacher_params, batch,
           compute_dtype=config.compute_dtype)
     info = {}
-    if config.alpha < 1.0:
+    if config.scheduled or config.alpha < 1.0:
       batch, info = rl.add_rewards(parts, reward_params, batch, task_batch)
     return batch, {**info, **acting.rollout_info(batch)}
 
@@ -160,13 +200,42 @@ def make_act(config: GKDRLConfig, parts: registry.Parts):
 
 
 def build(config: GKDRLConfig, parts: registry.Parts) -> base.Agent:
-  loss_fn = functools.partial(
-      make_gkd_rl_loss(config, parts.student, parts.teacher),
-      alpha=config.alpha)
+  loss = make_gkd_rl_loss(config, parts.student, parts.teacher)
+  if config.scheduled:
+    return _with_schedule(config, registry.assemble(
+        config, lambda p, s, b, t, k: loss(p, s, b, t, k, alpha=s.alpha),
+        make_act(config, parts), uses_teacher=True, uses_reward=True,
+        keep_reference=config.ref_kl_coef > 0))
   return registry.assemble(
-      config, loss_fn, make_act(config, parts),
+      config, functools.partial(loss, alpha=config.alpha),
+      make_act(config, parts),
       uses_teacher=config.alpha > 0.0, uses_reward=config.alpha < 1.0,
       keep_reference=config.ref_kl_coef > 0)
+
+
+def _with_schedule(config: GKDRLConfig, agent: base.Agent) -> base.Agent:
+  """The agent with alpha in its state, moved after each update."""
+
+  def init(params):
+    return agent.init(params)._replace(
+        alpha=alpha_schedule.initial_alpha(config))
+
+  @jax.jit
+  def move(old_state, new_state, metrics):
+    alpha = alpha_schedule.next_alpha(config, new_state, metrics)
+    applied = new_state.step > old_state.step
+    return new_state._replace(alpha=jnp.where(applied, alpha,
+                                              old_state.alpha))
+
+  def update(state, batch, teacher_params, key):
+    # Copies: the update donates (deletes) the state's buffers.
+    old = base.TrainingState(params=None, opt_state=None,
+                             step=jnp.array(state.step, copy=True),
+                             alpha=jnp.array(state.alpha, copy=True))
+    new_state, metrics = agent.update(state, batch, teacher_params, key)
+    return move(old, new_state, metrics), metrics
+
+  return agent._replace(init=init, update=update)
 
 
 registry.register("gkd_rl", GKDRLConfig, build)
