@@ -6,6 +6,7 @@ import pytest
 
 from gkdrl import agents
 from gkdrl.agents import alpha_schedule
+from gkdrl.runners import checkpointing
 from tests.agents.agents_test import make
 
 
@@ -69,13 +70,18 @@ def test_adaptive_alpha_moves_to_correct_the_teacher_kl(
   assert np.sign(alphas[-1] - 0.5) == direction, (logged, target)
 
 
-def test_resume_restores_alpha(tiny_models, facts_task, fixed_batch):
-  state, _ = _run(dict(alpha=0.5, alpha_schedule="adaptive",
-                       target_teacher_kl=1e-3), tiny_models, facts_task,
-                  fixed_batch, 2)
+def test_resume_restores_alpha(tiny_models, facts_task, fixed_batch,
+                               tmp_path):
+  kwargs = dict(alpha=0.5, alpha_schedule="adaptive", target_teacher_kl=1e-3)
+  state, _ = _run(kwargs, tiny_models, facts_task, fixed_batch, 2)
   alpha = float(state.alpha)
-  leaves, treedef = jax.tree.flatten(state)
-  restored = jax.tree.unflatten(treedef, [np.asarray(x) for x in leaves])
+  checkpointer = checkpointing.Checkpointer(tmp_path)
+  checkpointer.save(2, state)
+  checkpointer.close()
+  fresh = make("gkd_rl", tiny_models, facts_task, samples_per_prompt=2,
+               **kwargs).init(tiny_models[1])
+  restored = checkpointing.Checkpointer(tmp_path).restore(fresh, 2)
+  assert float(fresh.alpha) == 0.5
   assert float(restored.alpha) == alpha != 0.5
 
 
