@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 def plot_frontier(rows: list[dict], references: dict[str, dict], path:
                   str | os.PathLike, *, reward_key: str = "factuality",
-                  title: str = "") -> None:
+                  title: str = "", adaptive: list[dict] = ()) -> None:
   """Plots reward against ROUGE-2 and against teacher KL, one point per row.
 
   Args:
@@ -22,6 +22,8 @@ def plot_frontier(rows: list[dict], references: dict[str, dict], path:
     path: the PNG to write.
     reward_key: the metric on the x axes.
     title: figure title.
+    adaptive: rows of adaptive-alpha runs (with "target_teacher_kl"), each
+      a red diamond off the fixed-alpha line.
   """
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for ax, y_key, y_label in ((axes[0], "rouge2", "ROUGE-2"),
@@ -33,6 +35,9 @@ def plot_frontier(rows: list[dict], references: dict[str, dict], path:
     for r, x, y in zip(rows, xs, ys):
       ax.annotate(f"α={r['alpha']:g}", (x, y), textcoords="offset points",
                   xytext=(4, 4), fontsize=8)
+    for r in adaptive:
+      ax.plot(r[reward_key], r[y_key], "D", color="tab:red", markersize=8,
+              label=f"adaptive α, KL target {r['target_teacher_kl']:g}")
     for (name, metrics), marker in zip(references.items(), "*sDv^"):
       if reward_key in metrics and y_key in metrics:
         ax.plot(metrics[reward_key], metrics[y_key], marker, markersize=10,

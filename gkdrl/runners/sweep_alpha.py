@@ -38,6 +38,7 @@ import jax
 
 from gkdrl import agents
 from gkdrl import networks
+from gkdrl import validation
 from gkdrl.agents import stacked
 from gkdrl.runners import checkpointing
 from gkdrl.runners import flags_lib
@@ -55,6 +56,10 @@ flags.DEFINE_bool("vectorized", False,
                   "Train every alpha at once in one compiled program (one "
                   "student per alpha; small models on one device), "
                   "resumable from <workdir>/checkpoints.")
+flags.DEFINE_float("adaptive_target", None,
+                   "If set, one more gkd_rl run with alpha_schedule=adaptive "
+                   "and this target_teacher_kl (> 0), starting at --alpha, "
+                   "plotted beside the fixed alphas as a distinct marker.")
 FLAGS = flags.FLAGS
 
 
@@ -78,10 +83,22 @@ def alpha_workdir(root: pathlib.Path, alpha: float) -> pathlib.Path:
   return root / f"alpha_{alpha:g}"
 
 
+def adaptive_workdir(root: pathlib.Path, target: float) -> pathlib.Path:
+  return root / f"adaptive_kl_{target:g}"
+
+
 def sweep(values: dict, alphas: list[float], *, mode: str = "greedy",
-          progress: bool = True, vectorized: bool = False) -> list[dict]:
-  """Runs the sweep; returns one row per alpha (and writes the outputs)."""
+          progress: bool = True, vectorized: bool = False,
+          adaptive_target: float | None = None) -> list[dict]:
+  """Runs the sweep; returns one row per alpha (and writes the outputs).
+
+  With `adaptive_target`, one more run holds the teacher KL near it
+  (`alpha_schedule="adaptive"`); its row, last, has alpha "adaptive" and
+  the target as "target_teacher_kl".
+  """
   root = pathlib.Path(values["workdir"])
+  if adaptive_target is not None:
+    validation.check_positive("adaptive_target", adaptive_target)
   if vectorized:
     summaries = train_vectorized(values, alphas, progress=progress)
   else:
@@ -94,24 +111,34 @@ def sweep(values: dict, alphas: list[float], *, mode: str = "greedy",
            **summary["final"][mode]}
           for alpha, summary in zip(alphas, summaries)]
   summary = summaries[-1]
+  adaptive = []
+  if adaptive_target is not None:
+    workdir = str(adaptive_workdir(root, adaptive_target))
+    result = train.run(dict(values, agent="gkd_rl",
+                            alpha_schedule="adaptive",
+                            target_teacher_kl=adaptive_target,
+                            workdir=workdir), progress=progress)
+    adaptive = [{"alpha": "adaptive", "target_teacher_kl": adaptive_target,
+                 "workdir": workdir, **result["final"][mode]}]
   references = {"teacher": summary["teacher"][mode],
                 "student start": summary["initial"][mode]}
   if jax.process_index() != 0:  # on several hosts, process 0 writes
     return rows
   checkpointing.write_json(root / "sweep.json",
-                           {"mode": mode, "rows": rows,
+                           {"mode": mode, "rows": rows + adaptive,
                             "references": references})
-  keys = sorted({k for row in rows for k in row} - {"alpha", "workdir"})
+  keys = sorted({k for row in rows + adaptive for k in row}
+                - {"alpha", "workdir"})
   with (root / "sweep.csv").open("w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=["alpha", *keys, "workdir"])
     writer.writeheader()
-    for row in rows:
+    for row in rows + adaptive:
       writer.writerow(row)
   reward_key = "factuality" if "factuality" in rows[0] else "reward"
   plots.plot_frontier(rows, references, root / "sweep.png",
-                      reward_key=reward_key,
+                      reward_key=reward_key, adaptive=adaptive,
                       title=f"alpha sweep on {values['task']} ({mode})")
-  return rows
+  return rows + adaptive
 
 
 def _check_same_alphas(root: pathlib.Path, alphas: list[float]) -> None:
@@ -229,7 +256,8 @@ def main(argv):
       raise ValueError(f"--agent={FLAGS.agent!r}: sweep_alpha trains gkd_rl.")
     alphas = parse_alphas(FLAGS.alphas)
     rows = sweep(values, alphas, mode=FLAGS.mode,
-                 vectorized=FLAGS.vectorized)
+                 vectorized=FLAGS.vectorized,
+                 adaptive_target=FLAGS.adaptive_target)
   except (ValueError, FileNotFoundError, loop.TrainingDivergedError,
           workdir_lib.WorkdirLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -239,7 +267,8 @@ def main(argv):
   columns = [c for c in columns if c in rows[0]]
   print(" ".join(f"{c:>11s}" for c in columns))
   for row in rows:
-    print(" ".join(f"{row[c]:11.4f}" for c in columns))
+    print(" ".join(f"{row[c]:11s}" if isinstance(row[c], str)
+                   else f"{row[c]:11.4f}" for c in columns))
   print(f"\nwrote {values['workdir']}/sweep.csv, sweep.json, sweep.png")
   return 0
 
