@@ -321,10 +321,11 @@ def test_unread_settings_follow_the_agent_and_its_divergence():
                                                          "normalized"}
   assert agents.GKDConfig(divergence="tvd").unread_settings().keys() == {
       "beta", "normalized", "skew"}
-  assert {"ppo_epsilon", "skew"} == (
+  schedule = {"alpha_end", "alpha_steps", "target_teacher_kl", "alpha_gain"}
+  assert {"ppo_epsilon", "skew"} | schedule == (
       agents.GKDRLConfig().unread_settings().keys())
   assert {"divergence", "beta", "normalized", "skew", "loss_chunk_size",
-          "ppo_epsilon"} == (
+          "teacher_top_k", "ppo_epsilon"} | schedule == (
               agents.GKDRLConfig(kl_mode="sampled").unread_settings().keys())
   assert agents.RLConfig().unread_settings() == {}
   assert {"sample_temperature", "top_k", "top_p"} <= (

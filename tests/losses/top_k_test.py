@@ -113,8 +113,8 @@ def test_gradients_finite_and_match_bucketed_reference(name, k):
   student = student.at[..., 1].set(-1e9)
   ids, logp, tail = losses.top_k_teacher(teacher, k)
   grad = jax.grad(lambda s: jnp.sum(losses.top_k_divergence(
-      s, ids, logp, name,
-                                teacher_tail_log_prob=tail, **KWARGS[name])))(student)
+      s, ids, logp, name, teacher_tail_log_prob=tail,
+      **KWARGS[name])))(student)
   assert np.all(np.isfinite(grad))
   if k == V:
     full = jax.grad(lambda s: jnp.sum(losses.divergence(
