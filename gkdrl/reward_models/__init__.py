@@ -51,6 +51,12 @@ Reward models
   or "summac" (SummaC-ZS: S sentences x C source chunks, max over chunks,
   mean over sentences, for sources longer than the model's input);
   `nli_score="entailment_minus_contradiction"` scores P(e) - P(c).
+* `T5JudgeReward(path, T5JudgeConfig(...))` / `make_t5_judge_reward`: a
+  T5 yes/no judge (TRUE NLI by default): the input `template` ("premise:
+  {premise} hypothesis: {hypothesis}"), one decoder step, and the reward is
+  P(positive_label) normalised over the two single-token labels ("1"/"0";
+  e.g. "yes"/"no" for a generic judge); same `granularity` and
+  `empty_score` options as `EntailmentReward`.
 * `make_preference_reward(path, on_host=True)`: a learned reward model, a
   one-label HF `*ForSequenceClassification` checkpoint on a Llama, Qwen2 or
   GPT-2 backbone (`load_preference_model`, run by `gkdrl.networks`' decoder):
@@ -113,6 +119,9 @@ from gkdrl.reward_models.sentences import chunk_document
 from gkdrl.reward_models.entailment import EntailmentConfig
 from gkdrl.reward_models.entailment import EntailmentReward
 from gkdrl.reward_models.entailment import make_entailment_reward
+from gkdrl.reward_models.t5_judge import T5JudgeConfig
+from gkdrl.reward_models.t5_judge import T5JudgeReward
+from gkdrl.reward_models.t5_judge import make_t5_judge_reward
 from gkdrl.reward_models.sentences import split_sentences
 from gkdrl.reward_models.preference import join_text
 from gkdrl.reward_models.preference import load_preference_model
@@ -154,5 +163,6 @@ __all__ = [
     "normalize_answer", "pair_loss", "PreferenceModel", "PreferencePairs",
     "PythonReward", "read_safetensors", "register_architecture", "RewardInputs",
     "RewardModel", "RougeReward", "save_preference_model", "sequence_rewards",
-    "SequenceClassifier", "split_sentences", "task_reward", "weighted_sum",
+    "SequenceClassifier", "split_sentences", "T5JudgeConfig", "T5JudgeReward",
+    "make_t5_judge_reward", "task_reward", "weighted_sum",
 ]
