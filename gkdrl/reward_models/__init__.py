@@ -116,6 +116,8 @@ from gkdrl.reward_models.encoder_weights import encoder_config_from_hf
 from gkdrl.reward_models.encoder_weights import load_encoder
 from gkdrl.reward_models.encoder_weights import read_safetensors
 from gkdrl.reward_models.sentences import chunk_document
+from gkdrl.reward_models.directories import directory_kind
+from gkdrl.reward_models.directories import make_directory_reward
 from gkdrl.reward_models.entailment import EntailmentConfig
 from gkdrl.reward_models.entailment import EntailmentReward
 from gkdrl.reward_models.entailment import make_entailment_reward
@@ -152,12 +154,14 @@ RougeReward = make_rouge_reward
 __all__ = [
     "as_reward_model", "bradley_terry_loss", "check_inputs", "check_rewards",
     "chunk_by_sentences", "chunk_document", "deberta_config_from_hf",
-    "DebertaConfig", "encode_pairs", "encoder_config_from_hf", "EncoderConfig",
+    "DebertaConfig", "directory_kind", "encode_pairs",
+    "encoder_config_from_hf", "EncoderConfig",
     "EntailmentConfig", "EntailmentReward", "ExactMatchReward",
     "extract_final_answer", "init_from_causal_lm", "join_text", "LengthPenalty",
     "load_deberta", "load_encoder", "load_preference_model",
     "load_sequence_classifier", "make_deberta", "make_deberta_classifier",
-    "make_encoder", "make_entailment_reward", "make_exact_match_reward",
+    "make_directory_reward", "make_encoder", "make_entailment_reward",
+    "make_exact_match_reward",
     "make_length_penalty", "make_preference_reward", "make_preference_update",
     "make_python_reward", "make_rouge_reward", "make_sequence_classifier",
     "normalize_answer", "pair_loss", "PreferenceModel", "PreferencePairs",

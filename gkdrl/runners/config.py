@@ -93,8 +93,11 @@ class RewardConfig:
 
   Attributes:
     reward: 'default' (the task's own), a task reward name (factuality,
-      accuracy, ...), rouge1/rouge2/rougeL, exact_match or entailment.
-    entailment_model: local NLI checkpoint for --reward=entailment.
+      accuracy, ...), rouge1/rouge2/rougeL, exact_match, entailment, or a
+      local checkpoint directory: a one-label preference model, an NLI
+      classifier or a T5 judge (chosen by its config.json).
+    entailment_model: local NLI checkpoint (BERT, RoBERTa, DeBERTa-v2/v3
+      classifier or T5 judge) for --reward=entailment.
     length_penalty: subtract this times the completion length in tokens.
   """
 

@@ -193,10 +193,25 @@ def reward_names(task) -> list[str]:
           + [ENTAILMENT])
 
 
+def _is_directory(name: str) -> bool:
+  return os.sep in name or pathlib.Path(os.path.expanduser(name)).is_dir()
+
+
 def make_reward(name: str, task, *, entailment_model: str | None = None,
                 length_penalty: float = 0.0):
-  """The reward model `--reward=name` (plus an optional length penalty)."""
+  """The reward model `--reward=name` (plus an optional length penalty).
+
+  `name` may also be a local checkpoint directory (config.json picks the
+  reward, see `reward_models.directories`): a one-label preference model
+  (on device from the policy's tokens when its tokenizer is the task's),
+  an NLI classifier or a T5 judge.
+  """
   valid = reward_names(task)
+  if name not in valid and _is_directory(name):
+    rm = reward_models.make_directory_reward(
+        _check_reward_path(name, "--reward"),
+        policy_tokenizer=task.tokenizer, flag="--reward")
+    return _with_length_penalty(rm, length_penalty)
   if name not in valid:
     raise ValueError(f"--reward={name!r} is not recognised for task "
                      f"{task.name!r}; allowed values: {', '.join(valid)}.")
@@ -213,10 +228,24 @@ def make_reward(name: str, task, *, entailment_model: str | None = None,
     if not entailment_model:
       raise ValueError("--reward=entailment needs --entailment_model, a "
                        "local Hugging Face NLI checkpoint directory.")
-    rm = reward_models.EntailmentReward(
-        _check_path(entailment_model, "--entailment_model")).reward_model()
+    rm = reward_models.make_directory_reward(
+        _check_reward_path(entailment_model, "--entailment_model"),
+        flag="--entailment_model", kinds=("entailment", "t5_judge"))
   else:
     rm = reward_models.make_rouge_reward(name)
+  return _with_length_penalty(rm, length_penalty)
+
+
+def _check_reward_path(path: str, flag: str) -> pathlib.Path:
+  p = pathlib.Path(os.path.expanduser(path))
+  if not p.is_dir():
+    raise FileNotFoundError(
+        f"{flag}={path!r}: no such directory. Pass a local Hugging Face "
+        "checkpoint directory (config.json + *.safetensors + tokenizer).")
+  return p
+
+
+def _with_length_penalty(rm, length_penalty: float):
   validation.check_non_negative("length_penalty", length_penalty)
   if length_penalty > 0:
     rm = reward_models.weighted_sum([
