@@ -116,3 +116,13 @@ def test_multi_token_label_is_a_clear_error(judge_dir):
 def test_config_rejects_bad_options(options, match):
   with pytest.raises(ValueError, match=match):
     rm.T5JudgeConfig(**options)
+
+
+def test_directory_dispatch_makes_the_same_judge(judge_dir):
+  path = judge_dir[0]
+  assert rm.directory_kind(path) == "t5_judge"
+  reward = rm.make_directory_reward(path, kinds=("entailment", "t5_judge"))
+  judge = rm.T5JudgeReward(path)
+  inputs = rm.RewardInputs(sources=PREMISES, completions=HYPOTHESES)
+  np.testing.assert_allclose(reward.score(reward.init(), inputs),
+                             judge.score(judge.init(), inputs), atol=1e-6)

@@ -85,3 +85,20 @@ def test_same_tokenizer_tells_vocabularies_apart(facts):
   assert reward_models.directories.same_tokenizer(task.tokenizer,
                                                   task.tokenizer)
   assert not reward_models.directories.same_tokenizer(task.tokenizer, other)
+
+
+def test_preference_directory_with_another_tokenizer_runs_on_host(
+    model_dirs, facts, tmp_path):
+  task, _ = facts
+  from gkdrl import tasks  # pylint: disable=g-import-not-at-top
+  model = preference_training.init_from_causal_lm(
+      model_dirs[1], jax.random.key(4), head_scale=1.0)
+  words = sorted(set(task.tokenizer.get_vocab()) - {"<pad>", "<s>", "</s>",
+                                                    "<unk>"})
+  other = tasks.make_word_tokenizer(words[:-1])
+  preference_training.save_preference_model(model, tmp_path, tokenizer=other)
+  reward = setup.make_reward(str(tmp_path), task)
+  assert reward.on_host
+  scores = reward.score(reward.init(), reward_models.RewardInputs(
+      sources=["a b", "c"], completions=["d", "e f"]))
+  assert scores.shape == (2,) and np.all(np.isfinite(scores))
