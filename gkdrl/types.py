@@ -51,3 +51,7 @@ class Batch(NamedTuple):
   # [B, T, D] teacher hidden states predicting each completion token, when
   # computed ahead of the update (overlapping host rewards).
   teacher_hidden: Array | None = None
+  # [B, T, K] the teacher's top-k token ids (int32) and log-probabilities
+  # (float32) per completion position, read from an offline teacher cache.
+  teacher_top_ids: Array | None = None
+  teacher_top_logp: Array | None = None

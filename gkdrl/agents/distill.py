@@ -29,10 +29,12 @@ from gkdrl import losses
 from gkdrl import validation
 from gkdrl.agents import acting
 from gkdrl.agents import base
+from gkdrl.agents import cached_teacher
 from gkdrl.agents import registry
 from gkdrl.agents import rollout_config
 from gkdrl.losses import divergences
 from gkdrl.losses import objectives
+from gkdrl.tasks import teacher_cache
 
 # From this vocabulary size on, distillation losses are chunked by default.
 LARGE_VOCABULARY = 32_768
@@ -134,13 +136,26 @@ class DistillationConfig(base.AgentConfig):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SupervisedKDConfig(DistillationConfig):
-  """Supervised KD (paper Eq. 3): forward KL on the dataset targets."""
+  """Supervised KD (paper Eq. 3): forward KL on the dataset targets.
+
+  Attributes:
+    teacher_cache: directory of an offline teacher cache built by
+      `gkdrl.runners.cache_teacher --mode=top_k`: train from the teacher's
+      cached top-k log-probabilities (the divergence over those k tokens
+      plus one tail bucket), with no teacher in memory. Unset uses the live
+      teacher's full distribution.
+  """
 
   divergence: str = "forward_kl"
+  teacher_cache: str | None = None
 
   def unread_settings(self) -> dict[str, str]:
-    return {**super().unread_settings(), **rollout_config.unread_sampling(
+    unread = {**super().unread_settings(), **rollout_config.unread_sampling(
         "supervised_kd trains on dataset targets and samples nothing")}
+    if self.teacher_cache:
+      unread["loss_chunk_size"] = ("a teacher cache's loss is over k + 1 "
+                                   "buckets and is never chunked")
+    return unread
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -242,6 +257,14 @@ def top_k_teacher(config: DistillationConfig, teacher, teacher_params,
 
 def build_supervised_kd(config: SupervisedKDConfig,
                         parts: registry.Parts) -> base.Agent:
+  if config.teacher_cache:
+    cache = teacher_cache.open_cache(config.teacher_cache, expected=dict(
+        mode="top_k", teacher_temperature=config.teacher_temperature,
+        **teacher_cache.tokenizer_identity(parts.tokenizer)))
+    return registry.assemble(
+        config, cached_teacher.make_cached_kd_loss(config, parts.student),
+        cached_teacher.make_cached_kd_act(cache), uses_teacher=False,
+        uses_reward=False)
   loss_fn = make_distillation_loss(config, parts.student, parts.teacher)
   return registry.assemble(config, loss_fn, supervised_act,
                            uses_teacher=True, uses_reward=False)

@@ -9,14 +9,33 @@ import dataclasses
 
 from gkdrl.agents import acting
 from gkdrl.agents import base
+from gkdrl.agents import cached_teacher
 from gkdrl.agents import registry
+from gkdrl.agents import rollout_config
 from gkdrl.agents import sft
+from gkdrl.tasks import teacher_cache
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SeqKDConfig(base.AgentConfig):
   """SeqKD: SFT on completions the teacher samples for each batch
-  (at `sample_temperature`, 0 for greedy teacher outputs)."""
+  (at `sample_temperature`, 0 for greedy teacher outputs).
+
+  Attributes:
+    teacher_cache: directory of an offline teacher cache built by
+      `gkdrl.runners.cache_teacher --mode=samples`: train on the one
+      completion per example cached there, with no teacher in memory.
+      Unset samples from the live teacher every batch.
+  """
+
+  teacher_cache: str | None = None
+
+  def unread_settings(self) -> dict[str, str]:
+    unread = super().unread_settings()
+    if self.teacher_cache:
+      unread.update(rollout_config.unread_sampling(
+          "seqkd with a teacher cache trains on the cached samples"))
+    return unread
 
 
 def make_act(config: SeqKDConfig, parts: registry.Parts):
@@ -34,6 +53,13 @@ def make_act(config: SeqKDConfig, parts: registry.Parts):
 
 
 def build(config: SeqKDConfig, parts: registry.Parts) -> base.Agent:
+  if config.teacher_cache:
+    cache = teacher_cache.open_cache(config.teacher_cache, expected=dict(
+        mode="samples", **teacher_cache.tokenizer_identity(parts.tokenizer)))
+    return registry.assemble(
+        config, sft.make_nll_loss(config, parts.student),
+        cached_teacher.make_cached_seqkd_act(cache, parts.pad_token_id),
+        uses_teacher=False, uses_reward=False)
   return registry.assemble(config, sft.make_nll_loss(config, parts.student),
                            make_act(config, parts), uses_teacher=True,
                            uses_reward=False)
