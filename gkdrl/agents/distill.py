@@ -140,10 +140,11 @@ class SupervisedKDConfig(DistillationConfig):
 
   Attributes:
     teacher_cache: directory of an offline teacher cache built by
-      `gkdrl.runners.cache_teacher --mode=top_k`: train from the teacher's
-      cached top-k log-probabilities (the divergence over those k tokens
-      plus one tail bucket), with no teacher in memory. Unset uses the live
-      teacher's full distribution.
+      `gkdrl.runners.cache_teacher` (--mode=top_k for supervised_kd: the
+      divergence over the teacher's k cached tokens plus one tail bucket;
+      --mode=samples for seqkd: one cached teacher completion per
+      example): train from it with no teacher in memory. Unset uses the
+      live teacher.
   """
 
   divergence: str = "forward_kl"

@@ -23,9 +23,11 @@ class SeqKDConfig(base.AgentConfig):
 
   Attributes:
     teacher_cache: directory of an offline teacher cache built by
-      `gkdrl.runners.cache_teacher --mode=samples`: train on the one
-      completion per example cached there, with no teacher in memory.
-      Unset samples from the live teacher every batch.
+      `gkdrl.runners.cache_teacher` (--mode=top_k for supervised_kd: the
+      divergence over the teacher's k cached tokens plus one tail bucket;
+      --mode=samples for seqkd: one cached teacher completion per
+      example): train from it with no teacher in memory. Unset uses the
+      live teacher.
   """
 
   teacher_cache: str | None = None

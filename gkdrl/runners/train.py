@@ -43,6 +43,7 @@ from gkdrl.runners import loop
 from gkdrl.runners import plots
 from gkdrl.runners import setup
 from gkdrl.runners import workdir as workdir_lib
+from gkdrl.tasks import teacher_cache
 
 flags_lib.define_model_flags()
 flags_lib.define_agent_flags()
@@ -164,11 +165,20 @@ def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
                              entailment_model=config.reward.entailment_model,
                              length_penalty=config.reward.length_penalty)
   inputs = config.inputs
-  if "models" not in shared:
+  # With an offline teacher cache the teacher is never loaded.
+  cache = getattr(config.agent, "teacher_cache", None)
+  if cache:
+    seed = (config.task_seed if inputs.task in setup.GENERATED_TASKS
+            else None)
+    teacher_cache.check_identity(cache, teacher_cache.run_identity(
+        task, inputs.task, seed, inputs.teacher))
+  if "models" not in shared or (not cache
+                                and shared["models"].teacher is None):
     shared["models"] = setup.load_models(
         task=task, task_name=inputs.task, task_kwargs=shared["task_kwargs"],
         teacher=inputs.teacher, student=inputs.student,
-        cache_dir=inputs.cache_dir, progress=progress)
+        cache_dir=inputs.cache_dir, need_teacher=not cache,
+        progress=progress)
   models = shared["models"]
   setup.check_completion_length(models, task,
                                 config.agent.rollout.max_new_tokens)
@@ -212,6 +222,9 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
   for name, model, params in (
       ("teacher", models.teacher, models.teacher_params),
       ("initial", models.student, models.student_params)):
+    if model is None:  # no teacher loaded (a teacher cache)
+      references[name, eval_key] = None
+      continue
     if (name, eval_key) not in references:
       references[name, eval_key] = evaluate(model, params)
     if lead:
@@ -255,9 +268,10 @@ def describe(config: RunConfig, models) -> dict[str, Any]:
 
 
 def summary_table(summary: dict[str, Any], mode: str = "greedy") -> str:
-  rows = {"teacher": summary["teacher"][mode],
+  rows = {"teacher": summary["teacher"] and summary["teacher"][mode],
           "student before": summary["initial"][mode],
           "student after": summary["final"][mode]}
+  rows = {k: v for k, v in rows.items() if v is not None}
   columns = [c for c in TABLE_COLUMNS if c in rows["student after"]]
   return evaluation.format_table(rows, columns=columns)
 

@@ -64,6 +64,21 @@ def tokenizer_identity(tokenizer) -> dict[str, str]:
       "tokenizer": tokenizer_fingerprint(tokenizer)}
 
 
+def run_identity(task, task_name: str, task_seed: int | None,
+                 teacher: str) -> dict[str, Any]:
+  """What a training run and its cache must agree on.
+
+  Args:
+    task: the `Task` (its tokenizer is fingerprinted).
+    task_name: its registry name.
+    task_seed: the seed of its data; None for data without one (hub).
+    teacher: the teacher as the runners name it ('builtin' or a path).
+  """
+  return {"task": task_name, "task_seed": task_seed,
+          "tokenizer": tokenizer_fingerprint(task.tokenizer),
+          "teacher": teacher}
+
+
 def config_fingerprint(model_config) -> str:
   """SHA-256 of a model config's repr (a frozen dataclass)."""
   return hashlib.sha256(repr(model_config).encode("utf-8")).hexdigest()
@@ -245,6 +260,17 @@ class TeacherCache:
     return tokens, mask
 
 
+def check_identity(directory, expected: Mapping[str, Any]) -> None:
+  """Refuses a cache whose manifest differs from `expected` (names what)."""
+  path = pathlib.Path(directory) / MANIFEST
+  if not path.exists():
+    validation.fail("teacher_cache", str(directory),
+                    f"a directory with a {MANIFEST} written by "
+                    "gkdrl.runners.cache_teacher")
+  _check_identity(json.loads(path.read_text())["identity"], expected,
+                  str(directory))
+
+
 def open_cache(directory, expected: Mapping[str, Any] | None = None
                ) -> TeacherCache:
   """Loads a cache, checking its identity and every shard's checksum.
@@ -258,12 +284,8 @@ def open_cache(directory, expected: Mapping[str, Any] | None = None
     The `TeacherCache`.
   """
   path = pathlib.Path(directory)
-  if not (path / MANIFEST).exists():
-    validation.fail("teacher_cache", str(directory),
-                    f"a directory with a {MANIFEST} written by "
-                    "gkdrl.runners.cache_teacher")
+  check_identity(path, dict(expected or {}))
   manifest = json.loads((path / MANIFEST).read_text())
-  _check_identity(manifest["identity"], dict(expected or {}), str(path))
   identity = manifest["identity"]
   num_shards = -(-identity["num_examples"] // identity["shard_size"])
   entries = {}
