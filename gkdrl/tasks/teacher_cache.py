@@ -244,15 +244,17 @@ class TeacherCache:
               ) -> tuple[np.ndarray, np.ndarray]:
     """Cached teacher completions: (tokens int32, mask bool) `[B, T]`.
 
-    T is the longest cached completion of the batch, bucketed by powers of
-    two (so a run compiles a handful of shapes).
+    T is the longest cached completion of the batch rounded up to a bucket
+    (powers of two up to the cache's max_new_tokens), so a run compiles a
+    handful of shapes.
     """
     if self.identity["mode"] != "samples":
       validation.fail("teacher cache mode", self.identity["mode"],
                       "seqkd reads a cache built with --mode=samples")
     rows = [entry["tokens"] for entry in self._rows(task_batch)]
     longest = max(len(r) for r in rows)
-    t = base.bucket_length(longest, base.bucket_sizes(max(longest, 1)))
+    most = max(longest, self.identity.get("max_new_tokens") or 1)
+    t = base.bucket_length(longest, base.bucket_sizes(most))
     tokens = np.full((len(rows), t), pad_token_id, np.int32)
     mask = np.zeros((len(rows), t), bool)
     for row, r in enumerate(rows):

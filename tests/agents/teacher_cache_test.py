@@ -180,7 +180,8 @@ def test_seqkd_trains_on_the_cached_teacher_samples(
     return rows
 
   teacher_cache.build(compute, facts_task, tmp_path,
-                      identity=_identity(facts_task, "samples"),
+                      identity={**_identity(facts_task, "samples"),
+                                "max_new_tokens": 8},
                       shard_size=SHARD, batch_size=8)
   config = agents.SeqKDConfig(teacher_cache=str(tmp_path),
                               optimizer=_optimizer())
@@ -194,6 +195,8 @@ def test_seqkd_trains_on_the_cached_teacher_samples(
     np.testing.assert_array_equal(batch.completion_tokens[row, :n],
                                   samples[source])
     assert int(batch.completion_mask[row].sum()) == n
+  longest = max(len(samples[s]) for s in task_batch.sources)
+  assert longest <= 8 == batch.completion_tokens.shape[1]  # one bucket
   state = agent.init(student_params)
   nll = []
   for step in range(3):  # the same batch: its NLL must fall
