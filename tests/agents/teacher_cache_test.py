@@ -85,8 +85,10 @@ def test_training_from_the_cache_equals_the_live_teacher_at_the_same_k(
   moved = jax.tree.leaves(jax.tree.map(
       lambda a, b: float(jnp.max(jnp.abs(a - b))), states["cached"][0].params,
       student_params))
-  assert max(moved) > 1e-3  # the updates did something
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+  # Adam moves each parameter ~lr = 3e-2 per step: a wrong cache entry
+  # would differ by that much, float noise of the teacher by ~1e-5.
+  assert max(moved) > 1e-2
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
                states["cached"][0].params, states["live"][0].params)
   np.testing.assert_allclose(states["cached"][1], states["live"][1],
                              rtol=1e-5)
