@@ -223,7 +223,7 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
       ("teacher", models.teacher, models.teacher_params),
       ("initial", models.student, models.student_params)):
     if model is None:  # no teacher loaded (a teacher cache)
-      references[name, eval_key] = None
+      references[name, eval_key] = (None, None)  # (metrics, samples)
       continue
     if (name, eval_key) not in references:
       references[name, eval_key] = evaluate(model, params)
