@@ -55,3 +55,6 @@ class Batch(NamedTuple):
   # (float32) per completion position, read from an offline teacher cache.
   teacher_top_ids: Array | None = None
   teacher_top_logp: Array | None = None
+  # [B] float32 sequence advantages r - b, computed by the update on the
+  # whole batch before it is split into micro-batches.
+  advantages: Array | None = None

@@ -18,6 +18,7 @@ import numpy as np
 from gkdrl import parallel
 from gkdrl import sampling
 from gkdrl import types
+from gkdrl.agents import accumulation
 from gkdrl.agents import base
 from gkdrl.envs import text_generation
 from gkdrl.reward_models import base as rm_base
@@ -79,25 +80,36 @@ def repeat_rows(task_batch, samples_per_prompt: int):
       targets=rep_list(task_batch.targets))
 
 
+def _sample_rows(model, params, key, prompt_tokens, prompt_mask, settings):
+  """Samples, by `micro_batches` micro-batches of rows (one at a time)."""
+  settings = dict(settings)
+  params = base.cast_params(params, settings.pop("compute_dtype"))
+  num = settings.pop("micro_batches")
+
+  def sample(prompts, i):
+    # One micro-batch samples alone with its own key; a single batch keeps
+    # the key as it is.
+    micro_key = key if num == 1 else jax.random.fold_in(key, i)
+    return sampling.sample(model, params, micro_key, *prompts, **settings)
+
+  return accumulation.map_rows(sample, (prompt_tokens, prompt_mask), num)
+
+
 @functools.partial(jax.jit, static_argnames=("model", "settings"))
 def _sample(model, params, key, prompt_tokens, prompt_mask, *, settings):
   # An outer jit around the sampler's own, so that its compiles are counted
   # here; the inner jit is inlined, never compiled on its own.
   base.log_compile("sampler", prompt_tokens=prompt_tokens)
-  settings = dict(settings)
-  params = base.cast_params(params, settings.pop("compute_dtype"))
-  return sampling.sample(model, params, key, prompt_tokens, prompt_mask,
-                         **settings)
+  return _sample_rows(model, params, key, prompt_tokens, prompt_mask,
+                      settings)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "settings"))
 def _sample_stacked(model, params, key, prompt_tokens, prompt_mask, *,
                     settings):
   base.log_compile("sampler_stacked", prompt_tokens=prompt_tokens)
-  settings = dict(settings)
-  params = base.cast_params(params, settings.pop("compute_dtype"))
-  sample = lambda p: sampling.sample(model, p, key, prompt_tokens,
-                                     prompt_mask, **settings)
+  sample = lambda p: _sample_rows(model, p, key, prompt_tokens, prompt_mask,
+                                  settings)
   return jax.vmap(sample)(params)
 
 
@@ -112,7 +124,9 @@ def sample_batch(model, params, key: types.PRNGKey, task_batch, *,
     params: its parameters; with `stacked`, a leading axis [A] of A models.
     key: PRNG key (with `stacked`, every model samples with this same key).
     task_batch: the `TaskBatch` of prompts `[B, P]`.
-    config: the agent config (T and the sampling settings).
+    config: the agent config (T, the sampling settings, and
+      `grad_accum_steps`: the rows are sampled that many micro-batches at
+      a time, micro-batch i = rows i::N with the key folded with i).
     eos_token_id: id, or ids, that end a completion.
     pad_token_id: id written after the end.
     stacked: sample from each of the A stacked models in one compiled call.
@@ -129,9 +143,11 @@ def sample_batch(model, params, key: types.PRNGKey, task_batch, *,
               ("pad_token_id", pad_token_id),
               # Rollouts run in the compute dtype, like the forward passes
               # of the update (the cast happens inside the compiled call).
-              ("compute_dtype", config.compute_dtype))
+              ("compute_dtype", config.compute_dtype),
+              ("micro_batches", config.grad_accum_steps))
   prompt_tokens = jnp.asarray(task_batch.prompt_tokens, jnp.int32)  # [B, P]
   prompt_mask = jnp.asarray(task_batch.prompt_mask, bool)  # [B, P]
+  accumulation.check_divides(config.grad_accum_steps, prompt_tokens.shape[0])
   samples = (_sample_stacked if stacked else _sample)(
       model, params, key, prompt_tokens, prompt_mask, settings=settings)
   if stacked:
@@ -147,24 +163,31 @@ def sample_batch(model, params, key: types.PRNGKey, task_batch, *,
       behaviour_logp_a=samples.logp_a)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "compute_dtype"))
-def _teacher_hidden(model, params, batch, *, compute_dtype):
+@functools.partial(jax.jit,
+                   static_argnames=("model", "compute_dtype", "micro_batches"))
+def _teacher_hidden(model, params, batch, *, compute_dtype, micro_batches):
   base.log_compile("teacher", batch=batch)
-  return base.completion_hidden(
-      model, base.cast_params(params, compute_dtype), batch)  # [B, T, D]
+  params = base.cast_params(params, compute_dtype)
+  return accumulation.map_rows(
+      lambda rows, _: base.completion_hidden(model, params, rows), batch,
+      micro_batches)  # [B, T, D]
 
 
 def with_teacher_hidden(teacher, teacher_params, batch: types.Batch, *,
-                        compute_dtype: str) -> types.Batch:
+                        compute_dtype: str,
+                        micro_batches: int = 1) -> types.Batch:
   """The batch with the teacher's hidden states `[B, T, D]`, dispatched now.
 
   JAX returns before the device finishes, so host work that follows (host
   rewards) overlaps the teacher's forward pass; the update then only
-  unembeds them (`base.teacher_logits`).
+  unembeds them (`base.teacher_logits`), one micro-batch at a time. The
+  forward pass itself runs `micro_batches` micro-batches of rows at a time,
+  so its activations are those of B / N rows; its result is `[B, T, D]`
+  for the whole batch (D, not V: no teacher logits are kept).
   """
   return batch._replace(teacher_hidden=_teacher_hidden(
       teacher, teacher_params, batch._replace(rewards=None),
-      compute_dtype=compute_dtype))
+      compute_dtype=compute_dtype, micro_batches=micro_batches))
 
 
 def decode_completions(tokenizer, tokens, mask) -> list[str]:

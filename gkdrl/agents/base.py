@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 
 from gkdrl import types
+from gkdrl.agents import accumulation
 from gkdrl.agents import optimizer as optimizer_lib
 from gkdrl.agents import rollout_config
 from gkdrl import validation
@@ -106,6 +107,13 @@ class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
       projections' outputs, recompute attention) or "full" (keep each
       layer's input, recompute the layer). Same gradients; less memory for
       more compute. Sampling and the teacher are unaffected.
+    grad_accum_steps: N, micro-batches per batch, >= 1: sampling, the
+      teacher's forward pass, the loss and its gradient run on B / N rows at
+      a time, and one optimiser step follows, normalised by the whole batch
+      (`gkdrl.agents.accumulation`), so the update is the one-big-batch
+      update. N must divide the rows of a batch (batch_size *
+      samples_per_prompt). Samples depend on N (each micro-batch samples
+      with its own key); with the same samples the update does not.
   """
 
   optimizer: optimizer_lib.OptimizerConfig = dataclasses.field(
@@ -116,12 +124,14 @@ class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
   compute_dtype: str = "float32"
   param_dtype: str = "float32"
   remat: str = "none"
+  grad_accum_steps: int = 1
 
   def __post_init__(self):
     validation.check_choice("reduction", self.reduction, reductions.REDUCTIONS)
     validation.check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
     validation.check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
     validation.check_choice("remat", self.remat, model_lib.REMAT_MODES)
+    validation.check_int("grad_accum_steps", self.grad_accum_steps, 1)
 
   def unread_settings(self) -> dict[str, str]:
     """{field: why} for the fields this agent's training never reads.
@@ -269,7 +279,9 @@ def make_init(optimizer: optax.GradientTransformation, *,
 
 
 def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
-                epochs: int = 1, jit: bool = True
+                epochs: int = 1, jit: bool = True, grad_accum_steps: int = 1,
+                reduction: str = "sequence",
+                prepare: Callable[[types.Batch], types.Batch] | None = None
                 ) -> Callable[..., tuple[TrainingState, types.Metrics]]:
   """One update: `epochs` gradient steps of `loss_fn` on one batch.
 
@@ -285,13 +297,22 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
     jit: return the function jitted, donating its state argument and logging
       each compile as "update"; False returns the plain function, for
       callers that transform it further (vmap) and jit it themselves.
+    grad_accum_steps: N: each gradient is accumulated over N micro-batches
+      of the batch (`gkdrl.agents.accumulation.value_and_grad`); `loss_fn`
+      must then be a sum of `reduction` terms over the completion mask.
+    reduction: the reduction of `loss_fn`'s terms (weights the
+      micro-batches).
+    prepare: `prepare(batch) -> batch` on the whole batch before any split
+      (what is not a per-row quantity: the RL agents' advantages).
 
   Returns:
     `update(state, batch, teacher_params, key) -> (new_state, metrics)`.
   """
+  validation.check_int("grad_accum_steps", grad_accum_steps, 1)
+  grad_fn = accumulation.value_and_grad(loss_fn, grad_accum_steps, reduction)
 
   def one_step(state: TrainingState, batch, teacher_params, key):
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, metrics), grads = grad_fn(
         state.params, state, batch, teacher_params, key)
     updates, opt_state = optimizer.update(grads, state.opt_state,
                                           state.params)
@@ -314,6 +335,8 @@ def make_update(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
              key: Array) -> tuple[TrainingState, types.Metrics]:
     if jit:
       log_compile("update", batch=batch)
+    if prepare is not None:
+      batch = prepare(batch)
     if epochs == 1:
       return one_step(state, batch, teacher_params, key)
 

@@ -165,7 +165,7 @@ def make_gkd_rl_loss(config: GKDRLConfig, student, teacher
         baseline=config.baseline, group_size=config.samples_per_prompt,
         ref_logits=rl.reference_logits(config, student, state, batch),
         ref_kl_coef=config.ref_kl_coef, reduction=config.reduction,
-        **kwargs)
+        advantages=batch.advantages, **kwargs)
     if not static:
       # At alpha = 0 a fixed alpha has no divergence term and reports 0;
       # a traced one computes D(sg(student) || student), 0 up to rounding.
@@ -190,7 +190,8 @@ def make_act(config: GKDRLConfig, parts: registry.Parts):
       # Dispatched before the host rewards, so the two overlap.
       batch = acting.with_teacher_hidden(
           parts.teacher, teacher_params, batch,
-          compute_dtype=config.compute_dtype)
+          compute_dtype=config.compute_dtype,
+          micro_batches=config.grad_accum_steps)
     info = {}
     if config.scheduled or config.alpha < 1.0:
       batch, info = rl.add_rewards(parts, reward_params, batch, task_batch)
@@ -210,7 +211,7 @@ def build(config: GKDRLConfig, parts: registry.Parts) -> base.Agent:
       config, functools.partial(loss, alpha=config.alpha),
       make_act(config, parts),
       uses_teacher=config.alpha > 0.0, uses_reward=config.alpha < 1.0,
-      keep_reference=config.ref_kl_coef > 0)
+      keep_reference=config.ref_kl_coef > 0, prepare=rl.make_prepare(config))
 
 
 def _with_schedule(config: GKDRLConfig, agent: base.Agent) -> base.Agent:

@@ -160,7 +160,8 @@ def make_agent(config: base.AgentConfig, *, student, teacher=None,
 
 def assemble(config: base.AgentConfig, loss_fn: base.LossFn, act, *,
              uses_teacher: bool, uses_reward: bool,
-             keep_reference: bool = False, epochs: int = 1) -> base.Agent:
+             keep_reference: bool = False, epochs: int = 1,
+             prepare=None) -> base.Agent:
   """The `Agent` of a registered config from its loss and its act.
 
   Args:
@@ -172,11 +173,17 @@ def assemble(config: base.AgentConfig, loss_fn: base.LossFn, act, *,
     uses_reward: whether `act` calls the reward model.
     keep_reference: keep a frozen copy of the initial student in the state.
     epochs: gradient steps per batch.
+    prepare: `prepare(batch) -> batch`, run by the update on the whole
+      batch before it is split into micro-batches (`base.make_update`).
   """
   optimizer = optimizer_lib.make_optimizer(config.optimizer)
   return base.Agent(
       name=agent_name(config), config=config,
       init=base.make_init(optimizer, keep_reference=keep_reference,
                           param_dtype=config.param_dtype),
-      act=act, update=base.make_update(loss_fn, optimizer, epochs=epochs),
+      act=act,
+      update=base.make_update(
+          loss_fn, optimizer, epochs=epochs, prepare=prepare,
+          grad_accum_steps=config.grad_accum_steps,
+          reduction=config.reduction),
       uses_teacher=uses_teacher, uses_reward=uses_reward)

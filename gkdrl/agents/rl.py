@@ -73,9 +73,11 @@ def reference_logits(config: RLConfig, student, state: base.TrainingState,
 def _ppo_loss(config: RLConfig, s_logits, ref_logits, batch):
   """PPO's clipped surrogate on sequence advantages (+ reference KL)."""
   logp_a = base.token_log_probs(s_logits, batch.completion_tokens)  # [B, T]
-  advantages = losses.sequence_advantages(
-      batch.rewards, baseline=config.baseline,
-      group_size=config.samples_per_prompt)  # [B]
+  advantages = batch.advantages
+  if advantages is None:
+    advantages = losses.sequence_advantages(
+        batch.rewards, baseline=config.baseline,
+        group_size=config.samples_per_prompt)  # [B]
   loss, metrics = losses.ppo_clip_loss(
       logp_a, batch.behaviour_logp_a, advantages, batch.completion_mask,
       epsilon=config.ppo_epsilon, reduction=config.reduction)
@@ -103,9 +105,29 @@ def make_loss(config: RLConfig, student) -> base.LossFn:
         s_logits, None, batch.completion_tokens, batch.completion_mask,
         batch.rewards, alpha=0.0, baseline=config.baseline,
         group_size=config.samples_per_prompt, ref_logits=ref_logits,
-        ref_kl_coef=config.ref_kl_coef, reduction=config.reduction)
+        ref_kl_coef=config.ref_kl_coef, reduction=config.reduction,
+        advantages=batch.advantages)
 
   return loss_fn
+
+
+def make_prepare(config: RLConfig):
+  """`prepare(batch)`: the advantages of the whole batch, before any split.
+
+  The baselines are means over the batch or over a prompt's samples, so
+  they are computed once on every row (`base.make_update`'s `prepare`);
+  micro-batches of gradient accumulation then read `batch.advantages`.
+  A batch without rewards (gkd_rl at alpha = 1) is left as it is.
+  """
+
+  def prepare(batch: types.Batch) -> types.Batch:
+    if batch.rewards is None:
+      return batch
+    return batch._replace(advantages=losses.sequence_advantages(
+        batch.rewards, baseline=config.baseline,
+        group_size=config.samples_per_prompt))  # [B]
+
+  return prepare
 
 
 def sample_rollout(config: RLConfig, parts: registry.Parts, state,
@@ -145,7 +167,8 @@ def build(config: RLConfig, parts: registry.Parts) -> base.Agent:
   return registry.assemble(
       config, make_loss(config, parts.student), make_act(config, parts),
       uses_teacher=False, uses_reward=True,
-      keep_reference=config.ref_kl_coef > 0, epochs=config.ppo_epochs)
+      keep_reference=config.ref_kl_coef > 0, epochs=config.ppo_epochs,
+      prepare=make_prepare(config))
 
 
 registry.register("rl", RLConfig, build)

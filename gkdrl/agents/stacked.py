@@ -34,6 +34,7 @@ from gkdrl.agents import base
 from gkdrl.agents import gkd_rl
 from gkdrl.agents import optimizer as optimizer_lib
 from gkdrl.agents import registry
+from gkdrl.agents import rl
 
 
 def check_alphas(alphas: Sequence[float]) -> list[float]:
@@ -75,7 +76,9 @@ def _make_update(config, student, teacher, optimizer, alphas):
     teacher_params, alpha = teacher_and_alpha
     return loss(params, state, batch, teacher_params, key, alpha=alpha)
 
-  update = base.make_update(loss_fn, optimizer, jit=False)
+  update = base.make_update(
+      loss_fn, optimizer, jit=False, prepare=rl.make_prepare(config),
+      grad_accum_steps=config.grad_accum_steps, reduction=config.reduction)
 
   def stacked(states, batches, teacher_params, alpha_array, key):
     base.log_compile("update_stacked", batch=batches)

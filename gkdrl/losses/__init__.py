@@ -25,6 +25,7 @@ from gkdrl.losses.policy_gradient import ppo_clip_loss
 from gkdrl.losses.policy_gradient import sequence_advantages
 from gkdrl.losses.reductions import masked_mean
 from gkdrl.losses.reductions import masked_reduce
+from gkdrl.losses.reductions import reduction_denominator
 from gkdrl.losses.reductions import REDUCTIONS
 from gkdrl.losses.top_k import bucket_log_probs
 from gkdrl.losses.top_k import top_k_distillation_loss
@@ -50,6 +51,7 @@ __all__ = [
     "masked_reduce",
     "policy_gradient_loss",
     "ppo_clip_loss",
+    "reduction_denominator",
     "reverse_kl",
     "sampled_kl",
     "sequence_advantages",

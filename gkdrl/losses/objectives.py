@@ -252,7 +252,8 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
                 baseline: str = "mean", group_size: int = 1,
                 kl_mode: str = "analytic", ref_logits: Array | None = None,
                 ref_kl_coef: float = 0.0, reduction: str = "sequence",
-                chunk_size: int | None = None, **divergence_kwargs
+                chunk_size: int | None = None,
+                advantages: Array | None = None, **divergence_kwargs
                 ) -> tuple[Array, dict[str, Array]]:
   """GKD + RL (paper Eq. 5) as a loss to minimise.
 
@@ -296,6 +297,9 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
     reduction: "sequence", "token" or "sum".
     chunk_size: positions per chunk of the analytic divergence, as in
       `distillation_loss` (None: about 1M logits per chunk; 0: never).
+    advantages: `[B]` advantages computed beforehand (over a whole batch of
+      which these rows are a micro-batch); None computes them from
+      `rewards` with `baseline` and `group_size`.
     **divergence_kwargs: skew / normalized and the temperatures.
 
   Returns:
@@ -331,7 +335,12 @@ def gkd_rl_loss(student_logits: Array, teacher_logits: Array | None,
   student_log_probs = jax.nn.log_softmax(
       student_logits.astype(jnp.float32), axis=-1)  # [B, T, V]
   logp_a = _take(student_log_probs, actions)  # [B, T]
-  if use_rewards:
+  if use_rewards and advantages is not None:
+    chex.assert_shape(advantages, (student_logits.shape[0],))
+    advantages = jax.lax.stop_gradient(advantages.astype(jnp.float32))
+    if not static_alpha:
+      advantages = jnp.where(alpha == 1.0, 0.0, advantages)
+  elif use_rewards:
     advantages = policy_gradient.sequence_advantages(
         rewards, baseline=baseline, group_size=group_size)  # [B]
   else:

@@ -53,9 +53,33 @@ def masked_reduce(values: Array, mask: Array, *,
   else:
     row_values = row_sums
   has_tokens = counts > 0  # [B]
-  num_rows = jnp.sum(has_tokens).astype(jnp.float32)
   return jnp.sum(jnp.where(has_tokens, row_values, 0.0)) / jnp.maximum(
-      num_rows, 1.0)
+      reduction_denominator(mask, reduction=reduction), 1.0)
+
+
+def reduction_denominator(mask: Array, *, reduction: str = "sequence"
+                          ) -> Array:
+  """What `masked_reduce` divides by (before clamping it to >= 1).
+
+  The number of valid tokens for "token", of rows with any valid token for
+  "sequence" and "sum". A reduction of a batch is then the weighted sum of
+  the reductions of its parts (micro-batches, see
+  `gkdrl.agents.accumulation`), each weighted by its denominator over the
+  whole batch's.
+
+  Args:
+    mask: `[B, T]` 0/1 or bool, 1 where the token is valid.
+    reduction: "sequence", "token" or "sum".
+
+  Returns:
+    A float32 scalar, >= 0.
+  """
+  chex.assert_rank(mask, 2)
+  validation.check_choice("reduction", reduction, REDUCTIONS)
+  valid = mask.astype(bool)
+  if reduction == "token":
+    return jnp.sum(valid, dtype=jnp.float32)
+  return jnp.sum(jnp.any(valid, axis=-1), dtype=jnp.float32)
 
 
 def masked_mean(values: Array, mask: Array, *, mode: str = "sequence"
