@@ -9,17 +9,21 @@ where `build(config, parts) -> Agent` makes its loss and act and calls
 modules; the code here only looks an agent up by its config class. A new
 agent is one new module plus its `register` line.
 
-`make_agent` does what every agent needs before its own `build`: it checks
-that teacher and student share one vocabulary and resolves the EOS and pad
-ids (`special_token_ids`, also used by the runners), then checks that the
+`make_agent` does what every agent needs before its own `build`
+(`make_parts`): it checks that teacher and student share one vocabulary,
+restricts both to it (embeddings padded to different sizes are accepted,
+see `gkdrl.agents.vocabulary`) and resolves the EOS and pad ids
+(`special_token_ids`, also used by the runners), then checks that the
 agent got the teacher and the reward model it reads.
 """
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from gkdrl import validation
 from gkdrl.agents import base
 from gkdrl.agents import optimizer as optimizer_lib
+from gkdrl.agents import vocabulary
 
 # {name: config class}, in registration order.
 AGENT_CONFIGS: dict[str, type] = {}
@@ -83,24 +87,64 @@ def make_config(name: str, **kwargs) -> base.AgentConfig:
   return AGENT_CONFIGS[name](**kwargs)
 
 
-def check_vocabularies(teacher, student, *, teacher_path: str = "",
-                       student_path: str = "") -> None:
-  """Teacher and student must share one vocabulary (distillation needs it).
+def check_vocabularies(teacher, student, *, vocab_size: int | None = None,
+                       teacher_tokenizer=None, student_tokenizer=None,
+                       teacher_path: str = "", student_path: str = "") -> int:
+  """The size of the one vocabulary teacher and student share.
+
+  Distillation compares the two models' distributions id by id, so they
+  must share one tokenizer. Their embeddings may be padded to different
+  sizes (see `gkdrl.agents.vocabulary`): the real vocabulary is then
+  `vocab_size`, the tokenizer's size, and must fit both.
 
   Args:
     teacher: the teacher `LanguageModel` (anything with `.config`).
     student: the student `LanguageModel`.
+    vocab_size: the real vocabulary size (the tokenizer's `len`); None
+      takes the student tokenizer's, else requires equal embedding sizes.
+    teacher_tokenizer: the teacher's own tokenizer, compared with the
+      student's when both are given.
+    student_tokenizer: the student's own tokenizer.
     teacher_path: where the teacher came from, named in the error if given.
     student_path: where the student came from, likewise.
+
+  Returns:
+    The shared vocabulary size V (logits are sliced to it).
+
+  Raises:
+    ValueError: the tokenizers differ (the message says how), or the
+      embeddings differ in size and no real vocabulary size is known, or
+      it does not fit an embedding.
   """
+  t_from = f" ({teacher_path})" if teacher_path else ""
+  s_from = f" ({student_path})" if student_path else ""
+  if teacher_tokenizer is not None and student_tokenizer is not None:
+    difference = vocabulary.tokenizer_difference(teacher_tokenizer,
+                                                 student_tokenizer)
+    if difference:
+      raise ValueError(
+          f"teacher{t_from} and student{s_from} tokenizers differ "
+          f"(teacher's against student's: {difference}); distillation "
+          "needs one tokenizer (a cross-tokenizer pair is not supported).")
+    if vocab_size is None:
+      vocab_size = len(student_tokenizer)
   t_vocab, s_vocab = teacher.config.vocab_size, student.config.vocab_size
-  if t_vocab != s_vocab:
-    t_from = f" ({teacher_path})" if teacher_path else ""
-    s_from = f" ({student_path})" if student_path else ""
-    raise ValueError(
-        f"teacher and student vocabularies differ: teacher{t_from} "
-        f"vocab_size={t_vocab}, student{s_from} vocab_size={s_vocab}; "
-        "distillation needs one vocabulary.")
+  if vocab_size is None:
+    if t_vocab != s_vocab:
+      raise ValueError(
+          f"teacher and student vocabularies differ: teacher{t_from} "
+          f"vocab_size={t_vocab}, student{s_from} vocab_size={s_vocab}. "
+          "Distillation needs one vocabulary: for embeddings padded to "
+          "different sizes, give the tokenizer they share (make_agent's "
+          "tokenizer, or vocab_size) so that the real vocabulary is known.")
+    return t_vocab
+  validation.check_int("vocab_size", vocab_size, 1)
+  if vocab_size > min(t_vocab, s_vocab):
+    validation.fail(
+        "vocab_size", vocab_size,
+        f"the shared vocabulary must fit both embeddings: teacher{t_from} "
+        f"vocab_size={t_vocab}, student{s_from} vocab_size={s_vocab}")
+  return vocab_size
 
 
 def special_token_ids(tokenizer, student, eos_token_id=None,
@@ -121,32 +165,59 @@ def special_token_ids(tokenizer, student, eos_token_id=None,
   return eos_token_id, pad_token_id
 
 
+def make_parts(*, student, teacher=None, tokenizer=None, reward=None,
+               eos_token_id=None, pad_token_id: int | None = None,
+               vocab_size: int | None = None) -> Parts:
+  """What an agent is built from: `make_agent`'s arguments, resolved.
+
+  The models are restricted to the vocabulary they share
+  (`check_vocabularies`; `vocabulary.restrict_vocabulary`), so an agent
+  computes every logit, divergence and sample over the real vocabulary
+  only: len(tokenizer) ids when a tokenizer is given, or `vocab_size`.
+  """
+  if vocab_size is None and tokenizer is not None:
+    vocab_size = len(tokenizer)
+  if teacher is not None:
+    vocab_size = check_vocabularies(teacher, student, vocab_size=vocab_size)
+  if vocab_size is not None:
+    student = vocabulary.restrict_vocabulary(student, vocab_size)
+    if teacher is not None:
+      teacher = vocabulary.restrict_vocabulary(teacher, vocab_size)
+  eos_token_id, pad_token_id = special_token_ids(
+      tokenizer, student, eos_token_id, pad_token_id)
+  return Parts(student=student, teacher=teacher, tokenizer=tokenizer,
+               reward=reward, eos_token_id=eos_token_id,
+               pad_token_id=pad_token_id)
+
+
 def make_agent(config: base.AgentConfig, *, student, teacher=None,
                tokenizer=None, reward=None, eos_token_id=None,
-               pad_token_id: int | None = None) -> base.Agent:
+               pad_token_id: int | None = None,
+               vocab_size: int | None = None) -> base.Agent:
   """Builds the agent `config` describes.
 
   Args:
     config: a config of a registered agent (see `AGENT_CONFIGS`).
     student: the student `LanguageModel`.
     teacher: the teacher `LanguageModel` (agents that use one).
-    tokenizer: decodes completions for host reward models (RL agents).
+    tokenizer: the tokenizer the models share; decodes completions for host
+      reward models (RL agents), and its size is the real vocabulary.
     reward: a `RewardModel` (RL agents with alpha < 1).
     eos_token_id: end of a sampled completion; defaults to the tokenizer's.
     pad_token_id: written after a completion ends; defaults to the
       tokenizer's, else EOS.
+    vocab_size: the real vocabulary size, when it is not len(tokenizer):
+      logits are sliced to ids below it (embeddings padded beyond it, to
+      different sizes for teacher and student, are accepted). None: the
+      tokenizer's size, else the models' common vocab_size.
 
   Returns:
     The `Agent`.
   """
   name = agent_name(config)
-  if teacher is not None:
-    check_vocabularies(teacher, student)
-  eos_token_id, pad_token_id = special_token_ids(
-      tokenizer, student, eos_token_id, pad_token_id)
-  parts = Parts(student=student, teacher=teacher, tokenizer=tokenizer,
-                reward=reward, eos_token_id=eos_token_id,
-                pad_token_id=pad_token_id)
+  parts = make_parts(student=student, teacher=teacher, tokenizer=tokenizer,
+                     reward=reward, eos_token_id=eos_token_id,
+                     pad_token_id=pad_token_id, vocab_size=vocab_size)
   agent = _BUILDERS[type(config)][1](config, parts)
   if agent.uses_teacher and teacher is None:
     raise ValueError(f"agent {name!r} needs a teacher model.")

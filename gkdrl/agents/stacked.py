@@ -145,12 +145,10 @@ def make_stacked_agent(config: gkd_rl.GKDRLConfig, alphas: Sequence[float],
                       ("tokenizer", tokenizer)):
     if value is None:
       validation.fail(part, value, "the stacked gkd_rl agent needs it")
-  registry.check_vocabularies(teacher, student)
-  eos_token_id, pad_token_id = registry.special_token_ids(
-      tokenizer, student, eos_token_id, pad_token_id)
-  parts = registry.Parts(student=student, teacher=teacher,
-                         tokenizer=tokenizer, reward=reward,
-                         eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+  parts = registry.make_parts(
+      student=student, teacher=teacher, tokenizer=tokenizer, reward=reward,
+      eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+  student, teacher = parts.student, parts.teacher
   optimizer = optimizer_lib.make_optimizer(config.optimizer)
   init_one = base.make_init(optimizer, keep_reference=config.ref_kl_coef > 0,
                             param_dtype=config.param_dtype)

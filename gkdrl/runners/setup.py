@@ -174,7 +174,10 @@ def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
   t_model = t_params = None
   if need_teacher:
     t_model, t_params = networks.from_pretrained(paths["teacher"])
+    # Embeddings padded to different sizes are fine: the agents slice
+    # logits to the task tokenizer's vocabulary.
     agents.check_vocabularies(t_model, s_model,
+                              vocab_size=len(task.tokenizer),
                               teacher_path=str(paths["teacher"]),
                               student_path=str(paths["student"]))
   vocab = len(task.tokenizer)

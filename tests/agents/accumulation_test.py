@@ -16,12 +16,17 @@ import pytest
 
 from gkdrl import agents
 from gkdrl import losses
+from gkdrl import reward_models
 from gkdrl import types
 from gkdrl.agents import accumulation
 from gkdrl.agents import base
 from gkdrl.agents import sft
 
 ROWS = 8
+# Never called: the updates read the batch's rewards.
+REWARD = reward_models.make_python_reward(
+    lambda sources, completions, targets: np.zeros(len(completions)),
+    name="unused")
 # {case: (agent, config kwargs)}: every registered agent, each loss path.
 CASES = {
     "sft": ("sft", {}),
@@ -72,7 +77,7 @@ def one_update(name, kwargs, models, task, batch, steps):
       **kwargs)
   agent = agents.make_agent(config, student=student, teacher=teacher,
                             tokenizer=task.tokenizer,
-                            reward=lambda *a, **k: None)
+                            reward=REWARD)
   return agent.update(agent.init(sp), batch, tp, jax.random.key(7))
 
 
@@ -111,8 +116,10 @@ def check_update_invariance(case, reduction, num_steps, tiny_models,
     for key in ("loss/total", "train/grad_norm"):
       np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=2e-5,
                                  atol=1e-6, err_msg=f"{key}, N={steps}")
+    # Adam's first step is about lr * sign(gradient): a gradient entry near
+    # 0 may move by a fraction of lr = 1e-2 on float rounding alone.
     jax.tree.map(lambda a, b: np.testing.assert_allclose(
-        a, b, rtol=1e-4, atol=1e-5, err_msg=f"params, N={steps}"),
+        a, b, rtol=1e-4, atol=1e-4, err_msg=f"params, N={steps}"),
                  state.params, ref_state.params)
 
 

@@ -1,0 +1,79 @@
+"""One real vocabulary for a teacher and a student padded differently.
+
+Models of one family share a tokenizer but pad their embedding matrices to
+different sizes (Qwen2.5-0.5B has 151,936 rows, Qwen2.5-7B 152,064, for a
+tokenizer of 151,665 tokens). The ids below the tokenizer's size are the
+real vocabulary; the rows above it are padding, never a token of the data.
+`restrict_vocabulary` gives a view of a model whose logits cover the real
+vocabulary only, so every divergence, log-probability and sample of an
+agent is over the same V ids for both models, and a padding id is never
+sampled.
+"""
+
+from gkdrl import validation
+
+# The special tokens whose ids two tokenizers must agree on.
+# The pad token is not compared: it is never a prediction target.
+_SPECIAL_IDS = ("eos_token_id", "bos_token_id", "unk_token_id")
+
+
+def tokenizer_difference(tokenizer, reference) -> str | None:
+  """How `tokenizer` differs from `reference`, in words, or None.
+
+  Two tokenizers agree when they map the same strings to the same ids
+  (`get_vocab()`, added tokens included) and name the same EOS, BOS and
+  UNK ids.
+  """
+  vocab, want = tokenizer.get_vocab(), reference.get_vocab()
+  if vocab != want:
+    if len(vocab) != len(want):
+      return f"{len(vocab)} tokens against {len(want)}"
+    token = min(set(want.items()) ^ set(vocab.items()),
+                key=lambda item: item[1])[0]
+    return (f"token {token!r} has id {vocab.get(token)} against "
+            f"{want.get(token)}")
+  for attr in _SPECIAL_IDS:
+    ours, theirs = (getattr(t, attr, None) for t in (tokenizer, reference))
+    if ours != theirs:
+      return f"{attr} {ours} against {theirs}"
+  return None
+
+
+def restrict_vocabulary(model, vocab_size: int):
+  """A view of `model` whose logits cover ids `[0, vocab_size)` only.
+
+  The parameters are unchanged (the embedding keeps its padding rows); the
+  unembedding `[D, vocab_size]` and every logits output (`apply`,
+  `prefill`, `decode`) are sliced to the real vocabulary, so a sampler
+  cannot draw a padding id and a softmax gives it no mass. The same
+  `model` when `vocab_size` is its own.
+
+  Args:
+    model: a `gkdrl.networks.LanguageModel`.
+    vocab_size: the real vocabulary size, 1 <= vocab_size <=
+      `model.config.vocab_size`.
+
+  Returns:
+    A `LanguageModel` (a NamedTuple: a static argument of jitted functions
+    like the model itself; build it once and reuse it).
+  """
+  padded = model.config.vocab_size
+  validation.check_int("vocab_size", vocab_size, 1)
+  if vocab_size > padded:
+    validation.fail("vocab_size", vocab_size,
+                    f"the model's embedding has only {padded} rows")
+  if vocab_size == padded:
+    return model
+
+  def sliced(fn):
+    def with_real_logits(*args, **kwargs):
+      out = fn(*args, **kwargs)
+      if isinstance(out, tuple):  # (logits, cache)
+        return (out[0][..., :vocab_size],) + tuple(out[1:])
+      return out[..., :vocab_size]
+    return with_real_logits
+
+  return model._replace(
+      unembedding=lambda params: model.unembedding(params)[:, :vocab_size],
+      apply=sliced(model.apply), prefill=sliced(model.prefill),
+      decode=sliced(model.decode))
