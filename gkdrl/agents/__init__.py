@@ -6,7 +6,9 @@ and its act, registered by name in `registry`. `make_agent(config, ...)`
 builds the `Agent(init, act, update)` of any registered config; `update` is
 one jitted function of (state, batch, teacher params, key). `stacked` trains
 gkd_rl at several alphas at once. What they share: `base` (state, update,
-forward passes), `acting` (sampling, rewards), `optimizer`.
+forward passes), `acting` (sampling, rewards), `optimizer`,
+`accumulation` (micro-batches of one update), `vocabulary` (teacher and
+student embeddings padded to different sizes).
 """
 
 # The agent modules register themselves on import, in this order.
@@ -44,6 +46,7 @@ from gkdrl.agents.rollout_config import RolloutConfig
 from gkdrl.agents.seqkd import SeqKDConfig
 from gkdrl.agents.sft import SFTConfig
 from gkdrl.agents.stacked import make_stacked_agent
+from gkdrl.agents.vocabulary import restrict_vocabulary
 
 __all__ = [
     "AGENT_CONFIGS", "Agent", "AgentConfig", "DistillationConfig",
@@ -53,5 +56,5 @@ __all__ = [
     "check_vocabularies", "completion_hidden", "completion_logits",
     "decode_completions", "draw_student_data", "make_agent", "make_config",
     "make_gkd_rl_loss", "make_optimizer", "make_stacked_agent", "register",
-    "special_token_ids", "token_log_probs",
+    "restrict_vocabulary", "special_token_ids", "token_log_probs",
 ]

@@ -185,6 +185,11 @@ def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
     raise ValueError(
         f"Student vocab_size={s_model.config.vocab_size} is smaller than "
         f"the task tokenizer's {vocab} tokens.")
+  # Embedding rows beyond the tokenizer are padding: no model of the run
+  # (training, sampling, evaluation) gives them a logit.
+  s_model = agents.restrict_vocabulary(s_model, vocab)
+  if t_model is not None:
+    t_model = agents.restrict_vocabulary(t_model, vocab)
   return Models(student=s_model, student_params=s_params, teacher=t_model,
                 teacher_params=t_params, student_path=str(paths["student"]),
                 teacher_path=str(paths.get("teacher", "")))

@@ -208,3 +208,41 @@ def test_act_samples_by_micro_batches_deterministically(tiny_models,
   np.testing.assert_allclose(
       np.where(one.completion_mask, logp, 0.0), one.behaviour_logp_a,
       atol=1e-5)
+
+
+def test_accumulating_updates_compile_once_per_batch_shape(tiny_models,
+                                                            facts_task,
+                                                            ragged_batch):
+  student, sp, teacher, tp = tiny_models
+  agent = agents.make_agent(
+      agents.make_config("gkd", max_new_tokens=4, grad_accum_steps=2),
+      student=student, teacher=teacher, tokenizer=facts_task.tokenizer)
+  state = agent.init(sp)
+  before = base.compile_counts().get("update", 0)
+  for seed in range(3):
+    state, _ = agent.update(state, ragged_batch, tp, jax.random.key(seed))
+  assert base.compile_counts()["update"] - before == 1
+
+
+def test_stacked_agent_accumulates_like_one_batch(tiny_models, facts_task,
+                                                  ragged_batch):
+  """The vmapped gkd_rl at several alphas, with micro-batches."""
+  student, sp, teacher, tp = tiny_models
+  results = []
+  for steps in (1, 2):
+    config = agents.GKDRLConfig(
+        max_new_tokens=4, grad_accum_steps=steps, reduction="token",
+        optimizer=agents.OptimizerConfig(learning_rate=1e-2, warmup_steps=0))
+    agent = agents.make_stacked_agent(
+        config, [0.0, 0.5, 1.0], student=student, teacher=teacher,
+        tokenizer=facts_task.tokenizer, reward=REWARD)
+    batches = jax.tree.map(lambda x: jnp.stack([x] * 3), ragged_batch)
+    results.append(agent.update(agent.init(sp), batches, tp,
+                                jax.random.key(0)))
+  (ref_state, ref_metrics), (state, metrics) = results
+  np.testing.assert_allclose(metrics["loss/total"],
+                             ref_metrics["loss/total"], rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics["train/grad_norm"],
+                             ref_metrics["train/grad_norm"], rtol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
+               state.params, ref_state.params)

@@ -17,6 +17,7 @@ import numpy as np
 from gkdrl import agents
 from gkdrl import networks
 from gkdrl import parallel
+from gkdrl import reward_models
 from gkdrl import sampling
 from gkdrl import types
 from gkdrl.agents import base
@@ -29,6 +30,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from tests.tiny_models import tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 8
+# The updates read the batch's rewards; this model is never called.
+UNUSED_REWARD = reward_models.make_python_reward(
+    lambda sources, completions, targets: np.zeros(len(completions)),
+    name="unused")
 
 
 def rel_err(a, b):
@@ -70,7 +75,7 @@ def main():
   config = agents.make_config("gkd_rl", alpha=0.5, max_new_tokens=8)
   agent = agents.make_agent(config, student=student, teacher=teacher,
                             tokenizer=task.tokenizer,
-                            reward=lambda *a, **k: None)
+                            reward=UNUSED_REWARD)
   state = agent.init(s_params)
   key = jax.random.key(3)
 
@@ -132,6 +137,25 @@ def main():
       "metrics_replicated": all(v.sharding.is_fully_replicated
                                 for v in metrics.values()),
   }
+  # Gradient accumulation on the mesh: 2 micro-batches of the row-sharded
+  # batch give the one-device, one-big-batch update.
+  accum = agents.make_agent(
+      agents.make_config("gkd_rl", alpha=0.5, max_new_tokens=8,
+                         grad_accum_steps=2),
+      student=student, teacher=teacher, tokenizer=task.tokenizer,
+      reward=UNUSED_REWARD)
+  accum_update = parallel.jit_update(accum.update, mesh42, state, t_params,
+                                     min_size=0)
+  new_state, metrics = two_updates(
+      parallel.shard_state(state, mesh42, min_size=0),
+      parallel.shard_batch(batch, mesh42), sh_teacher, accum_update)
+  results["accumulation"] = {
+      "loss": float(metrics["loss/total"]),
+      "ref_loss": float(ref_metrics["loss/total"]),
+      "params_rel_err": rel_err(new_state.params, ref_state.params),
+      "step": int(new_state.step),
+  }
+
   shards = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(sh_state)[0]:
     shards[jax.tree_util.keystr(path)] = {

@@ -50,6 +50,7 @@ def test_multi_device():
   check_sampler_greedy_tokens_match(results)
   check_pinned_update_matches_one_device(results["jit_update"])
   check_act_samples_from_row_sharded_prompts(results["act"])
+  check_accumulated_update_matches_one_device(results["accumulation"])
 
 
 def check_sharded_update_matches_one_device(r):
@@ -124,3 +125,9 @@ def check_act_samples_from_row_sharded_prompts(r):
   assert r["prompts_row_sharded"]
   assert r["batch_row_sharded"]
   assert r["same_tokens"]
+
+
+def check_accumulated_update_matches_one_device(r):
+  assert r["step"] == 2
+  np.testing.assert_allclose(r["loss"], r["ref_loss"], rtol=1e-5, atol=1e-6)
+  assert r["params_rel_err"] < 1e-4
