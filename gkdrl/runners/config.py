@@ -147,6 +147,12 @@ class RunConfig:
       object.__setattr__(self, "agent", dataclasses.replace(
           self.agent, optimizer=dataclasses.replace(
               optimizer, decay_steps=self.loop.steps)))
+    rows = self.loop.batch_size * getattr(self.agent, "samples_per_prompt",
+                                          1)
+    if rows % self.agent.grad_accum_steps:
+      validation.fail("grad_accum_steps", self.agent.grad_accum_steps,
+                      f"it must divide the {rows} rows of each batch "
+                      "(batch_size * samples_per_prompt)")
 
   @property
   def agent_name(self) -> str:

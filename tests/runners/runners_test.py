@@ -327,3 +327,14 @@ def test_mesh_must_split_the_batch(tmp_path, monkeypatch):
   run_values.update(mesh="data:3", batch_size=4)
   with pytest.raises(ValueError, match="'data:3': sizes multiply to 3"):
     train.run(run_values, progress=False)
+
+
+def test_grad_accum_steps_must_split_the_batch(tmp_path, monkeypatch):
+  monkeypatch.setattr(train.loop, "train", None)
+  run_values = train.default_values(workdir=str(tmp_path / "w"),
+                                    agent="gkd", batch_size=6,
+                                    grad_accum_steps=4)
+  monkeypatch.setattr(train.setup, "load_models", None)  # not reached
+  with pytest.raises(ValueError, match=r"grad_accum_steps=4 is not "
+                     r"allowed; it must divide the 6 rows of each batch"):
+    train.run(run_values, progress=False)
