@@ -91,35 +91,14 @@ def resolve_model_path(spec: str, role: str, task, task_name: str,
   return _check_path(spec, f"--{role}")
 
 
-# The special tokens whose ids must agree between a model and the task.
-_SPECIAL_IDS = ("eos_token_id", "bos_token_id", "unk_token_id")
-
-
 def _describe(tokenizer, origin: str) -> str:
   where = getattr(tokenizer, "name_or_path", "") or origin
   return f"{len(tokenizer.get_vocab())} tokens, from {where}"
 
 
-def tokenizer_difference(tokenizer, reference) -> str | None:
-  """How `tokenizer` encodes differently from `reference`, or None.
-
-  Two tokenizers agree when they map the same strings to the same ids
-  (`get_vocab()`, added tokens included) and name the same EOS, BOS and
-  UNK ids. The pad token is not compared: it is never a prediction target.
-  """
-  vocab, want = tokenizer.get_vocab(), reference.get_vocab()
-  if vocab != want:
-    if len(vocab) != len(want):
-      return f"{len(vocab)} tokens against {len(want)}"
-    token = min(set(want.items()) ^ set(vocab.items()),
-                key=lambda item: item[1])[0]
-    return (f"token {token!r} has id {vocab.get(token)} against "
-            f"{want.get(token)}")
-  for attr in _SPECIAL_IDS:
-    ours, theirs = (getattr(t, attr, None) for t in (tokenizer, reference))
-    if ours != theirs:
-      return f"{attr} {ours} against {theirs}"
-  return None
+# How a model's tokenizer differs from the task's (one definition, shared
+# with the agents' check of teacher against student).
+tokenizer_difference = agents.vocabulary.tokenizer_difference
 
 
 def check_tokenizer(role: str, path, task, task_name: str) -> None:
