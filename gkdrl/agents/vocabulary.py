@@ -28,8 +28,9 @@ def tokenizer_difference(tokenizer, reference) -> str | None:
   if vocab != want:
     if len(vocab) != len(want):
       return f"{len(vocab)} tokens against {len(want)}"
+    # The lowest id whose token differs (ties by token: deterministic).
     token = min(set(want.items()) ^ set(vocab.items()),
-                key=lambda item: item[1])[0]
+                key=lambda item: (item[1], item[0]))[0]
     return (f"token {token!r} has id {vocab.get(token)} against "
             f"{want.get(token)}")
   for attr in _SPECIAL_IDS:
