@@ -206,7 +206,8 @@ def build(config: GKDRLConfig, parts: registry.Parts) -> base.Agent:
     return _with_schedule(config, registry.assemble(
         config, lambda p, s, b, t, k: loss(p, s, b, t, k, alpha=s.alpha),
         make_act(config, parts), uses_teacher=True, uses_reward=True,
-        keep_reference=config.ref_kl_coef > 0))
+        keep_reference=config.ref_kl_coef > 0,
+        prepare=rl.make_prepare(config)))
   return registry.assemble(
       config, functools.partial(loss, alpha=config.alpha),
       make_act(config, parts),
