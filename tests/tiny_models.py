@@ -11,3 +11,18 @@ def tiny_config(task, d_model: int, n_layers: int) -> networks.ModelConfig:
       n_kv_heads=1, d_ff=2 * d_model, max_positions=128,
       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
       bos_token_id=tok.bos_token_id)
+
+
+def tiny_t5_config(task, d_model: int, n_layers: int, *,
+                   gated: bool = False) -> networks.T5Config:
+  """A small T5 config for `task`'s tokenizer: v1.0 (ReLU, tied head) or,
+  with `gated`, v1.1 (gated GELU, untied head)."""
+  tok = task.tokenizer
+  return networks.T5Config(
+      vocab_size=len(tok), d_model=d_model, n_layers=n_layers, n_heads=2,
+      head_dim=d_model // 2, d_ff=2 * d_model,
+      activation="gelu_new" if gated else "relu", gated_mlp=gated,
+      tie_embeddings=not gated, relative_buckets=8,
+      relative_max_distance=32, eos_token_id=tok.eos_token_id,
+      pad_token_id=tok.pad_token_id,
+      decoder_start_token_id=tok.pad_token_id)

@@ -191,11 +191,23 @@ def completion_hidden(model, params: Params, batch: types.Batch, *,
                       remat: str = "none") -> Array:
   """Final hidden states `[B, T, D]` at the positions predicting completions.
 
-  The model reads the left-padded prompt followed by the right-padded
-  completion; the hidden state at position P - 1 + t predicts completion
-  token t. `remat` (a `REMAT_MODES` name) goes to `model.hidden`: what a
-  backward pass through this call stores per layer.
+  The one place where the two model kinds differ in an update:
+
+  - decoder-only (`LanguageModel`): the model reads the left-padded prompt
+    followed by the right-padded completion; the hidden state at position
+    P - 1 + t predicts completion token t.
+  - encoder-decoder (`model.is_encoder_decoder`): the prompt is the encoder
+    input and the decoder reads [decoder start, completion[:-1]] (teacher
+    forcing); its hidden state t predicts completion token t. The encoder is
+    part of the forward pass, so it is differentiated too.
+
+  `remat` (a `REMAT_MODES` name) goes to `model.hidden`: what a backward
+  pass through this call stores per layer.
   """
+  if model.is_encoder_decoder:
+    tokens, mask = teacher_forcing_inputs(model, batch)  # [B, T]
+    return model.hidden(params, batch.prompt_tokens, batch.prompt_mask,
+                        tokens, mask, remat=remat)  # [B, T, D]
   prompt_len = batch.prompt_tokens.shape[1]
   completion_len = batch.completion_tokens.shape[1]
   tokens = jnp.concatenate(
@@ -204,6 +216,23 @@ def completion_hidden(model, params: Params, batch: types.Batch, *,
       [batch.prompt_mask, batch.completion_mask], axis=1)  # [B, L]
   hidden = model.hidden(params, tokens, mask, remat=remat)  # [B, L, D]
   return hidden[:, prompt_len - 1:prompt_len - 1 + completion_len]
+
+
+def teacher_forcing_inputs(model, batch: types.Batch) -> tuple[Array, Array]:
+  """An encoder-decoder model's decoder tokens and mask, both `[B, T]`.
+
+  [decoder start, completion[:-1]]: the completion shifted right by one, so
+  decoder position t predicts completion token t. The start token is always
+  real; the shifted completion keeps its (right-padded) mask.
+  """
+  completion = batch.completion_tokens  # [B, T]
+  start = jnp.full((completion.shape[0], 1),
+                   model.config.decoder_start_token_id, completion.dtype)
+  tokens = jnp.concatenate([start, completion[:, :-1]], axis=1)  # [B, T]
+  mask = jnp.concatenate(
+      [jnp.ones_like(start, bool),
+       batch.completion_mask[:, :-1].astype(bool)], axis=1)  # [B, T]
+  return tokens, mask
 
 
 def completion_logits(model, params: Params, batch: types.Batch, *,

@@ -98,8 +98,10 @@ def check_vocabularies(teacher, student, *, vocab_size: int | None = None,
   `vocab_size`, the tokenizer's size, and must fit both.
 
   Args:
-    teacher: the teacher `LanguageModel` (anything with `.config`).
-    student: the student `LanguageModel`.
+    teacher: the teacher `LanguageModel` or `EncoderDecoderModel`. A
+      decoder-only teacher may teach an encoder-decoder student (or the
+      reverse) when the two share one vocabulary.
+    student: the student, likewise.
     vocab_size: the real vocabulary size (the tokenizer's `len`); None
       takes the student tokenizer's, else requires equal embedding sizes.
     teacher_tokenizer: the teacher's own tokenizer, compared with the
@@ -131,8 +133,15 @@ def check_vocabularies(teacher, student, *, vocab_size: int | None = None,
   t_vocab, s_vocab = teacher.config.vocab_size, student.config.vocab_size
   if vocab_size is None:
     if t_vocab != s_vocab:
+      kinds = ""
+      if teacher.is_encoder_decoder != student.is_encoder_decoder:
+        kind = lambda m: ("encoder-decoder" if m.is_encoder_decoder
+                          else "decoder-only")
+        kinds = (f" (a {kind(teacher)} teacher and a {kind(student)} "
+                 "student can be paired only when they share one "
+                 "vocabulary)")
       raise ValueError(
-          f"teacher and student vocabularies differ: teacher{t_from} "
+          f"teacher and student vocabularies differ{kinds}: teacher{t_from} "
           f"vocab_size={t_vocab}, student{s_from} vocab_size={s_vocab}. "
           "Distillation needs one vocabulary: for embeddings padded to "
           "different sizes, give the tokenizer they share (make_agent's "
