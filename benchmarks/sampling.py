@@ -25,6 +25,11 @@ Usage:
   python benchmarks/sampling.py --scan           # plus the scan decode
   python benchmarks/sampling.py --quick          # random model only, fewer
   python benchmarks/sampling.py --models=smollm2 --batch_sizes=16
+  python benchmarks/sampling.py --models=t5 --batch_sizes=16  # T5-small size
+
+The "t5" model is a random T5-small-sized encoder-decoder (Hugging Face's
+side `T5ForConditionalGeneration`); its prompt is the encoder's input and
+both sides decode `--new_tokens` tokens after the decoder start token.
 """
 
 import argparse
@@ -49,6 +54,11 @@ RANDOM_CONFIG = networks.ModelConfig(
     model_type="llama", vocab_size=8192, d_model=256, n_layers=4, n_heads=8,
     n_kv_heads=4, d_ff=704, max_positions=1024, eos_token_id=1,
     pad_token_id=0)
+# A T5-small-sized encoder-decoder (v1.0: ReLU, tied head) with random
+# weights (about 60M parameters).
+T5_CONFIG = networks.T5Config(
+    vocab_size=32128, d_model=512, n_layers=6, n_heads=8, head_dim=64,
+    d_ff=2048, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 
 
 def load(name: str):
@@ -60,12 +70,16 @@ def load(name: str):
   elif name == "random":
     model = networks.make_model(RANDOM_CONFIG)
     params = model.init(jax.random.key(0))
+  elif name == "t5":
+    model = networks.make_t5(T5_CONFIG)
+    params = model.init(jax.random.key(0))
   else:
     raise ValueError(f"--models: unknown model {name!r}")
+  hf_class = (transformers.AutoModelForSeq2SeqLM if model.is_encoder_decoder
+              else transformers.AutoModelForCausalLM)
   with tempfile.TemporaryDirectory() as directory:
     networks.save_pretrained(model, params, directory)
-    hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-        directory, dtype=torch.float32)
+    hf_model = hf_class.from_pretrained(directory, dtype=torch.float32)
   hf_model.eval()
   return model, params, hf_model
 
@@ -87,7 +101,8 @@ def bench(name: str, batch_size: int, args) -> dict:
   mask = np.ones_like(prompt, bool)
   keys = iter(jax.random.split(jax.random.key(0), 2 * args.repeats + 2))
   # Without prepare_decode the actor decodes on the stacked parameters.
-  scan_model = model._replace(prepare_decode=None, unstack_cache=None)
+  scan_model = (None if model.is_encoder_decoder else
+                model._replace(prepare_decode=None, unstack_cache=None))
 
   def ours(model=model):
     # An id outside the vocabulary is never sampled: no row stops early.
@@ -107,24 +122,26 @@ def bench(name: str, batch_size: int, args) -> dict:
           input_ids=input_ids, attention_mask=attention_mask, do_sample=True,
           temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
           min_new_tokens=new_tokens, pad_token_id=0)
-    assert out.shape[1] == args.prompt_length + new_tokens, out.shape
+    # An encoder-decoder returns the decoder start token and the new ones.
+    start = 1 if model.is_encoder_decoder else args.prompt_length
+    assert out.shape[1] == start + new_tokens, out.shape
 
   ours()  # compiles
-  if args.scan:
+  scan = args.scan and scan_model is not None
+  if scan:
     ours(scan_model)
   theirs(4)  # nothing to compile: a short run warms the caches
   ours_s, theirs_s, scan_s = [], [], []
   for _ in range(args.repeats):
     ours_s.append(_seconds(ours))
     theirs_s.append(_seconds(theirs))
-    if args.scan:
+    if scan:
       scan_s.append(_seconds(lambda: ours(scan_model)))
   ours_s, theirs_s = statistics.median(ours_s), statistics.median(theirs_s)
   tokens = batch_size * args.new_tokens
   row = dict(model=name, batch=batch_size, ours=tokens / ours_s,
              hf=tokens / theirs_s, ratio=theirs_s / ours_s)
-  if args.scan:
-    row["scan"] = tokens / statistics.median(scan_s)
+  row["scan"] = tokens / statistics.median(scan_s) if scan else float("nan")
   return row
 
 

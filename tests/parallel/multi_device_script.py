@@ -28,6 +28,7 @@ from gkdrl.runners import checkpointing
 # importable.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from tests.tiny_models import tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests.tiny_models import tiny_t5_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCH = 8
 # The updates read the batch's rewards; this model is never called.
@@ -53,7 +54,54 @@ def max_abs_diff(a, b):
                                 initial=0.0)), a, b)))
 
 
-def main():
+T5_MESH = "data:2,fsdp:2,model:2"
+
+
+def t5_update(task, batch):
+  """Two gkd updates of a T5 student (T5 teacher), sharded versus not."""
+  student = networks.make_t5(tiny_t5_config(task, 16, 2))
+  teacher = networks.make_t5(tiny_t5_config(task, 24, 1, gated=True))
+  s_params = student.init(jax.random.key(0))
+  t_params = teacher.init(jax.random.key(1))
+  agent = agents.make_agent(
+      agents.make_config("gkd", lmbda=0.0, max_new_tokens=8),
+      student=student, teacher=teacher, tokenizer=task.tokenizer)
+  state = agent.init(s_params)
+  key = jax.random.key(3)
+
+  def two_updates(state, batch, t_params):
+    state = jax.tree.map(jnp.copy, state)
+    state, _ = agent.update(state, batch, t_params, key)
+    return agent.update(state, batch, t_params, key)
+
+  ref_state, ref_metrics = two_updates(state, batch, t_params)
+  mesh = parallel.make_mesh(T5_MESH)
+  sh_state = parallel.shard_state(state, mesh, min_size=0)
+  new_state, metrics = two_updates(
+      sh_state, parallel.shard_batch(batch, mesh),
+      parallel.shard_params(t_params, mesh, min_size=0))
+  return {
+      "loss": float(metrics["loss/total"]),
+      "ref_loss": float(ref_metrics["loss/total"]),
+      "params_rel_err": rel_err(new_state.params, ref_state.params),
+      "update_rel_err": rel_err(
+          jax.tree.map(jnp.subtract, new_state.params, state.params),
+          jax.tree.map(jnp.subtract, ref_state.params, state.params)),
+      "params_moved": max_abs_diff(ref_state.params, state.params),
+      "opt_rel_err": rel_err(new_state.opt_state, ref_state.opt_state),
+      "step": int(new_state.step),
+      "ref_step": int(ref_state.step),
+      "same_out_sharding": all(jax.tree.leaves(jax.tree.map(
+          lambda new, old: new.sharding.is_equivalent_to(old.sharding,
+                                                         old.ndim),
+          new_state, sh_state))),
+      "model_specs": {
+          k: str(v["w"].sharding.spec) for k, v in sh_state.params.items()
+          if "w" in v},
+  }
+
+
+def main(only_t5: bool = False):
   results = {"device_count": jax.device_count()}
   task = tasks.make_task("facts", num_train=64, num_validation=16,
                          num_test=16)
@@ -71,6 +119,10 @@ def main():
   batch = batch._replace(
       behaviour_logp_a=base.token_log_probs(logits, batch.completion_tokens),
       rewards=jax.random.normal(jax.random.key(2), (BATCH,)))
+  results["t5"] = t5_update(task, batch)
+  if only_t5:  # `multi_device_script.py t5`: the T5 check alone
+    print(json.dumps(results))
+    return 0
 
   config = agents.make_config("gkd_rl", alpha=0.5, max_new_tokens=8)
   agent = agents.make_agent(config, student=student, teacher=teacher,
@@ -235,4 +287,4 @@ def main():
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(main(only_t5=sys.argv[1:] == ["t5"]))
