@@ -374,7 +374,7 @@ def _evaluate(*, num_samples: int, model, params: Any, task: tasks.Task,
         f"teacher vocab_size={teacher.config.vocab_size} must equal the "
         f"model's vocab_size={model.config.vocab_size}")
   for what, lm in (("the model", model), ("the teacher", teacher)):
-    if lm is not None:
+    if lm is not None and not lm.is_encoder_decoder:  # no position limit
       validation.check_completion_length(
           max_new_tokens, prompt_tokens=task.max_prompt_tokens,
           max_positions=lm.config.max_positions, model=what)

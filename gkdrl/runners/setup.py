@@ -126,10 +126,13 @@ def check_tokenizer(role: str, path, task, task_name: str) -> None:
 
 def check_completion_length(models: "Models", task,
                             max_new_tokens: int) -> None:
-  """The longest prompt plus `max_new_tokens` must fit every model."""
+  """The longest prompt plus `max_new_tokens` must fit every model.
+
+  Encoder-decoder models (relative positions) have no such limit.
+  """
   for path, model in ((models.student_path, models.student),
                       (models.teacher_path, models.teacher)):
-    if model is not None:
+    if model is not None and not model.is_encoder_decoder:
       validation.check_completion_length(
           max_new_tokens, prompt_tokens=task.max_prompt_tokens,
           max_positions=model.config.max_positions, model=path)
