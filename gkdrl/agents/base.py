@@ -39,6 +39,7 @@ from gkdrl.agents import optimizer as optimizer_lib
 from gkdrl.agents import rollout_config
 from gkdrl import validation
 from gkdrl.losses import reductions
+from gkdrl.networks import lora
 from gkdrl.networks import model as model_lib
 
 Array = types.Array
@@ -82,6 +83,9 @@ class TrainingState(NamedTuple):
   step: Array  # [] int32, number of updates applied
   ref_params: Params | None = None  # frozen initial student (KL reference)
   alpha: Array | None = None  # [] float32 gkd_rl teacher weight, when scheduled
+  # LoRA (`lora_rank` > 0): the frozen base model, in `lora_base_dtype`;
+  # `params` then holds the adapters (`gkdrl.networks.lora`).
+  frozen: Params | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -114,6 +118,14 @@ class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
       update. N must divide the rows of a batch (batch_size *
       samples_per_prompt). Samples depend on N (each micro-batch samples
       with its own key); with the same samples the update does not.
+    lora_rank: r of low-rank adapters trained on a frozen student
+      (`gkdrl.networks.lora`), >= 0; 0 trains every parameter.
+    lora_alpha: LoRA alpha, > 0; the adapters' update is scaled by
+      lora_alpha / lora_rank.
+    lora_targets: the projections that get adapters: query, key, value,
+      out (attention), gate, up, down (MLP).
+    lora_base_dtype: "float32" or "bfloat16": the dtype the frozen base
+      is stored in with LoRA.
   """
 
   optimizer: optimizer_lib.OptimizerConfig = dataclasses.field(
@@ -125,6 +137,10 @@ class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
   param_dtype: str = "float32"
   remat: str = "none"
   grad_accum_steps: int = 1
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = lora.DEFAULT_TARGETS
+  lora_base_dtype: str = "float32"
 
   def __post_init__(self):
     validation.check_choice("reduction", self.reduction, reductions.REDUCTIONS)
@@ -132,6 +148,12 @@ class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
     validation.check_choice("param_dtype", self.param_dtype, PARAM_DTYPES)
     validation.check_choice("remat", self.remat, model_lib.REMAT_MODES)
     validation.check_int("grad_accum_steps", self.grad_accum_steps, 1)
+    validation.check_int("lora_rank", self.lora_rank, 0)
+    validation.check_positive("lora_alpha", self.lora_alpha)
+    object.__setattr__(self, "lora_targets",
+                       lora.check_targets(self.lora_targets))
+    validation.check_choice("lora_base_dtype", self.lora_base_dtype,
+                            PARAM_DTYPES)
 
   def unread_settings(self) -> dict[str, str]:
     """{field: why} for the fields this agent's training never reads.
@@ -139,7 +161,10 @@ class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
     The runners reject a flag set for one of them (a sweep that sets it
     would otherwise silently train something else). Agents override this.
     """
-    return {}
+    if self.lora_rank:
+      return {}
+    return dict.fromkeys(("lora_alpha", "lora_targets", "lora_base_dtype"),
+                         "lora_rank=0 trains no adapters")
 
   max_new_tokens = property(lambda self: self.rollout.max_new_tokens,
                             doc="`rollout.max_new_tokens`.")
@@ -165,6 +190,9 @@ class Agent(NamedTuple):
       jitted.
     uses_teacher: whether `update` or `act` reads the teacher.
     uses_reward: whether `act` calls the reward model.
+    model_params: `model_params(state) -> params` for the student model
+      (sampling, evaluation, export): `state.params`, or with LoRA the
+      base merged with the adapters.
   """
 
   name: str
@@ -174,6 +202,8 @@ class Agent(NamedTuple):
   update: Callable[..., tuple[TrainingState, types.Metrics]]
   uses_teacher: bool
   uses_reward: bool
+  model_params: Callable[[TrainingState], Params] = (
+      lambda state: state.params)
 
 
 def cast_params(params: Params, compute_dtype: str) -> Params:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from gkdrl import validation
+from gkdrl.agents import adapters
 from gkdrl.agents import base
 from gkdrl.agents import optimizer as optimizer_lib
 from gkdrl.agents import vocabulary
@@ -255,8 +256,25 @@ def assemble(config: base.AgentConfig, loss_fn: base.LossFn, act, *,
     epochs: gradient steps per batch.
     prepare: `prepare(batch) -> batch`, run by the update on the whole
       batch before it is split into micro-batches (`base.make_update`).
+
+  With `config.lora_rank` > 0 the agent trains adapters on the frozen
+  student (`gkdrl.agents.adapters`).
   """
   optimizer = optimizer_lib.make_optimizer(config.optimizer)
+  if config.lora_rank:
+    model_params = adapters.make_model_params(config)
+    return base.Agent(
+        name=agent_name(config), config=config,
+        init=adapters.make_init(config, optimizer),
+        act=adapters.wrap_act(act, model_params),
+        update=base.make_update(
+            adapters.wrap_loss(config, loss_fn,
+                               keep_reference=keep_reference),
+            optimizer, epochs=epochs, prepare=prepare,
+            grad_accum_steps=config.grad_accum_steps,
+            reduction=config.reduction),
+        uses_teacher=uses_teacher, uses_reward=uses_reward,
+        model_params=model_params)
   return base.Agent(
       name=agent_name(config), config=config,
       init=base.make_init(optimizer, keep_reference=keep_reference,

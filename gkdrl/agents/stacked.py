@@ -145,6 +145,9 @@ def make_stacked_agent(config: gkd_rl.GKDRLConfig, alphas: Sequence[float],
                       ("tokenizer", tokenizer)):
     if value is None:
       validation.fail(part, value, "the stacked gkd_rl agent needs it")
+  if config.lora_rank:
+    validation.fail("lora_rank", config.lora_rank,
+                    "the stacked gkd_rl agent trains full students (0)")
   parts = registry.make_parts(
       student=student, teacher=teacher, tokenizer=tokenizer, reward=reward,
       eos_token_id=eos_token_id, pad_token_id=pad_token_id)

@@ -18,6 +18,9 @@
   from_pretrained HF directory (safetensors; decoder-only, T5 or mT5) or
                   GGUF file -> (model, params).
   save_pretrained (model, params) -> HF directory that transformers loads.
+  lora            low-rank adapters: init_adapters, merge, num_parameters.
+  save_adapters   LoRA adapters -> a PEFT directory (adapter_config.json +
+                  adapter_model.safetensors).
   load_tokenizer  transformers tokenizer of an HF directory or a GGUF file.
 
 Both model kinds say which they are: `model.is_encoder_decoder` (also
@@ -26,8 +29,10 @@ Both model kinds say which they are: `model.is_encoder_decoder` (also
 
 from gkdrl.networks.checkpoint import from_pretrained
 from gkdrl.networks.checkpoint import save_pretrained
+from gkdrl.networks import lora
 from gkdrl.networks.config import ModelConfig
 from gkdrl.networks.hf_weights import open_safetensors
+from gkdrl.networks.lora import save_adapters
 from gkdrl.networks.model import KVCache
 from gkdrl.networks.model import LanguageModel
 from gkdrl.networks.model import make_model
@@ -51,5 +56,7 @@ __all__ = [
     "make_model",
     "make_t5",
     "open_safetensors",
+    "lora",
+    "save_adapters",
     "save_pretrained",
 ]

@@ -159,10 +159,10 @@ def _evaluates(step: int, config: LoopConfig, evaluate_fn) -> bool:
       step % config.eval_every == 0) and step != config.steps)
 
 
-def _evaluate(name: str, step: int, state, evaluate_fn,
+def _evaluate(name: str, step: int, params, evaluate_fn,
               loggers: loggers_lib.Loggers | None) -> None:
   """Evaluates; `loggers` (the first process's) write eval/<name>.json."""
-  results = evaluate_fn(state.params)  # every process, the same metrics
+  results = evaluate_fn(params)  # every process, the same metrics
   metrics, samples = results if isinstance(results, tuple) else (results, {})
   if loggers is not None:
     loggers.evaluation(name, step, metrics, samples)
@@ -297,7 +297,8 @@ def _train(*, agent, state, task, config, workdir, teacher_params,
   if start and _evaluates(start, config, evaluate_fn) and not (
       workdir / "eval" / f"step_{start}.json").exists():
     # A kill between the save and the evaluation of this step lost it.
-    _evaluate(f"step_{start}", start, state, evaluate_fn, loggers)
+    _evaluate(f"step_{start}", start,
+              agent.model_params(state), evaluate_fn, loggers)
   # config.batch_size is global: each process reads its rows of it.
   batches = task.batches("train", config.batch_size, seed=config.seed,
                          num_epochs=None, drop_remainder=True,
@@ -345,12 +346,14 @@ def _train(*, agent, state, task, config, workdir, teacher_params,
         checkpointer.save(step, state)
         last_saved = step
       if evaluate:
-        _evaluate(f"step_{step}", step, state, evaluate_fn, loggers)
+        _evaluate(f"step_{step}", step,
+              agent.model_params(state), evaluate_fn, loggers)
   finally:
     bar.close()
     checkpointer.close()
   if evaluate_fn:
-    _evaluate("final", config.steps, state, evaluate_fn, loggers)
+    _evaluate("final", config.steps,
+              agent.model_params(state), evaluate_fn, loggers)
   if own_loggers:
     loggers.close()
   if jax.process_count() > 1:

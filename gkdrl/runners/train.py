@@ -8,7 +8,9 @@ With no flags: `gkd_rl` (alpha 0.5, JSD(0.9)) on the built-in `facts` task
 with the built-in teacher and student (trained once and cached), then a
 before/after table. Writes into --workdir: config.json, metrics.jsonl,
 checkpoints/, eval/{teacher,initial,final}.json, eval/samples_*.jsonl,
-plots.png and student_hf/ (and tensorboard/, wandb/ with --log_to). Rerunning
+plots.png and student_hf/ (and tensorboard/, wandb/ with --log_to; with
+--lora_rank student_hf/ is the merged model and student_lora/ the adapters
+in the PEFT layout, for Llama/Qwen2-family students). Rerunning
 with the same --workdir resumes from the last intact checkpoint, with the
 same settings (see `workdir.SAFE_TO_CHANGE` for what may change) unless
 --force_new_run moves the previous run aside; a second process on the same
@@ -243,10 +245,16 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
     run_loggers.close()
     plots.plot_run(workdir)
   # Sharded parameters of a multi-host mesh are gathered by all processes.
-  params = jax.device_get(parallel.gather(state.params))
+  params = jax.device_get(parallel.gather(agent.model_params(state)))
   if lead:
     networks.save_pretrained(models.student, params, workdir / "student_hf",
                              tokenizer=task.tokenizer)
+    lora = config.agent
+    if lora.lora_rank and models.student.config.model_type != "gpt2":
+      networks.save_adapters(
+          models.student, parallel.gather(state.params),
+          workdir / "student_lora", rank=lora.lora_rank,
+          alpha=lora.lora_alpha, base_model=str(models.student_path))
   # loop.train returns once final.json is written (by process 0).
   final = checkpointing.read_json(workdir / "eval" / "final.json")
   return {"teacher": references["teacher", eval_key][0],
