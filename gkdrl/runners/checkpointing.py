@@ -23,6 +23,9 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gkdrl import validation
+from gkdrl.networks import lora
+
 _METADATA = "_CHECKPOINT_METADATA"
 
 
@@ -151,11 +154,16 @@ class Checkpointer:
     self._manager.reload()
     return destination
 
-  def restore_params(self, step: int | None = None) -> Any:
+  def restore_params(self, step: int | None = None, *,
+                     lora_alpha: float | None = None) -> Any:
     """The student parameters of checkpoint `step` (default: newest intact).
+
+    A LoRA run's checkpoint (adapters on a frozen base) gives the base
+    merged with the adapters, scaled by `lora_alpha` / their rank.
 
     Raises:
       FileNotFoundError: no such step, naming the saved ones.
+      ValueError: a LoRA checkpoint without `lora_alpha`.
     """
     steps = self.all_steps()
     if step is not None and step not in steps:
@@ -168,18 +176,33 @@ class Checkpointer:
         _check_metadata(self.directory / str(candidate))
         restored = self._manager.restore(candidate,
                                          args=ocp.args.StandardRestore())
-        return restored["params"]
       except Exception as error:  # pylint: disable=broad-except
         message = (f"Checkpoint {candidate} in {self.directory} is damaged "
                    f"({_reason(error)})")
         if step is not None:
           raise ValueError(f"{message}.") from error
         warn(f"{message}; trying an older one.")
+      else:
+        return _model_params(restored, lora_alpha)
     raise FileNotFoundError(f"No intact checkpoint in {self.directory}; "
                             f"saved steps: {steps or 'none'}.")
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _model_params(restored: dict, lora_alpha: float | None) -> Any:
+  """The student parameters of a restored state (LoRA merged)."""
+  if restored.get("frozen") is None:
+    return restored["params"]
+  if lora_alpha is None:
+    validation.fail("lora_alpha", lora_alpha,
+                    "the LoRA alpha of the run, to merge the checkpoint's "
+                    "adapters")
+  adapters = restored["params"]
+  rank = next(iter(adapters.values()))["a"].shape[-1]  # a: [N, D_in, r]
+  return lora.merge(restored["frozen"], adapters, alpha=lora_alpha,
+                    rank=rank)
 
 
 def _check_metadata(step_dir: pathlib.Path) -> None:

@@ -83,7 +83,8 @@ def main(argv):
       model, _ = networks.from_pretrained(run_config["student_path"])
       checkpointer = checkpointing.Checkpointer(FLAGS.workdir)
       params = checkpointer.restore_params(
-          None if FLAGS.step in (None, -1) else FLAGS.step)
+          None if FLAGS.step in (None, -1) else FLAGS.step,
+          lora_alpha=run_config.get("agent_config", {}).get("lora_alpha"))
       checkpointer.close()
       model_path = f"{FLAGS.workdir} checkpoint {FLAGS.step}"
     else:
