@@ -17,12 +17,14 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from gkdrl import validation
 from gkdrl.networks import families
 from gkdrl.networks import gguf_io
 from gkdrl.networks import hf_weights
@@ -35,21 +37,26 @@ _SINGLE = "model.safetensors"
 
 
 class _SafetensorsSource:
-  """HF-named tensors from one or several safetensors files, read lazily."""
+  """HF-named tensors from one or several safetensors files, read lazily.
+
+  One file is open at a time: reading a tensor of another file closes the
+  one open (`hf_weights.load_params` reads file by file).
+  """
 
   def __init__(self, files: dict[str, pathlib.Path], location: pathlib.Path):
     self._files = files  # tensor name -> file
     self._location = location
-    self._handles = {}
+    self._open = (None, None)  # (path, handle)
 
   def names(self):
     return self._files.keys()
 
   def get(self, name: str) -> np.ndarray:
     path = self._files[name]
-    if path not in self._handles:
-      self._handles[path] = hf_weights.open_safetensors(path)
-    return self._handles[path].get_tensor(name)
+    if self._open[0] != path:
+      self._open = (None, None)  # drops (closes) the previous file first
+      self._open = (path, hf_weights.open_safetensors(path))
+    return self._open[1].get_tensor(name)
 
   def where(self, name: str | None = None) -> str:
     return str(self._files.get(name, self._location))
@@ -113,14 +120,26 @@ def config_from_directory(directory: PathLike) -> ModelConfig | T5Config:
 
 
 def from_pretrained(
-    path: PathLike, *, dtype: Any = jnp.float32
+    path: PathLike, *, dtype: Any = jnp.float32,
+    shardings: Callable[[dict], Any] | None = None
 ) -> tuple[Any, dict]:
   """Loads a model and its parameters from a HF directory or a GGUF file.
+
+  Tensors are read one at a time, shard after shard, each converted to
+  `dtype` and placed on its device(s) before the next is read
+  (`hf_weights.load_params`): the host never holds the whole model. On a
+  mesh, each parameter goes straight to its sharding:
+
+      from_pretrained(path, shardings=lambda shapes:
+                      parallel.param_shardings(shapes, mesh))
 
   Args:
     path: a local Hugging Face directory (config.json + safetensors) or a
       `.gguf` file (tensors dequantised to `dtype`).
     dtype: dtype of the returned parameters.
+    shardings: None (the default device), or `shardings(shapes)` giving,
+      for the parameters' `jax.ShapeDtypeStruct`s, a pytree of their
+      `jax.sharding.Sharding`s.
 
   Returns:
     `(model, params)`: a `LanguageModel`, or an `EncoderDecoderModel` for
@@ -150,12 +169,23 @@ def from_pretrained(
     if unused:
       logging.warning("%s: ignoring %d tensors not used by %s: %s", path,
                       len(unused), config.architecture, unused[:8])
-  params = family.load_params(config, source, dtype=dtype)
-  return family.make_model(config), params
+  model = family.make_model(config)
+  if shardings is None:
+    return model, family.load_params(config, source, dtype=dtype)
+  if family is not families.DECODER_ONLY:
+    validation.fail("shardings", shardings,
+                    "None for T5 models (placement while loading is for "
+                    "decoder-only models)")
+  shapes = jax.eval_shape(model.init, jax.random.key(0))
+  shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, dtype),
+                        shapes)
+  return model, family.load_params(config, source, dtype=dtype,
+                                   shardings=shardings(shapes))
 
 
 def save_pretrained(model: Any, params: dict,
-                    out_dir: PathLike, tokenizer=None) -> pathlib.Path:
+                    out_dir: PathLike, tokenizer=None, *,
+                    max_shard_bytes: int | None = None) -> pathlib.Path:
   """Writes an HF directory that transformers loads with the same logits.
 
   Args:
@@ -164,6 +194,9 @@ def save_pretrained(model: Any, params: dict,
     params: its parameters (any float dtype; written as they are).
     out_dir: the directory to write (created if needed).
     tokenizer: optional transformers tokenizer, saved beside the weights.
+    max_shard_bytes: None writes one model.safetensors; else shards of at
+      most this many bytes (a tensor larger than that gets a shard of its
+      own) listed in model.safetensors.index.json, as transformers does.
 
   Returns:
     The output directory.
@@ -182,8 +215,36 @@ def save_pretrained(model: Any, params: dict,
   generation = family.generation_config(config)
   with open(out_dir / "generation_config.json", "w") as f:
     json.dump(generation, f, indent=2, sort_keys=True)
-  safetensors.numpy.save_file(tensors, str(out_dir / _SINGLE),
-                              metadata={"format": "pt"})
+  if max_shard_bytes is None:
+    safetensors.numpy.save_file(tensors, str(out_dir / _SINGLE),
+                                metadata={"format": "pt"})
+  else:
+    _save_shards(tensors, out_dir, max_shard_bytes)
   if tokenizer is not None:
     tokenizer.save_pretrained(str(out_dir))
   return out_dir
+
+
+def _save_shards(tensors: dict[str, np.ndarray], out_dir: pathlib.Path,
+                 max_shard_bytes: int) -> None:
+  """Writes transformers' sharded layout: shards and their index."""
+  validation.check_int("max_shard_bytes", max_shard_bytes, 1)
+  shards, size = [[]], 0
+  for name in sorted(tensors):
+    nbytes = tensors[name].nbytes
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(name)
+    size += nbytes
+  weight_map = {}
+  for i, names in enumerate(shards):
+    file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+    safetensors.numpy.save_file({n: tensors[n] for n in names},
+                                str(out_dir / file),
+                                metadata={"format": "pt"})
+    weight_map.update(dict.fromkeys(names, file))
+  total = sum(t.nbytes for t in tensors.values())
+  with open(out_dir / _INDEX, "w") as f:
+    json.dump({"metadata": {"total_size": total}, "weight_map": weight_map},
+              f, indent=2, sort_keys=True)

@@ -122,14 +122,70 @@ def _gpt2_prefix(names: set[str]) -> str:
   return "transformer." if "transformer.wte.weight" in names else ""
 
 
+class _Use(NamedTuple):
+  """One of our parameters (or one layer of it) that an HF tensor fills."""
+
+  key: tuple[str, str]  # (module, name)
+  layer: int | None  # index on the leading [n_layers] axis, None: unstacked
+  spec: _Spec
+  expected: tuple[int, ...]  # the HF tensor's shape
+
+
+def _plan(config: ModelConfig, source: TensorSource
+          ) -> dict[str, list[_Use]]:
+  """{HF tensor name: the parameters it fills}; raises on a missing one."""
+  names = set(source.names())
+  prefix = _gpt2_prefix(names) if config.model_type == "gpt2" else ""
+  specs = _specs(config)
+  plan = {}
+  for (module, param), shape in param_shapes(config).items():
+    spec = specs[(module, param)]
+    per_layer = module.startswith(_LAYER + "/")
+    expected = _hf_shape(spec, shape[1:] if per_layer else shape)
+    for i in range(config.n_layers) if per_layer else [None]:
+      name = prefix + spec.hf_name.format(i=i)
+      if name not in names:
+        raise ValueError(
+            f"{source.where()}: missing tensor {name!r} (expected shape "
+            f"{expected}) for {config.architecture}.")
+      plan.setdefault(name, []).append(_Use((module, param), i, spec,
+                                            expected))
+  return plan
+
+
+def _ours(tensor: np.ndarray, use: _Use, dtype) -> np.ndarray:
+  """One HF tensor in our layout and `dtype` (a NumPy array)."""
+  if use.spec.kind == "transpose":
+    tensor = tensor.T
+  elif use.spec.kind.startswith("split"):
+    j, n = int(use.spec.kind[-1]), tensor.shape[-1] // 3
+    tensor = tensor[..., j * n:(j + 1) * n]
+  return np.asarray(tensor, dtype=dtype)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _set_layer(stacked: jax.Array, value: jax.Array, i: jax.Array):
+  return jax.lax.dynamic_update_index_in_dim(stacked, value, i, 0)
+
+
 def load_params(config: ModelConfig, source: TensorSource,
-                dtype=jnp.float32) -> dict:
-  """Reads our parameters from HF-named tensors.
+                dtype=jnp.float32, shardings=None) -> dict:
+  """Reads our parameters from HF-named tensors, one tensor at a time.
+
+  Tensors are read grouped by file (`source.where(name)`), so a sharded
+  checkpoint is read one shard after another, and each is converted to
+  `dtype` and placed on its device(s) before the next is read: the host
+  holds one tensor (and its converted copy) at a time, never the whole
+  model. Stacked parameters [n_layers, ...] are allocated on the device
+  and filled layer by layer in place.
 
   Args:
     config: the model configuration (decides names and expected shapes).
     source: where the tensors come from.
     dtype: dtype of the returned parameters.
+    shardings: None (the default device), or a pytree of
+      `jax.sharding.Sharding`s with the structure of the parameters (e.g.
+      `gkdrl.parallel.param_shardings`): each parameter is placed there.
 
   Returns:
     A Haiku params dict, every leaf a `dtype` jax array.
@@ -138,36 +194,40 @@ def load_params(config: ModelConfig, source: TensorSource,
     ValueError: a tensor is missing or has the wrong shape; the message names
       the file, the tensor and the expected shape.
   """
-  names = set(source.names())
-  prefix = _gpt2_prefix(names) if config.model_type == "gpt2" else ""
-  specs = _specs(config)
+  plan = _plan(config, source)
+  np_dtype = jnp.dtype(dtype)
+  shapes = param_shapes(config)
+  where = lambda key: None if shardings is None else shardings[key[0]][key[1]]
   params = {}
-  for (module, param), shape in param_shapes(config).items():
-    spec = specs[(module, param)]
-    per_layer = module.startswith(_LAYER + "/")
-    layer_shape = shape[1:] if per_layer else shape
-    expected = _hf_shape(spec, layer_shape)
-    tensors = []
-    for i in range(config.n_layers if per_layer else 1):
-      name = prefix + spec.hf_name.format(i=i)
-      if name not in names:
-        raise ValueError(
-            f"{source.where()}: missing tensor {name!r} (expected shape "
-            f"{expected}) for {config.architecture}.")
-      tensor = np.asarray(source.get(name))
-      if tuple(tensor.shape) != expected:
-        raise ValueError(
-            f"{source.where(name)}: tensor {name!r} has shape "
-            f"{tuple(tensor.shape)}, expected {expected} for {config}.")
-      if spec.kind == "transpose":
-        tensor = tensor.T
-      elif spec.kind.startswith("split"):
-        j, n = int(spec.kind[-1]), layer_shape[-1]
-        tensor = tensor[..., j * n:(j + 1) * n]
-      tensors.append(tensor)
-    value = np.stack(tensors) if per_layer else tensors[0]
-    params.setdefault(module, {})[param] = jnp.asarray(value, dtype=dtype)
-  return params
+  for name in sorted(plan, key=lambda n: (source.where(n), n)):
+    tensor = source.get(name)
+    uses = plan[name]
+    if tuple(tensor.shape) != uses[0].expected:
+      raise ValueError(
+          f"{source.where(name)}: tensor {name!r} has shape "
+          f"{tuple(tensor.shape)}, expected {uses[0].expected} for "
+          f"{config}.")
+    for use in uses:
+      module, param = use.key
+      value = _ours(tensor, use, np_dtype)
+      leaves = params.setdefault(module, {})
+      if use.layer is None:
+        leaves[param] = jax.device_put(value, where(use.key))
+        continue
+      if param not in leaves:
+        leaves[param] = jnp.zeros(shapes[use.key], np_dtype,
+                                  device=where(use.key))
+      leaves[param] = _set_layer(leaves[param], value, use.layer)
+    del tensor
+  return {module: {param: params[module][param] for param in leaves}
+          for module, leaves in _by_module(shapes).items()}
+
+
+def _by_module(shapes: dict[tuple[str, str], tuple]) -> dict[str, list]:
+  modules = {}
+  for module, param in shapes:
+    modules.setdefault(module, []).append(param)
+  return modules
 
 
 def unused_tensors(config: ModelConfig, names: Iterable[str]) -> list[str]:
