@@ -56,7 +56,6 @@ __all__ = [
     "make_model",
     "make_t5",
     "open_safetensors",
-    "lora",
     "save_adapters",
     "save_pretrained",
 ]
