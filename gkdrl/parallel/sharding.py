@@ -132,8 +132,10 @@ def state_shardings(state: Any, mesh: jax.sharding.Mesh, *,
 
   Args:
     state: a pytree with a `params` field (e.g. `TrainingState`): the
-      parameters, their optax state, the step and optional reference
-      parameters. Leaves may be arrays or `jax.ShapeDtypeStruct`s.
+      parameters, their optax state, the step, optional reference
+      parameters and an optional `frozen` LoRA base (sharded like the
+      parameters it holds). Leaves may be arrays or
+      `jax.ShapeDtypeStruct`s.
     mesh: the mesh.
     min_size: as in `param_partition_specs`.
 
@@ -143,7 +145,11 @@ def state_shardings(state: Any, mesh: jax.sharding.Mesh, *,
     parameter's sharding; the rest (counts, the step) is replicated.
   """
   by_path = {}
-  for path, x in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+  # A LoRA state's frozen base is sharded like the parameters it holds.
+  frozen = getattr(state, "frozen", None)
+  trees = [state.params] if frozen is None else [state.params, frozen]
+  for path, x in jax.tree_util.tree_flatten_with_path(trees)[0]:
+    path = path[1:]  # drop the index into `trees`
     key = tuple(_key_name(e) for e in path)
     by_path[key] = (tuple(x.shape), partition_spec(path, tuple(x.shape), mesh,
                                                    min_size=min_size))
