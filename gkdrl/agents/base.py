@@ -161,10 +161,7 @@ class AgentConfig(metaclass=rollout_config.TakesRolloutKeywords):
     The runners reject a flag set for one of them (a sweep that sets it
     would otherwise silently train something else). Agents override this.
     """
-    if self.lora_rank:
-      return {}
-    return dict.fromkeys(("lora_alpha", "lora_targets", "lora_base_dtype"),
-                         "lora_rank=0 trains no adapters")
+    return {}
 
   max_new_tokens = property(lambda self: self.rollout.max_new_tokens,
                             doc="`rollout.max_new_tokens`.")
