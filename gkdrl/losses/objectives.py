@@ -105,20 +105,32 @@ def distillation_loss(student_logits: Array, teacher_logits: Array,
   if divergence == "jsd":
     divergence_kwargs.setdefault("beta", DEFAULT_DISTILLATION_BETA)
   teacher_logits = jax.lax.stop_gradient(teacher_logits)
+  values, kl = _divergence_values(student_logits, teacher_logits,
+                                  divergence, divergence_kwargs,
+                                  chunk_size)  # [B, T] each
+  loss = reductions.masked_reduce(values, mask, reduction=reduction)
+  return loss, {"loss/divergence": loss,
+                "kl/teacher": reductions.masked_reduce(kl, mask,
+                                                       reduction=reduction)}
+
+
+def _divergence_values(student_logits, teacher_logits, divergence,
+                       divergence_kwargs, chunk_size):
+  """(divergence, teacher KL) `[B, T]` each, by row chunks when they pay.
+
+  The memory-lean row-chunk path is taken when the logits span more than
+  one chunk (None: `row_chunks.default_chunk_rows(V)`; 0: never) and the
+  divergence settings are Python numbers.
+  """
   fn = divergence_and_teacher_kl(divergence, divergence_kwargs)
   batch, length, vocab = student_logits.shape
   if chunk_size is None:
     chunk_size = row_chunks.default_chunk_rows(vocab)
   static = all(map(validation.is_static_number, divergence_kwargs.values()))
   if chunk_size and static and batch * length > chunk_size:
-    values, kl = row_chunks.per_position_values(
-        fn, student_logits, teacher_logits, chunk_size)  # [B, T] each
-  else:
-    values, kl = fn(student_logits, teacher_logits)  # [B, T] each
-  loss = reductions.masked_reduce(values, mask, reduction=reduction)
-  return loss, {"loss/divergence": loss,
-                "kl/teacher": reductions.masked_reduce(kl, mask,
-                                                       reduction=reduction)}
+    return row_chunks.per_position_values(
+        fn, student_logits, teacher_logits, chunk_size)
+  return fn(student_logits, teacher_logits)
 
 
 def _take(log_probs: Array, actions: Array) -> Array:
@@ -141,16 +153,9 @@ def _analytic_loss(student_logits, teacher_logits, mask, pg_loss, *, alpha,
         divergence, divergence_kwargs)(student_logits, teacher_logits)
     div_loss = reductions.masked_reduce(values, mask, reduction=reduction)
     return (1.0 - alpha) * pg_loss + alpha * div_loss, div_loss, kl
-  fn = divergence_and_teacher_kl(divergence, divergence_kwargs)
-  batch, length, vocab = student_logits.shape
-  if chunk_size is None:
-    chunk_size = row_chunks.default_chunk_rows(vocab)
-  static = all(map(validation.is_static_number, divergence_kwargs.values()))
-  if chunk_size and static and batch * length > chunk_size:
-    values, kl = row_chunks.per_position_values(
-        fn, student_logits, teacher_logits, chunk_size)  # [B, T] each
-  else:
-    values, kl = fn(student_logits, teacher_logits)  # [B, T] each
+  values, kl = _divergence_values(student_logits, teacher_logits,
+                                  divergence, divergence_kwargs,
+                                  chunk_size)  # [B, T] each
   div_loss = reductions.masked_reduce(values, mask, reduction=reduction)
   return (1.0 - alpha) * pg_loss + alpha * div_loss, div_loss, kl
 

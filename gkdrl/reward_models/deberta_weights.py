@@ -188,15 +188,8 @@ def convert_params(
   params = {}
   for (module, param), (name, change) in names.items():
     params.setdefault(module, {})[param] = _layout(tensors[name], change)
-  expected = deberta.param_shapes(config, with_head=bool(config.num_labels))
-  for module, group in expected.items():
-    for param, spec in group.items():
-      got = params[module][param].shape
-      if got != spec.shape:
-        raise ValueError(
-            f"Parameter {module}/{param} has shape {got} in the checkpoint; "
-            f"the config implies {spec.shape}."
-        )
+  encoder_weights.check_param_shapes(
+      params, deberta.param_shapes(config, with_head=bool(config.num_labels)))
   return params
 
 

@@ -252,7 +252,18 @@ def convert_params(
   for (module, param), source, name, transpose in wanted:
     value = source[name]
     params.setdefault(module, {})[param] = value.T if transpose else value
-  expected = encoder.param_shapes(config, with_head=bool(config.num_labels))
+  check_param_shapes(
+      params, encoder.param_shapes(config, with_head=bool(config.num_labels)))
+  return params
+
+
+def check_param_shapes(params, expected) -> None:
+  """Raises ValueError unless `params[module][param]` has `expected`'s shape.
+
+  Args:
+    params: the loaded `{module: {param: array}}`.
+    expected: `{module: {param: ShapeDtypeStruct}}` that the config implies.
+  """
   for module, group in expected.items():
     for param, spec in group.items():
       got = params[module][param].shape
@@ -261,7 +272,6 @@ def convert_params(
             f"Parameter {module}/{param} has shape {got} in the checkpoint; "
             f"the config implies {spec.shape}."
         )
-  return params
 
 
 def load_encoder(
