@@ -36,6 +36,13 @@ values and caches the decoder prefix `tokens` [B, T0] (usually the start
 token); each `decode` caches one more token per row. `prefill` + n `decode`
 steps give the logits of one `apply` on the concatenated decoder tokens.
 Writing beyond `max_length` is not checked (it cannot be inside jit).
+
+A loop of `decode` calls runs fastest on prepared weights and a per-layer
+cache (gkdrl/networks/t5_decoding.py), as for `LanguageModel`:
+
+    fast = model.prepare_decode(params)   # per-layer decoder weights (a copy)
+    cache = model.unstack_cache(cache)    # keys/values as N arrays each
+    logits, cache = model.decode(fast, token, cache)
 """
 
 import math
@@ -48,6 +55,7 @@ import jax.numpy as jnp
 
 from gkdrl import validation
 from gkdrl.networks import model as model_lib
+from gkdrl.networks import t5_decoding
 from gkdrl.networks import t5_layers as tl
 from gkdrl.networks.t5_config import T5Config
 
@@ -64,15 +72,17 @@ class T5Cache(NamedTuple):
   """Decoder self-attention keys/values and the cross-attention inputs.
 
   N decoder layers, B rows, S = max_length decoder slots, Ss source tokens,
-  H heads, Dh head width.
+  H heads, Dh head width. Head-major, as `KVCache`; the four key/value
+  fields are tuples of N arrays [B, H, ., Dh] in the per-layer form of
+  `unstack_cache`.
   """
 
-  keys: Array  # [N, B, S, H, Dh] self-attention keys, cache dtype
-  values: Array  # [N, B, S, H, Dh] self-attention values, cache dtype
+  keys: Array  # [N, B, H, S, Dh] self-attention keys, cache dtype
+  values: Array  # [N, B, H, S, Dh] self-attention values, cache dtype
   mask: Array  # [B, S] bool, slot holds a real decoder token
   index: Array  # [] int32, next slot to write (same for every row)
-  cross_keys: Array  # [N, B, Ss, H, Dh] keys of the encoder output
-  cross_values: Array  # [N, B, Ss, H, Dh] values of the encoder output
+  cross_keys: Array  # [N, B, H, Ss, Dh] keys of the encoder output
+  cross_values: Array  # [N, B, H, Ss, Dh] values of the encoder output
   source_mask: Array  # [B, Ss] bool, real source tokens
 
 
@@ -89,6 +99,9 @@ class EncoderDecoderModel(NamedTuple):
   init_cache: Callable[..., T5Cache]
   prefill: Callable[..., tuple[Array, T5Cache]]
   decode: Callable[..., tuple[Array, T5Cache]]
+  prepare_decode: Callable[[Params], t5_decoding.T5DecodeParams]
+  unstack_cache: Callable[[T5Cache], T5Cache]
+  stack_cache: Callable[[T5Cache], T5Cache]
 
   @property
   def is_encoder_decoder(self) -> bool:
@@ -137,9 +150,9 @@ def _decoder(config: T5Config, tokens: Array, mask: Array,
 
   Returns:
     `(hidden [B, L, D] (scaled for tied models), per-layer outputs)`: () in
-    training; otherwise `(keys, values)` [N, B, S, H, Dh] of the updated
+    training; otherwise `(keys, values)` [N, B, H, S, Dh] of the updated
     cache, followed when `encoder_out` is given by the cross `(keys,
-    values)` [N, B, Ss, H, Dh].
+    values)` [N, B, H, Ss, Dh].
   """
   length = tokens.shape[1]
   with hk.name_scope("t5"):
@@ -164,13 +177,14 @@ def _decoder(config: T5Config, tokens: Array, mask: Array,
         h = tl.norm(config, x, "self_attn_norm")
         with hk.name_scope("self_attention"):
           k, v = tl.project_kv(config, h)
-          if cache is not None:
-            start = (0, cache.index, 0, 0)
+          if cache is not None:  # the head-major [B, H, S, Dh] cache
+            start = (0, 0, cache.index, 0)
             k = jax.lax.dynamic_update_slice(
-                per_layer[0], k.astype(per_layer[0].dtype), start)
+                per_layer[0], _heads_first(k, per_layer[0].dtype), start)
             v = jax.lax.dynamic_update_slice(
-                per_layer[1], v.astype(per_layer[1].dtype), start)
+                per_layer[1], _heads_first(v, per_layer[1].dtype), start)
             outputs = (k, v)
+            k, v = _heads_first(k), _heads_first(v)  # [B, S, H, Dh]
           x = x + tl.attend(config, tl.query(config, h), k, v, bias,
                             self_allowed)
         h = tl.norm(config, x, "cross_attn_norm")
@@ -178,11 +192,10 @@ def _decoder(config: T5Config, tokens: Array, mask: Array,
           if encoder_out is not None:
             ck, cv = tl.project_kv(config, encoder_out)
             if cache is not None:
-              ck = ck.astype(cache.cross_keys.dtype)
-              cv = cv.astype(cache.cross_values.dtype)
-              outputs = outputs + (ck, cv)
+              outputs = outputs + (_heads_first(ck, cache.cross_keys.dtype),
+                                   _heads_first(cv, cache.cross_values.dtype))
           else:
-            ck, cv = per_layer[2], per_layer[3]
+            ck, cv = _heads_first(per_layer[2]), _heads_first(per_layer[3])
           x = x + tl.attend(config, tl.query(config, h), ck, cv, None,
                             cross_allowed)
         x = x + tl.mlp(config, tl.norm(config, x, "mlp_norm"))
@@ -202,6 +215,11 @@ def _decoder(config: T5Config, tokens: Array, mask: Array,
         hk.get_parameter("w", [config.d_model, config.vocab_size], x.dtype,
                          init=jnp.zeros)
   return x, outputs
+
+
+def _heads_first(x: Array, dtype: Any = None) -> Array:
+  """Swaps axes 1 and 2 ([B, S, H, Dh] <-> [B, H, S, Dh]), casting."""
+  return jnp.swapaxes(x, 1, 2).astype(dtype or x.dtype)
 
 
 def _init_values(config: T5Config, shapes) -> Callable[[Array], Params]:
@@ -324,8 +342,8 @@ def make_t5(config: T5Config) -> EncoderDecoderModel:
                         ("source_length", source_length)):
       validation.check_int(name, value, minimum=1)
     h, dh, n = config.n_heads, config.head_dim, config.n_decoder_layers
-    self_shape = (n, batch_size, max_length, h, dh)
-    cross_shape = (n, batch_size, source_length, h, dh)
+    self_shape = (n, batch_size, h, max_length, dh)
+    cross_shape = (n, batch_size, h, source_length, dh)
     cache = T5Cache(
         keys=jnp.zeros(self_shape, dtype), values=jnp.zeros(self_shape, dtype),
         mask=jnp.zeros((batch_size, max_length), bool),
@@ -352,7 +370,15 @@ def make_t5(config: T5Config) -> EncoderDecoderModel:
               tokens: Array, mask: Array | None,
               cache: T5Cache) -> tuple[Array, T5Cache]:
     """Encodes the source, caches its cross keys/values and the decoder
-    prefix tokens [B, T0]; returns `(logits [B, T0, V] float32, cache)`."""
+    prefix tokens [B, T0]; returns `(logits [B, T0, V] float32, cache)` in
+    the form (stacked or per layer) of the given cache."""
+    if isinstance(cache.keys, tuple):
+      logits, cache = prefill(params, src_tokens, src_mask, tokens, mask,
+                              t5_decoding.stack_cache(cache))
+      return logits, t5_decoding.unstack_cache(cache)
+    if isinstance(params, t5_decoding.T5DecodeParams):
+      raise TypeError("prefill takes the model's parameters, not the "
+                      "T5DecodeParams of prepare_decode.")
     src_mask = _mask(src_tokens, src_mask)
     chex.assert_equal_shape([src_mask, cache.source_mask])
     enc = encode(params, src_tokens, src_mask)
@@ -361,8 +387,18 @@ def make_t5(config: T5Config) -> EncoderDecoderModel:
 
   def decode(params: Params, tokens: Array,
              cache: T5Cache) -> tuple[Array, T5Cache]:
-    """Caches one real decoder token per row, tokens [B]; logits [B, V]."""
+    """Caches one real decoder token per row, tokens [B]; logits [B, V].
+
+    `params` are the model's or `prepare_decode`'s; `cache` is stacked or
+    per layer (`unstack_cache`), and is returned in the same form.
+    """
     chex.assert_rank(tokens, 1)
+    if isinstance(params, t5_decoding.T5DecodeParams) or isinstance(
+        cache.keys, tuple):
+      if not isinstance(params, t5_decoding.T5DecodeParams):
+        params = t5_decoding.prepare(config, params)
+      return t5_decoding.decode(config, params, tokens.astype(jnp.int32),
+                                cache)
     logits, cache = _step(params, tokens[:, None].astype(jnp.int32),
                           jnp.ones((tokens.shape[0], 1), bool), cache, None)
     return logits[:, 0], cache
@@ -370,4 +406,7 @@ def make_t5(config: T5Config) -> EncoderDecoderModel:
   return EncoderDecoderModel(
       config=config, init=init, encode=encode, decoder_hidden=decoder_hidden,
       hidden=hidden, apply=apply, unembedding=unembedding,
-      init_cache=init_cache, prefill=prefill, decode=decode)
+      init_cache=init_cache, prefill=prefill, decode=decode,
+      prepare_decode=lambda params: t5_decoding.prepare(config, params),
+      unstack_cache=t5_decoding.unstack_cache,
+      stack_cache=t5_decoding.stack_cache)

@@ -14,8 +14,9 @@ inside a `lax.while_loop`.
     state = actor.observe(fast, state, token)                 # decode
 
 `prepare` gives the parameters in the form the model decodes fastest
-(`LanguageModel.prepare_decode`: per-layer weights, which a loop over tokens
-must not recompute every step); `observe` also accepts the plain parameters.
+(`LanguageModel.prepare_decode` or `EncoderDecoderModel.prepare_decode`:
+per-layer weights, which a loop over tokens must not recompute every step);
+`observe` also accepts the plain parameters.
 
 An encoder-decoder model (`model.is_encoder_decoder`, e.g. T5) reads the
 prompt as its source: `init` encodes it once, keeps the cross-attention keys
@@ -129,6 +130,10 @@ def make_actor(model, *, max_new_tokens: int,
     logits, cache = model.prefill(params, prompt_tokens.astype(jnp.int32),
                                   prompt_mask.astype(bool), start, None,
                                   cache)
+    # Per-layer cache arrays, which `observe` updates in place.
+    unstack = getattr(model, "unstack_cache", None)
+    if unstack is not None:
+      cache = unstack(cache)
     return ActorState(cache=cache, logits=logits[:, 0].astype(jnp.float32))
 
   if getattr(model, "is_encoder_decoder", False):

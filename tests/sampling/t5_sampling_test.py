@@ -94,7 +94,9 @@ def test_encoder_decoder_actor_prefills_the_start_token():
   state = actor.init(params, jnp.asarray(SRC), jnp.asarray(SRC_MASK))
   expected = model.apply(params, SRC, SRC_MASK, np.full((4, 1), 3))[:, 0]
   np.testing.assert_allclose(state.logits, expected, atol=1e-5)
-  assert state.cache.keys.shape[2] == 5 and int(state.cache.index) == 1
+  # The per-layer cache `observe` updates in place: [B, H, S, Dh] each.
+  assert len(state.cache.keys) == 1 and state.cache.keys[0].shape[2] == 5
+  assert int(state.cache.index) == 1
 
 
 def test_encoder_decoder_sample_compiles_once():
