@@ -17,8 +17,9 @@ prints the setting; pass OMP_WAIT_POLICY=ACTIVE on a quiet machine).
 
 `--scan` also times the sampler with the model's stacked-parameter decode
 (the `lax.scan` over layers that `decode` runs on plain parameters) in place
-of the prepared, unrolled one (`LanguageModel.prepare_decode`), as a third
-side of the same alternation.
+of the prepared, unrolled one (`LanguageModel.prepare_decode`, or
+`EncoderDecoderModel.prepare_decode` for T5), as a third side of the same
+alternation.
 
 Usage:
   python benchmarks/sampling.py                  # smollm2 + random, B 1, 16
@@ -101,8 +102,7 @@ def bench(name: str, batch_size: int, args) -> dict:
   mask = np.ones_like(prompt, bool)
   keys = iter(jax.random.split(jax.random.key(0), 2 * args.repeats + 2))
   # Without prepare_decode the actor decodes on the stacked parameters.
-  scan_model = (None if model.is_encoder_decoder else
-                model._replace(prepare_decode=None, unstack_cache=None))
+  scan_model = model._replace(prepare_decode=None, unstack_cache=None)
 
   def ours(model=model):
     # An id outside the vocabulary is never sampled: no row stops early.
@@ -127,7 +127,7 @@ def bench(name: str, batch_size: int, args) -> dict:
     assert out.shape[1] == start + new_tokens, out.shape
 
   ours()  # compiles
-  scan = args.scan and scan_model is not None
+  scan = args.scan
   if scan:
     ours(scan_model)
   theirs(4)  # nothing to compile: a short run warms the caches
