@@ -31,7 +31,14 @@ def _changed(old, new) -> dict[str, bool]:
       jax.tree.leaves(old[k]), jax.tree.leaves(new[k]))) for k in old}
 
 
-@pytest.mark.parametrize("name", sorted(AGENT_KWARGS))
+# The T5 GKD and gkd_rl runs stay in the quick subset; the other agents'
+# T5 runs (each compiles its own sampler and update) are slow.
+_QUICK = ("gkd", "gkd_rl")
+
+
+@pytest.mark.parametrize("name", [
+    name if name in _QUICK else pytest.param(name, marks=pytest.mark.slow)
+    for name in sorted(AGENT_KWARGS)])
 def test_each_agent_updates_a_t5_student(name, t5_models, facts_task,
                                          fixed_batch):
   agent = make(name, t5_models, facts_task, **AGENT_KWARGS[name])
@@ -60,38 +67,50 @@ def test_completion_logits_are_apply_on_teacher_forced_inputs(
       completion_mask=fixed_batch.target_mask)
   completion, cmask = batch.completion_tokens, batch.completion_mask
   start = student.config.decoder_start_token_id
-  rows = []
+  rows, apply = [], jax.jit(student.apply)
   for b in range(completion.shape[0]):
     # One row at a time, its prompt without padding: an independent
     # reference for the batched, padded call.
     src = batch.prompt_tokens[b][batch.prompt_mask[b].astype(bool)][None]
     n = int(cmask[b].sum())
     dec = np.concatenate([[start], completion[b, :n - 1]])[None]
-    rows.append((n, student.apply(sp, src, None, jnp.asarray(dec))[0]))
-  logits = agents.completion_logits(student, sp, batch)  # [B, T, V]
+    rows.append((n, apply(sp, src, None, jnp.asarray(dec))[0]))
+  logits = jax.jit(agents.completion_logits, static_argnums=0)(
+      student, sp, batch)  # [B, T, V]
   assert logits.shape[:2] == completion.shape
   for b, (n, expected) in enumerate(rows):
     np.testing.assert_allclose(logits[b, :n], expected, atol=1e-5)
 
 
+def _supervised_kd_loss(t5_models, facts_task, fixed_batch, **settings):
+  """The loss of one supervised_kd update of the T5 student."""
+  _, sp, _, tp = t5_models
+  agent = make("supervised_kd", t5_models, facts_task, **settings)
+  state = agent.init(sp)
+  batch, _ = agent.act(state, fixed_batch, jax.random.key(0),
+                       teacher_params=tp, reward_params=())
+  _, metrics = agent.update(state, batch, tp, jax.random.key(0))
+  return float(metrics["loss/total"])
+
+
+@pytest.fixture(scope="module")
+def default_loss(t5_models, facts_task, fixed_batch):
+  """The default settings' loss, computed once for every setting below."""
+  return _supervised_kd_loss(t5_models, facts_task, fixed_batch)
+
+
 @pytest.mark.parametrize("settings", [
     {"remat": "full"}, {"remat": "dots"}, {"compute_dtype": "bfloat16"},
     {"loss_chunk_size": 3}])
-def test_memory_settings_give_the_same_t5_update(settings, t5_models,
-                                                 facts_task, fixed_batch):
-  _, sp, _, tp = t5_models
-  results = []
-  for extra in ({}, settings):
-    agent = make("supervised_kd", t5_models, facts_task, **extra)
-    state = agent.init(sp)
-    batch, _ = agent.act(state, fixed_batch, jax.random.key(0),
-                         teacher_params=tp, reward_params=())
-    _, metrics = agent.update(state, batch, tp, jax.random.key(0))
-    results.append(float(metrics["loss/total"]))
+def test_memory_settings_give_the_same_t5_update(settings, default_loss,
+                                                 t5_models, facts_task,
+                                                 fixed_batch):
+  loss = _supervised_kd_loss(t5_models, facts_task, fixed_batch, **settings)
   rtol = 2e-2 if "compute_dtype" in settings else 1e-5
-  np.testing.assert_allclose(results[0], results[1], rtol=rtol)
+  np.testing.assert_allclose(loss, default_loss, rtol=rtol)
 
 
+@pytest.mark.slow
 def test_bfloat16_params_train_a_t5_student(t5_models, facts_task,
                                             fixed_batch):
   _, sp, _, tp = t5_models
