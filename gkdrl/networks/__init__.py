@@ -11,7 +11,8 @@
                   and an untied head).
   make_t5         T5Config -> EncoderDecoderModel(init, encode,
                   decoder_hidden, hidden, apply, unembedding, init_cache,
-                  prefill, decode); see gkdrl/networks/t5.py.
+                  prefill, decode, prepare_decode, unstack_cache,
+                  stack_cache); see gkdrl/networks/t5.py.
   T5Cache         its decoding cache (self-attention keys/values and the
                   encoder output's cross-attention keys/values).
   REMAT_MODES     the `remat` settings of `hidden` and `apply`.
