@@ -127,6 +127,10 @@ class RunConfig:
     force_new_run: start over in a --workdir that holds a run: move that
       run's files into <workdir>/previous_run_<n>/ (nothing is deleted)
       instead of resuming it.
+    compilation_cache: keep compiled XLA programs in <cache_dir>/xla (the
+      gkdrl cache, as for the built-in models), so a second run of the
+      same configuration starts faster; false leaves JAX's settings as
+      they are (see `gkdrl.runners.compilation`).
   """
 
   agent: agents.AgentConfig = dataclasses.field(
@@ -139,6 +143,7 @@ class RunConfig:
   workdir: str = "runs/train"
   mesh: str | None = None
   force_new_run: bool = False
+  compilation_cache: bool = True
 
   def __post_init__(self):
     # The learning-rate schedule spans the run unless set otherwise.

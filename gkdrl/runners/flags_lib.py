@@ -87,7 +87,8 @@ def define_agent_flags():
     _define(name, kind, None, _agent_help(name, by_agent))
   _define_fields(config_lib.RewardConfig)
   _define_fields(loop.LoopConfig, exclude=("seed",))
-  _define_fields(config_lib.RunConfig, only=("mesh", "force_new_run"))
+  _define_fields(config_lib.RunConfig,
+                 only=("mesh", "force_new_run", "compilation_cache"))
 
 
 def define_workdir_flag():

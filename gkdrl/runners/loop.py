@@ -24,14 +24,18 @@ past `steps`, and first redoes the evaluation of the checkpoint's step if a
 kill lost it. A second process on the same workdir is refused (see
 `workdir.Lock`).
 
-The host does not wait for each update: a step's loss is checked for NaN
-one step later (while the device runs the next update, the host loads and
-tokenizes the next batch), except on steps that log, save or evaluate,
-which check it at once so that nothing is written after a bad step. The
-update skips a non-finite step (the state stays as it was), so the one
-extra update dispatched before a late check changes nothing that is kept.
-The same late read counts updates skipped in a row (`train/skipped`), and
-training stops once `max_skipped_steps` of them have learned nothing.
+The host does not wait for the updates: a step's loss and `train/skipped`
+flag stay on the device until the next step that logs, saves or evaluates,
+which reads those of every step since in one transfer and checks them
+before anything is written, so no metrics line, checkpoint or evaluation
+ever follows a bad step. The update skips a non-finite step (the state
+stays as it was), and nothing computed after a bad step is kept: the error
+names that step and the last good checkpoint. The same read counts updates
+skipped in a row (`train/skipped`), and training stops once
+`max_skipped_steps` of them have learned nothing. The next task batch is
+read while the device runs the update, and with `async_rollouts` the next
+training batch is sampled and rewarded then too, one update behind (see
+`gkdrl.runners.rollouts`).
 """
 
 from collections.abc import Callable
@@ -49,9 +53,9 @@ import tqdm
 from gkdrl import parallel
 from gkdrl import validation
 from gkdrl.agents import base as agent_base
-from gkdrl.tasks import base as tasks_base
 from gkdrl.runners import checkpointing
 from gkdrl.runners import loggers as loggers_lib
+from gkdrl.runners import rollouts as rollouts_lib
 from gkdrl.runners import workdir as workdir_lib
 
 
@@ -81,6 +85,10 @@ class LoopConfig:
       `tensorboard` (event files in <workdir>/tensorboard), `wandb` (Weights
       & Biases; WANDB_MODE=offline works without a network); a sequence or
       a comma list (see `gkdrl.runners.loggers`).
+    async_rollouts: sample (and reward) the batch of step t + 1 while the
+      update of step t runs, from the parameters that update starts from:
+      one update of policy lag (`train/policy_lag`), as TRL's generation
+      buffer, for a step's host and device work to overlap.
   """
 
   steps: int = 500
@@ -93,6 +101,7 @@ class LoopConfig:
                                      metadata={"setting": False})
   max_skipped_steps: int = 20
   log_to: tuple[str, ...] = ("jsonl",)
+  async_rollouts: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "log_to",
@@ -124,6 +133,13 @@ class _StepCheck:
   def __init__(self, max_skipped: int, directory: pathlib.Path):
     self.max_skipped, self.directory = max_skipped, directory
     self.skipped_since = None  # per member: first step of its skipped run
+
+  def check_all(self, pending: list, last_saved: int) -> None:
+    """Checks [(step, loss, skipped), ...] in step order, one transfer."""
+    values = jax.device_get([(loss, skipped) for _, loss, skipped in pending])
+    for (step, _, _), (loss, skipped) in zip(pending, values):
+      self(step, loss, skipped, last_saved)
+    pending.clear()
 
   def __call__(self, step: int, loss, skipped, last_saved: int) -> None:
     loss, skipped = jax.device_get((loss, skipped))  # one transfer
@@ -309,35 +325,30 @@ def _train(*, agent, state, task, config, workdir, teacher_params,
   for _ in range(start):  # the data order depends only on the seed
     next(batches)
   root_key = jax.random.key(config.seed)
+  rollouts = rollouts_lib.Rollouts(
+      agent, batches, root_key=root_key, ahead=config.async_rollouts,
+      mesh=mesh, task=task, teacher_params=teacher_params,
+      reward_params=reward_params)
   bar = tqdm.tqdm(total=config.steps, initial=start, desc=agent.name,
                   disable=not (config.progress and lead),
                   dynamic_ncols=True)
   last_saved = start
   check = _StepCheck(config.max_skipped_steps, checkpointer.directory)
-  unchecked = None  # (step, loss, skipped) of an update not read yet
+  unchecked = []  # (step, loss, skipped) of the updates not read yet
   try:
     for step in range(start + 1, config.steps + 1):
-      act_key, update_key = jax.random.split(jax.random.fold_in(root_key,
-                                                                step))
-      task_batch = next(batches)
-      if mesh is not None:
-        task_batch = parallel.global_task_batch(
-            task_batch, mesh, tasks_base.pad_token_id(task.tokenizer))
-      batch, info = agent.act(state, task_batch, act_key,
-                              teacher_params=teacher_params,
-                              reward_params=reward_params)
-      if mesh is not None:
-        batch = parallel.shard_batch(batch, mesh)
+      _, update_key = rollouts_lib.step_keys(root_key, step)
+      batch, info = rollouts.get(step, state)
+      rollouts.start_next(step, state, config.steps)
       state, metrics = update(state, batch, teacher_params, update_key)
-      if unchecked is not None:
-        check(*unchecked, last_saved)
-      unchecked = (step, metrics["loss/total"], metrics.get("train/skipped"))
+      rollouts.prefetch()
+      unchecked.append((step, metrics["loss/total"],
+                        metrics.get("train/skipped")))
       log = step % config.log_every == 0 or step == config.steps
       save = step % config.save_every == 0 or step == config.steps
       evaluate = _evaluates(step, config, evaluate_fn)
       if log or save or evaluate:
-        check(*unchecked, last_saved)
-        unchecked = None
+        check.check_all(unchecked, last_saved)
       if log:
         shown = metrics_log.log(step, {**metrics, **info}, loggers)
         bar.set_postfix(_postfix(shown), refresh=False)
@@ -349,6 +360,7 @@ def _train(*, agent, state, task, config, workdir, teacher_params,
         _evaluate(f"step_{step}", step,
               agent.model_params(state), evaluate_fn, loggers)
   finally:
+    rollouts.close()
     bar.close()
     checkpointer.close()
   if evaluate_fn:

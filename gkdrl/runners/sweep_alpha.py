@@ -23,8 +23,9 @@ the teacher and the reward are computed for every alpha (at alpha = 0 and
 <workdir>/checkpoints, and rerunning the same command resumes from it (with
 the same alphas). It pays off for small models on one device, where one
 step of one student leaves the device mostly idle; memory grows with A. It
-writes the same files per alpha (config.json, metrics.jsonl, eval/ without
-the periodic evaluations, student_hf/) and the same tables.
+writes the same files per alpha (config.json, metrics.jsonl, eval/ with the
+periodic evaluations of --eval_every and the sample files, tensorboard/
+with --log_to=tensorboard, student_hf/) and the same tables.
 """
 
 import csv
@@ -41,7 +42,9 @@ from gkdrl import networks
 from gkdrl import validation
 from gkdrl.agents import stacked
 from gkdrl.runners import checkpointing
+from gkdrl.runners import compilation
 from gkdrl.runners import flags_lib
+from gkdrl.runners import loggers
 from gkdrl.runners import loop
 from gkdrl.runners import plots
 from gkdrl.runners import setup
@@ -175,7 +178,15 @@ def train_vectorized(values: dict, alphas: list[float], *,
   loop_config = loop.LoopConfig(
       steps=values["steps"], batch_size=values["batch_size"],
       seed=values["seed"], log_every=values["log_every"],
-      save_every=values["save_every"], progress=progress)
+      save_every=values["save_every"], progress=progress,
+      eval_every=values.get("eval_every", 0), log_to=values.get("log_to"),
+      async_rollouts=values.get("async_rollouts", False))
+  if "wandb" in loop_config.log_to:
+    validation.fail("--log_to", "wandb", "--vectorized logs to jsonl and "
+                    "tensorboard (one W&B run per alpha needs the "
+                    "sequential sweep)")
+  compilation.use_cache(values.get("compilation_cache", True),
+                        values["cache_dir"])
   task_seed = values.get("task_seed")
   task, task_kwargs = setup.make_task(
       values["task"], data_files=values["data_files"],
@@ -201,45 +212,96 @@ def train_vectorized(values: dict, alphas: list[float], *,
       tokenizer=task.tokenizer, reward=reward)
   _check_same_alphas(root, alphas)
   names = [alpha_workdir(root, alpha).name for alpha in alphas]
-  state = loop.train(
-      agent=agent, state=agent.init(models.student_params), task=task,
-      config=loop_config, workdir=root, teacher_params=models.teacher_params,
-      reward_params=setup.init_reward_params(reward, values["seed"]),
-      split_metrics=lambda m: dict(zip(names,
-                                       stacked.split_metrics(m, alphas))))
-  evaluate = train.make_evaluate(values, task, models, reward,
-                                 config.max_new_tokens)
-  return _write_alpha_outputs(values, alphas, config, models, task,
-                              evaluate, state.params)
+  resolved = [_resolved(values, root, alpha, config, models)
+              for alpha in alphas]
+  alpha_loggers = AlphaLoggers({
+      name: loggers.make_loggers(
+          loop_config.log_to, root / name, run_config=run_config,
+          resume_step=max(checkpointing.saved_steps(root), default=0))
+      for name, run_config in zip(names, resolved)})
+  evaluate = train.make_evaluate_with_samples(values, task, models, reward,
+                                              config.max_new_tokens)
+
+  def evaluate_each(stacked_params):
+    """({alpha dir: metrics}, {alpha dir: samples}) of every student."""
+    results = {name: evaluate(models.student,
+                              stacked.unstack(stacked_params, i))
+               for i, name in enumerate(names)}
+    return ({name: r[0] for name, r in results.items()},
+            {name: r[1] for name, r in results.items()})
+
+  try:
+    # The reference evaluations first, at step 0, as `train` logs them.
+    references = {name: evaluate(model, params) for name, model, params in (
+        ("teacher", models.teacher, models.teacher_params),
+        ("initial", models.student, models.student_params))}
+    for name, result in references.items():
+      alpha_loggers.evaluation(name, 0, *(
+          {alpha_dir: part for alpha_dir in names} for part in result))
+    state = loop.train(
+        agent=agent, state=agent.init(models.student_params), task=task,
+        config=loop_config, workdir=root,
+        teacher_params=models.teacher_params,
+        reward_params=setup.init_reward_params(reward, values["seed"]),
+        evaluate_fn=evaluate_each,
+        split_metrics=lambda m: dict(zip(names,
+                                         stacked.split_metrics(m, alphas))),
+        loggers=alpha_loggers)
+    return _write_alpha_outputs(values, alphas, resolved, models, task,
+                                references, state.params)
+  finally:
+    alpha_loggers.close()
 
 
-def _write_alpha_outputs(values, alphas, config, models, task, evaluate,
+class AlphaLoggers(loggers.Loggers):
+  """One `Loggers` per alpha: the loop's `<alpha dir>/<key>` metrics go to
+  that alpha's loggers as `<key>`."""
+
+  def __init__(self, by_name: dict[str, loggers.Loggers]):
+    super().__init__(list(by_name.values()))
+    self.by_name = by_name
+
+  def scalars(self, step: int, values) -> None:
+    for name, logger in self.by_name.items():
+      prefix = f"{name}/"
+      logger.scalars(step, {k[len(prefix):]: v for k, v in values.items()
+                            if k.startswith(prefix)})
+
+  def evaluation(self, name: str, step: int, metrics, samples=None) -> None:
+    """`metrics` and `samples` are {alpha dir: that student's}."""
+    for alpha_dir, logger in self.by_name.items():
+      logger.evaluation(name, step, metrics[alpha_dir],
+                        (samples or {}).get(alpha_dir))
+
+
+def _resolved(values, root, alpha, config, models) -> dict:
+  """The config.json of one alpha of a vectorized sweep."""
+  return {**values, "agent": "gkd_rl", "alpha": alpha,
+          "workdir": str(alpha_workdir(root, alpha)), "vectorized": True,
+          "agent_config": dataclasses.asdict(
+              dataclasses.replace(config, alpha=alpha)),
+          "student_path": models.student_path,
+          "teacher_path": models.teacher_path}
+
+
+def _write_alpha_outputs(values, alphas, resolved, models, task, references,
                          stacked_params) -> list[dict]:
-  """Each alpha's config.json, eval/ and student_hf/; its summary."""
+  """Each alpha's config.json and student_hf/; its summary (the loop and
+  the loggers wrote eval/)."""
   root = pathlib.Path(values["workdir"])
-  teacher_eval = evaluate(models.teacher, models.teacher_params)
-  initial_eval = evaluate(models.student, models.student_params)
   summaries = []
   for i, alpha in enumerate(alphas):
     workdir = alpha_workdir(root, alpha)
     params = jax.device_get(stacked.unstack(stacked_params, i))
-    resolved = {**values, "agent": "gkd_rl", "alpha": alpha,
-                "workdir": str(workdir), "vectorized": True,
-                "agent_config": dataclasses.asdict(
-                    dataclasses.replace(config, alpha=alpha)),
-                "student_path": models.student_path,
-                "teacher_path": models.teacher_path}
-    checkpointing.write_json(workdir / "config.json", resolved)
-    final = evaluate(models.student, params)
-    for name, result in (("teacher", teacher_eval), ("initial", initial_eval)):
-      checkpointing.write_json(workdir / "eval" / f"{name}.json",
-                               {"step": 0, **result})
-    checkpointing.write_json(workdir / "eval" / "final.json",
-                             {"step": values["steps"], **final})
+    checkpointing.write_json(workdir / "config.json", resolved[i])
+    final = checkpointing.read_json(workdir / "eval" / "final.json")
     networks.save_pretrained(models.student, params, workdir / "student_hf",
                              tokenizer=task.tokenizer)
-    summaries.append({"config": resolved, "teacher": teacher_eval,
-                      "initial": initial_eval, "final": final})
+    summaries.append({"config": resolved[i],
+                      "teacher": references["teacher"][0],
+                      "initial": references["initial"][0],
+                      "final": {k: v for k, v in final.items()
+                                if k != "step"}})
   return summaries
 
 
@@ -262,6 +324,7 @@ def main(argv):
           workdir_lib.WorkdirLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  print(compilation.summary(), file=sys.stderr)
   columns = ["alpha", "reward", "factuality", "rouge2", "teacher_kl",
              "length"]
   columns = [c for c in columns if c in rows[0]]

@@ -38,6 +38,7 @@ from gkdrl import networks
 from gkdrl import parallel
 from gkdrl import validation
 from gkdrl.runners import checkpointing
+from gkdrl.runners import compilation
 from gkdrl.runners import config as config_lib
 from gkdrl.runners import flags_lib
 from gkdrl.runners import loggers
@@ -162,6 +163,7 @@ def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
   """
   shared = {} if shared is None else shared
   config, task = resolve(config, shared)
+  compilation.use_cache(config.compilation_cache, config.inputs.cache_dir)
   mesh = _mesh(config)
   reward = setup.make_reward(config.reward.reward, task,
                              entailment_model=config.reward.entailment_model,
@@ -294,6 +296,7 @@ def main(argv):
           workdir_lib.WorkdirLockedError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  print(compilation.summary(), file=sys.stderr)
   for mode in summary["final"]:
     print(f"\n{mode} decoding ({FLAGS.workdir}):")
     print(summary_table(summary, mode))

@@ -37,7 +37,8 @@ LOCK_NAME = ".lock"
 SAFE_TO_CHANGE = frozenset({
     "steps", "agent_config.optimizer.decay_steps", "log_every",
     "eval_every", "save_every", "eval_examples", "eval_samples_per_prompt",
-    "mesh", "workdir", "force_new_run", "cache_dir", "log_to"})
+    "mesh", "workdir", "force_new_run", "cache_dir", "log_to",
+    "compilation_cache"})
 # What a previous run leaves in its workdir (moved by `start_new_run`).
 RUN_OUTPUTS = ("config.json", "metrics.jsonl", "checkpoints", "eval",
                "student_hf", "plots.png", "tensorboard", "wandb")

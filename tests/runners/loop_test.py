@@ -90,8 +90,8 @@ def test_loop_config_errors():
 
 
 def test_a_late_nan_check_still_writes_nothing_after_the_bad_step(tmp_path):
-  # Step 6 is neither logged nor saved: its loss is read after step 7 is
-  # dispatched, and step 7 is never logged or saved either.
+  # Step 6 is neither logged nor saved: its loss is read at step 8, the
+  # next step that logs and saves, before anything of step 8 is written.
   config = loop.LoopConfig(steps=12, batch_size=1, save_every=4,
                            log_every=4, progress=False)
   agent = fake_agent(nan_at_step=6)
@@ -105,13 +105,30 @@ def test_a_late_nan_check_still_writes_nothing_after_the_bad_step(tmp_path):
                      match=r"step 6.*checkpoint \(step 4\)"):
     loop.train(agent=agent._replace(update=update), state=initial_state(),
                task=FakeTask(), config=config, workdir=tmp_path)
-  assert dispatched == [1, 2, 3, 4, 5, 6, 7]
+  assert dispatched == [1, 2, 3, 4, 5, 6, 7, 8]
   checkpointer = checkpointing.Checkpointer(tmp_path)
   assert checkpointer.latest_step() == 4
   checkpointer.close()
   steps = [json.loads(l)["step"]
            for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert steps == [4]
+
+
+def test_losses_are_read_only_on_steps_that_log_save_or_evaluate(
+    tmp_path, monkeypatch):
+  reads = []
+  check_all = loop._StepCheck.check_all
+
+  def recording(self, pending, last_saved):
+    reads.append([step for step, *_ in pending])
+    check_all(self, pending, last_saved)
+
+  monkeypatch.setattr(loop._StepCheck, "check_all", recording)
+  config = loop.LoopConfig(steps=10, batch_size=1, save_every=4,
+                           log_every=3, progress=False)
+  loop.train(agent=fake_agent(nan_at_step=-1), state=initial_state(),
+             task=FakeTask(), config=config, workdir=tmp_path)
+  assert reads == [[1, 2, 3], [4], [5, 6], [7, 8], [9], [10]]
 
 
 @pytest.fixture(scope="module")
