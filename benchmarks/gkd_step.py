@@ -2,6 +2,7 @@ r"""One on-policy GKD training step, end to end: gkdrl against TRL.
 
     python benchmarks/gkd_step.py              # student 256x4, teacher 512x4
     python benchmarks/gkd_step.py --quick      # fewer steps
+    python benchmarks/gkd_step.py --size=tiny  # student 64x2 (0.35M), V 4096
     python benchmarks/gkd_step.py --size=smollm2   # SmolLM2-135M / 360M shapes
 
 A step is what the paper's Algorithm 1 does with lambda = 1: the student
@@ -26,6 +27,12 @@ tokens; each step asserts that.
          time from the Trainer's `on_step_begin` to `on_step_end` callbacks
          (generation, student and teacher forward, loss, backward,
          clipping, optimizer and scheduler step).
+
+The script also prints a bound no implementation of the step can beat on
+this machine (`roofline`: the step's matrix-product FLOPs at a measured
+float32 product rate, the sampler's weight streaming at a measured
+bandwidth, both measured in the same run, under the same load) and each
+side's fraction of it.
 
 Each side runs in its own process (the models are written once and
 shared), `--rounds` times in turn (TRL, gkdrl, TRL, gkdrl), so both see
@@ -65,6 +72,9 @@ from gkdrl import networks
 
 # (d_model, n_layers, n_heads, n_kv_heads, d_ff) of the student and teacher.
 SIZES = {
+    # Under 1M student parameters: where fixed costs per step show.
+    "tiny": dict(vocab=4096, student=(64, 2, 4, 2, 176),
+                 teacher=(128, 4, 4, 2, 352), tie=True),
     "small": dict(vocab=8192, student=(256, 4, 8, 4, 704),
                   teacher=(512, 4, 8, 4, 1408), tie=True),
     # SmolLM2-135M and SmolLM2-360M shapes (random weights).
@@ -284,6 +294,78 @@ def weight_check(student_dir, prompts) -> float:
   return float(np.abs(ours - theirs).max())
 
 
+def forward_flops(spec, role: str, batch: int, length: int,
+                  unembedded: int) -> float:
+  """Matrix-product FLOPs of one forward pass of a `SIZES` model.
+
+  `length` tokens per row through the layers (projections, MLP and the two
+  attention products), `unembedded` of them through the unembedding.
+  """
+  d, n, h, kv, ff = spec[role]
+  head = d // h
+  per_token = 2 * n * (d * h * head + 2 * d * kv * head + h * head * d
+                       + 3 * d * ff)
+  attention = n * 2 * 2 * batch * h * length * length * head
+  return (batch * length * per_token + attention
+          + 2 * batch * unembedded * d * spec["vocab"])
+
+
+def roofline(args) -> dict:
+  """Seconds below which no implementation of the step can go here.
+
+  Counted on this machine's measured rates, in this process, so under the
+  load both sides see: the FLOPs of the update (the student's forward and
+  backward pass, three times its forward; the teacher's forward pass; the
+  unembedding only at the T completion positions) and of the sampler's
+  prefill at the rate of a `[B (P + T), D] x [D, F]` float32 product of the
+  student's shapes, and the sampler's T decode steps streaming the
+  student's float32 weights at the bandwidth of a `[V, D] x [D, B]` product
+  (its unembedding). Attention over the cache and the loss are left out.
+  Each rate is that of the fastest of 20 calls; `main` measures them
+  before and after the runs and keeps the better of each
+  (`bound_seconds`).
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import timing  # pylint: disable=g-import-not-at-top  # beside this script
+  spec = SIZES[args.size]
+  b, p, t = args.batch_size, args.prompt_length, args.new_tokens
+  d, n, h, kv, ff = spec["student"]
+  keys = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(keys[0], (b * (p + t), d))
+  w = jax.random.normal(keys[1], (d, ff))
+  product = jax.jit(jnp.dot)
+
+  def fastest(fn, repeats: int = 20) -> float:
+    # The fastest call: what the machine can do between other jobs' work.
+    fn()  # compiles
+    return min(timing.median_seconds(fn, repeats=1) for _ in range(repeats))
+
+  matmul_s = fastest(lambda: product(x, w).block_until_ready())
+  flop_rate = 2 * x.shape[0] * d * ff / matmul_s
+  unembed = jax.random.normal(keys[2], (spec["vocab"], d))
+  hidden = jax.random.normal(keys[3], (d, b))
+  stream_s = fastest(lambda: product(unembed, hidden).block_until_ready())
+  bandwidth = unembed.nbytes / stream_s
+  head = d // h
+  student_bytes = 4 * (spec["vocab"] * d + n * (
+      d * h * head + 2 * d * kv * head + h * head * d + 3 * d * ff + 2 * d))
+  update = (3 * forward_flops(spec, "student", b, p + t, t)
+            + forward_flops(spec, "teacher", b, p + t, t))
+  prefill = forward_flops(spec, "student", b, p, 1)
+  return dict(flop_rate=flop_rate, bandwidth=bandwidth, update_flops=update,
+              prefill_flops=prefill, streamed_bytes=t * student_bytes)
+
+
+def bound_seconds(first: dict, second: dict) -> dict:
+  """The update's and the sampler's bounds at the better of two rates."""
+  flop_rate = max(first["flop_rate"], second["flop_rate"])
+  bandwidth = max(first["bandwidth"], second["bandwidth"])
+  return dict(first, flop_rate=flop_rate, bandwidth=bandwidth,
+              update_s=first["update_flops"] / flop_rate,
+              sampling_s=(first["prefill_flops"] / flop_rate
+                          + first["streamed_bytes"] / bandwidth))
+
+
 def measure(side: str, directory: str, argv: list[str]) -> dict:
   """Runs one side in its own process; returns its times or its error."""
   result = subprocess.run(
@@ -367,6 +449,7 @@ def main():
         f"{args.rounds} rounds of {args.steps} steps after {args.warmup} "
         f"warm-up, each side in its own process", flush=True)
   runs = {"trl": [], "ours": []}
+  first_bound = roofline(args)  # again after the runs; the faster counts
   with tempfile.TemporaryDirectory() as directory:
     student_dir, _ = write_models(args.size, directory)
     print(f"# student logits, gkdrl vs transformers on the prompts: max "
@@ -401,12 +484,24 @@ def main():
           f"{tokens / row['seconds']:>9.1f}{ratio:>9}"
           f"{row['sampling_s']:>12.3f}"
           f"{row['seconds'] - row['sampling_s']:>9.3f}{row['loss0']:>9.4f}")
+  bound = bound_seconds(first_bound, roofline(args))
+  print(f"# roofline here, now: {bound['flop_rate'] / 1e9:.0f} GFLOP/s "
+        f"(float32 product), {bound['bandwidth'] / 1e9:.1f} GB/s (weight "
+        f"streaming); update {bound['update_flops'] / 1e9:.1f} GFLOP >= "
+        f"{bound['update_s']:.3f} s, sampling >= {bound['sampling_s']:.3f} s")
+  for row in rows:
+    bound_s = bound["update_s"] + bound["sampling_s"]
+    row["of_bound"] = bound_s / row["seconds"]
+    print(f"# {row['impl']}: step at {row['of_bound']:.0%} of the bound "
+          f"({bound_s:.3f} s); sampling "
+          f"{bound['sampling_s'] / row['sampling_s']:.0%}, rest "
+          f"{bound['update_s'] / (row['seconds'] - row['sampling_s']):.0%}")
   print("# median s/step of each round: " + ", ".join(
       f"{row['impl']} {row['rounds']}" for row in rows) +
         f"; load average {os.getloadavg()[0]:.1f}", flush=True)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(dict(size=args.size, rows=rows, runs=runs), f)
+      json.dump(dict(size=args.size, rows=rows, runs=runs, bound=bound), f)
 
 
 if __name__ == "__main__":
