@@ -164,8 +164,9 @@ def make_preference_reward(
     name: metric name.
     on_host: score decoded text (`join_text(source, completion)`) with the
       checkpoint's tokenizer; False scores the policy's token arrays
-      (`prompt_tokens`/`mask` then `completion_tokens`/`mask`), which
-      needs the policy to use the same tokenizer.
+      (`prompt_tokens`/`mask` then `completion_tokens`/`mask`, EOS left
+      out as decoded text leaves it out), which needs the policy to use
+      the same tokenizer.
     batch_size: rows per jitted forward on the host, >= 1.
     max_length: tokens kept per row on the host (the last ones), >= 1.
     mesh: the training mesh, or None for one device. Parameters are placed
@@ -182,6 +183,7 @@ def make_preference_reward(
   if not on_host:
     init = lambda key=None: placement.place_params(model.params, mesh)
     rows = None if mesh is None else placement.rows_sharding(mesh)
+    eos = model.config.eos_token_id
 
     def score_tokens(params, inputs):
       base.check_inputs(inputs, model=name, required=[
@@ -189,8 +191,13 @@ def make_preference_reward(
           "completion_mask"])
       tokens = jnp.concatenate(
           [inputs.prompt_tokens, inputs.completion_tokens], axis=1)
-      mask = jnp.concatenate(
-          [inputs.prompt_mask, inputs.completion_mask], axis=1)
+      # A finished completion ends with EOS, which decoded text (the host
+      # path, and `train_reward`'s pairs) lacks: score where the text ends.
+      completion_mask = inputs.completion_mask.astype(bool)
+      if eos is not None:
+        completion_mask &= inputs.completion_tokens != eos
+      mask = jnp.concatenate([inputs.prompt_mask.astype(bool),
+                              completion_mask], axis=1)
       rewards = sequence_rewards(model, params, tokens, mask)  # [B]
       if rows is not None and not (
           rewards.shape[0] % placement.row_multiple(mesh)):
