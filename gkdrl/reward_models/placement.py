@@ -27,6 +27,8 @@ from typing import Any
 import jax
 from jax.sharding import NamedSharding
 
+from gkdrl import validation
+
 Mesh = jax.sharding.Mesh
 
 
@@ -95,9 +97,9 @@ def make_forward(fn: Callable[..., Any],
   def forward(params, *arrays):
     for a in arrays:
       if a.shape[0] % row_multiple(mesh):
-        raise ValueError(
-            f"A reward-model batch of {a.shape[0]} rows does not split into "
-            f"{row_multiple(mesh)} row shards; pad it with `padded_rows`.")
+        validation.fail(
+            "rows", a.shape[0], "it must be a multiple of the mesh's "
+            f"{row_multiple(mesh)} row shards (pad with `padded_rows`)")
     return jitted(place_params(params, mesh),
                   *(jax.device_put(a, rows) for a in arrays))
 

@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
+from gkdrl import networks
 from gkdrl import reward_models as rm
 from gkdrl.reward_models import preference
+from gkdrl.reward_models import preference_training as pt
 from tests.reward_models import checkpoints
 
 VOCAB = 64
@@ -139,8 +141,6 @@ def test_rejects_more_than_one_label(tmp_path):
 def test_device_reward_leaves_out_the_completions_eos(tmp_path):
   # Decoded text (the host path, train_reward's pairs) has no EOS, so the
   # device path scores a finished completion where its text ends.
-  from gkdrl import networks  # pylint: disable=g-import-not-at-top
-  from gkdrl.reward_models import preference_training as pt  # pylint: disable=g-import-not-at-top
   lm = networks.make_model(networks.ModelConfig(
       model_type="llama", vocab_size=VOCAB, d_model=32, n_layers=2,
       n_heads=4, n_kv_heads=2, d_ff=48, max_positions=64, pad_token_id=0,
