@@ -34,6 +34,12 @@ Pretrained models return their loaded weights from `init` (the key is
 unused), and those weights are an argument of every jitted forward, never a
 closed-over constant.
 
+The neural models (NLI, T5 judge, preference) take `mesh=`, the training
+mesh (`train` passes its `--mesh`): `init` then places their weights by
+`gkdrl.parallel`'s rules and every padded bucket runs jitted with its rows
+split over the batch axes, so the reward forward runs on the devices the
+policy trains on (`placement`).
+
 Every score validates its inputs and raises ValueError on missing fields,
 batch fields that disagree on B, a single string where a list is expected,
 or rewards of the wrong shape or with NaN/Inf.

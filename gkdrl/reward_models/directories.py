@@ -17,6 +17,8 @@
 import json
 import pathlib
 
+import jax
+
 from gkdrl import networks
 from gkdrl import validation
 from gkdrl.reward_models import base
@@ -72,7 +74,7 @@ def same_tokenizer(a, b) -> bool:
 
 def make_directory_reward(
     path: str | pathlib.Path, *, policy_tokenizer=None, flag: str = "path",
-    kinds: tuple[str, ...] = KINDS,
+    kinds: tuple[str, ...] = KINDS, mesh: jax.sharding.Mesh | None = None,
 ) -> base.RewardModel:
   """The reward model of a local checkpoint directory.
 
@@ -82,6 +84,8 @@ def make_directory_reward(
       same tokenizer scores the policy's tokens on device.
     flag: the directory's name in error messages.
     kinds: the kinds accepted here.
+    mesh: the training mesh: the model's forward runs on it
+      (`placement`); None: one device.
 
   Returns:
     The `RewardModel` (`on_host=False` for a preference model on device).
@@ -91,9 +95,9 @@ def make_directory_reward(
     validation.fail(flag, str(path), f"it holds a {kind} model; allowed "
                     f"here: {', '.join(kinds)}")
   if kind == "t5_judge":
-    return t5_judge.T5JudgeReward(path).reward_model()
+    return t5_judge.T5JudgeReward(path, mesh=mesh).reward_model()
   if kind == "entailment":
-    return entailment.EntailmentReward(path).reward_model()
+    return entailment.EntailmentReward(path, mesh=mesh).reward_model()
   on_host = True
   if policy_tokenizer is not None:
     try:
@@ -101,4 +105,4 @@ def make_directory_reward(
     except (OSError, ValueError):
       own = None
     on_host = own is None or not same_tokenizer(own, policy_tokenizer)
-  return preference.make_preference_reward(path, on_host=on_host)
+  return preference.make_preference_reward(path, on_host=on_host, mesh=mesh)

@@ -41,6 +41,7 @@ from gkdrl.reward_models import base
 from gkdrl.reward_models import classifiers
 from gkdrl.reward_models import document_scoring
 from gkdrl.reward_models import encoder_weights
+from gkdrl.reward_models import placement
 from gkdrl.reward_models import sentences as sentences_lib
 
 ENTAILMENT_LABEL = "entailment"
@@ -166,12 +167,16 @@ class EntailmentReward:
       `nli_score="entailment"`.
     tokenizer: the checkpoint's transformers tokenizer.
     max_length: tokens per pair actually used.
+    mesh: this process's part of the training mesh, or None.
+    forward: the jitted `(params, ids, mask, type_ids) -> [n, C]` logits
+      of one padded bucket (`placement.make_forward`).
   """
 
   on_host = True
 
   def __init__(
-      self, path: str | pathlib.Path, config: EntailmentConfig | None = None
+      self, path: str | pathlib.Path, config: EntailmentConfig | None = None,
+      *, mesh: jax.sharding.Mesh | None = None,
   ):
     """Loads config, labels, tokenizer and weights from a local directory.
 
@@ -182,6 +187,9 @@ class EntailmentReward:
         `tokenizer.json` needs `pip install sentencepiece` to build its
         tokenizer).
       config: options; defaults to `EntailmentConfig()`.
+      mesh: the training mesh: the forward then runs on this process's
+        devices of it (`placement`), parameters placed by the training
+        rules and rows split over the batch axes; None: one device.
 
     Raises:
       ValueError: no entailment label (naming the labels found), an
@@ -217,15 +225,17 @@ class EntailmentReward:
     limits = [self.classifier.max_tokens, self.config.max_length,
               getattr(self.tokenizer, "model_max_length", None)]
     self.max_length = min(int(x) for x in limits if x is not None)
-    self._apply = jax.jit(self.classifier.apply)
+    self.mesh = placement.host_mesh(mesh)
+    self.forward = placement.make_forward(self.classifier.apply, self.mesh)
 
   @property
   def name(self) -> str:
     return self.config.name
 
   def init(self, key=None):
-    """The loaded parameters; `key` is unused (the model is pretrained)."""
+    """The loaded parameters (on the mesh, if any); `key` is unused."""
     del key
+    self._params = placement.place_params(self._params, self.mesh)
     return self._params
 
   def _encode(self, premises, hypotheses):
@@ -269,7 +279,8 @@ class EntailmentReward:
       rows = order[start:start + cfg.batch_size]
       length = _bucket(int(lengths[rows].max()), cfg.min_bucket,
                        self.max_length)
-      n = _bucket(len(rows), 1, cfg.batch_size)
+      n = placement.padded_rows(_bucket(len(rows), 1, cfg.batch_size),
+                                self.mesh)
       input_ids = np.full((n, length), pad, np.int32)  # [n, L]
       mask = np.zeros((n, length), np.int32)  # [n, L]
       type_ids = np.zeros((n, length), np.int32)  # [n, L]
@@ -277,7 +288,7 @@ class EntailmentReward:
         input_ids[j, :lengths[r]] = ids[r]
         mask[j, :lengths[r]] = 1
         type_ids[j, :lengths[r]] = types[r]
-      logits = self._apply(params, input_ids, mask, type_ids)  # [n, C]
+      logits = self.forward(params, input_ids, mask, type_ids)  # [n, C]
       out[rows] = np.asarray(logits)[:len(rows)]
     return out
 
@@ -340,7 +351,10 @@ class EntailmentReward:
 
 
 def make_entailment_reward(
-    path: str | pathlib.Path, **options
+    path: str | pathlib.Path, *, mesh: jax.sharding.Mesh | None = None,
+    **options
 ) -> base.RewardModel:
-  """`EntailmentReward(path, EntailmentConfig(**options)).reward_model()`."""
-  return EntailmentReward(path, EntailmentConfig(**options)).reward_model()
+  """`EntailmentReward(path, EntailmentConfig(**options), mesh=mesh)
+  .reward_model()`."""
+  return EntailmentReward(path, EntailmentConfig(**options),
+                          mesh=mesh).reward_model()

@@ -42,6 +42,7 @@ from gkdrl import validation
 from gkdrl.networks import hf_weights
 from gkdrl.reward_models import base
 from gkdrl.reward_models import encoder_weights
+from gkdrl.reward_models import placement
 
 HEAD = "score"
 
@@ -153,6 +154,7 @@ def _bucket(n: int, minimum: int) -> int:
 def make_preference_reward(
     path: str | pathlib.Path, *, name: str = "preference",
     on_host: bool = True, batch_size: int = 16, max_length: int = 1024,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> base.RewardModel:
   """A preference reward model as a `RewardModel`.
 
@@ -162,33 +164,52 @@ def make_preference_reward(
     name: metric name.
     on_host: score decoded text (`join_text(source, completion)`) with the
       checkpoint's tokenizer; False scores the policy's token arrays
-      (`prompt_tokens`/`mask` then `completion_tokens`/`mask`), which
-      needs the policy to use the same tokenizer.
+      (`prompt_tokens`/`mask` then `completion_tokens`/`mask`, EOS left
+      out as decoded text leaves it out), which needs the policy to use
+      the same tokenizer.
     batch_size: rows per jitted forward on the host, >= 1.
     max_length: tokens kept per row on the host (the last ones), >= 1.
+    mesh: the training mesh, or None for one device. Parameters are placed
+      on it by the training rules (`placement`); on the host each bucket's
+      rows are split over its batch axes (this process's devices), on
+      device the rewards are split like the policy's rows.
 
   Returns:
-    The `RewardModel`; `init` returns the loaded params.
+    The `RewardModel`; `init` returns the loaded params (on the mesh).
   """
   validation.check_int("batch_size", batch_size, minimum=1)
   validation.check_int("max_length", max_length, minimum=1)
   model = load_preference_model(path)
-  forward = jax.jit(lambda p, t, m: sequence_rewards(model, p, t, m))
-  init = lambda key=None: model.params
-
   if not on_host:
+    init = lambda key=None: placement.place_params(model.params, mesh)
+    rows = None if mesh is None else placement.rows_sharding(mesh)
+    eos = model.config.eos_token_id
+
     def score_tokens(params, inputs):
       base.check_inputs(inputs, model=name, required=[
           "prompt_tokens", "prompt_mask", "completion_tokens",
           "completion_mask"])
       tokens = jnp.concatenate(
           [inputs.prompt_tokens, inputs.completion_tokens], axis=1)
-      mask = jnp.concatenate(
-          [inputs.prompt_mask, inputs.completion_mask], axis=1)
-      return sequence_rewards(model, params, tokens, mask)
+      # A finished completion ends with EOS, which decoded text (the host
+      # path, and `train_reward`'s pairs) lacks: score where the text ends.
+      completion_mask = inputs.completion_mask.astype(bool)
+      if eos is not None:
+        completion_mask &= inputs.completion_tokens != eos
+      mask = jnp.concatenate([inputs.prompt_mask.astype(bool),
+                              completion_mask], axis=1)
+      rewards = sequence_rewards(model, params, tokens, mask)  # [B]
+      if rows is not None and not (
+          rewards.shape[0] % placement.row_multiple(mesh)):
+        rewards = jax.lax.with_sharding_constraint(rewards, rows)
+      return rewards
 
     return base.RewardModel(name, False, init, score_tokens)
 
+  mesh = placement.host_mesh(mesh)
+  forward = placement.make_forward(
+      lambda p, t, m: sequence_rewards(model, p, t, m), mesh)
+  init = lambda key=None: placement.place_params(model.params, mesh)
   tokenizer = networks.load_tokenizer(path)
   pad = model.config.pad_token_id or 0
 
@@ -203,7 +224,7 @@ def make_preference_reward(
     for start in range(0, rows, batch_size):
       chunk = order[start:start + batch_size]
       length = _bucket(max(max(len(ids[r]) for r in chunk), 1), 16)
-      n = _bucket(len(chunk), 1)
+      n = placement.padded_rows(_bucket(len(chunk), 1), mesh)
       tokens = np.full((n, length), pad, np.int32)  # [n, L] right-padded
       mask = np.zeros((n, length), bool)  # [n, L]
       mask[:, 0] = True  # rows beyond the batch score a lone pad token

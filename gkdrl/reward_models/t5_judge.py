@@ -33,6 +33,7 @@ from gkdrl import networks
 from gkdrl import validation
 from gkdrl.reward_models import base
 from gkdrl.reward_models import document_scoring
+from gkdrl.reward_models import placement
 from gkdrl.reward_models import sentences as sentences_lib
 
 TRUE_TEMPLATE = "premise: {premise} hypothesis: {hypothesis}"
@@ -117,8 +118,10 @@ def _bucket(n: int, minimum: int, maximum: int) -> int:
   return min(max(minimum, 1 << max(n - 1, 0).bit_length()), maximum)
 
 
-def _make_score_fn(model, start_id: int, label_ids: tuple[int, int]):
-  """Jitted `(params, ids [N, L], mask [N, L]) -> [N]` P(positive)."""
+def _make_score_fn(model, start_id: int, label_ids: tuple[int, int],
+                   mesh: jax.sharding.Mesh | None = None):
+  """Jitted `(params, ids [N, L], mask [N, L]) -> [N]` P(positive), on
+  `mesh` if given (`placement.make_forward`)."""
 
   def score(params, ids, mask):
     enc = model.encode(params, ids, mask)  # [N, L, D]
@@ -129,7 +132,7 @@ def _make_score_fn(model, start_id: int, label_ids: tuple[int, int]):
                         preferred_element_type=jnp.float32)  # [N, 2]
     return jax.nn.softmax(logits, axis=-1)[:, 0]
 
-  return jax.jit(score)
+  return placement.make_forward(score, mesh)
 
 
 class T5JudgeReward:
@@ -140,13 +143,20 @@ class T5JudgeReward:
     model: the `networks.EncoderDecoderModel`.
     tokenizer: the checkpoint's transformers tokenizer.
     label_ids: (positive, negative) token ids.
+    mesh: this process's part of the training mesh, or None.
+    forward: the jitted `(params, ids, mask) -> [n]` P(positive) of one
+      padded bucket (`placement.make_forward`).
   """
 
   on_host = True
 
   def __init__(self, path: str | pathlib.Path,
-               config: T5JudgeConfig | None = None):
+               config: T5JudgeConfig | None = None, *,
+               mesh: jax.sharding.Mesh | None = None):
     """Loads a local T5 directory (config.json, safetensors, tokenizer).
+
+    `mesh` (the training mesh, or None for one device) runs the forward on
+    this process's devices of it, as `placement` describes.
 
     Raises:
       ValueError: not an encoder-decoder checkpoint, or a label that is not
@@ -166,16 +176,18 @@ class T5JudgeReward:
                        "negative"))
     t5 = self.model.config
     self.pad_token_id = t5.pad_token_id
-    self._score = _make_score_fn(self.model, t5.decoder_start_token_id,
-                                 self.label_ids)
+    self.mesh = placement.host_mesh(mesh)
+    self.forward = _make_score_fn(self.model, t5.decoder_start_token_id,
+                                  self.label_ids, self.mesh)
 
   @property
   def name(self) -> str:
     return self.config.name
 
   def init(self, key=None):
-    """The loaded parameters; `key` is unused (the model is pretrained)."""
+    """The loaded parameters (on the mesh, if any); `key` is unused."""
     del key
+    self._params = placement.place_params(self._params, self.mesh)
     return self._params
 
   def render(self, premises: Sequence[str],
@@ -202,14 +214,15 @@ class T5JudgeReward:
       rows = order[start:start + cfg.batch_size]
       length = _bucket(int(lengths[rows].max()), cfg.min_bucket,
                        max(cfg.max_length, cfg.min_bucket))
-      n = _bucket(len(rows), 1, cfg.batch_size)
+      n = placement.padded_rows(_bucket(len(rows), 1, cfg.batch_size),
+                                self.mesh)
       input_ids = np.full((n, length), self.pad_token_id, np.int32)  # [n, L]
       mask = np.zeros((n, length), bool)  # [n, L]
       mask[len(rows):, 0] = True  # filler rows attend to one pad token
       for j, r in enumerate(rows):
         input_ids[j, :lengths[r]] = ids[r]
         mask[j, :lengths[r]] = True
-      out[rows] = np.asarray(self._score(params, input_ids, mask))[:len(rows)]
+      out[rows] = np.asarray(self.forward(params, input_ids, mask))[:len(rows)]
     return out
 
   def _chunks(self, source: str) -> list[str]:
@@ -246,7 +259,10 @@ class T5JudgeReward:
                             score=self.score)
 
 
-def make_t5_judge_reward(path: str | pathlib.Path,
+def make_t5_judge_reward(path: str | pathlib.Path, *,
+                         mesh: jax.sharding.Mesh | None = None,
                          **options) -> base.RewardModel:
-  """`T5JudgeReward(path, T5JudgeConfig(**options)).reward_model()`."""
-  return T5JudgeReward(path, T5JudgeConfig(**options)).reward_model()
+  """`T5JudgeReward(path, T5JudgeConfig(**options), mesh=mesh)
+  .reward_model()`."""
+  return T5JudgeReward(path, T5JudgeConfig(**options),
+                       mesh=mesh).reward_model()

@@ -188,19 +188,21 @@ def _is_directory(name: str) -> bool:
 
 
 def make_reward(name: str, task, *, entailment_model: str | None = None,
-                length_penalty: float = 0.0):
+                length_penalty: float = 0.0,
+                mesh: jax.sharding.Mesh | None = None):
   """The reward model `--reward=name` (plus an optional length penalty).
 
   `name` may also be a local checkpoint directory (config.json picks the
   reward, see `reward_models.directories`): a one-label preference model
   (on device from the policy's tokens when its tokenizer is the task's),
-  an NLI classifier or a T5 judge.
+  an NLI classifier or a T5 judge. With the training `mesh`, a model's
+  forward runs on it (`reward_models.placement`).
   """
   valid = reward_names(task)
   if name not in valid and _is_directory(name):
     rm = reward_models.make_directory_reward(
         _check_reward_path(name, "--reward"),
-        policy_tokenizer=task.tokenizer, flag="--reward")
+        policy_tokenizer=task.tokenizer, flag="--reward", mesh=mesh)
     return _with_length_penalty(rm, length_penalty)
   if name not in valid:
     raise ValueError(f"--reward={name!r} is not recognised for task "
@@ -220,7 +222,8 @@ def make_reward(name: str, task, *, entailment_model: str | None = None,
                        "local Hugging Face NLI checkpoint directory.")
     rm = reward_models.make_directory_reward(
         _check_reward_path(entailment_model, "--entailment_model"),
-        flag="--entailment_model", kinds=("entailment", "t5_judge"))
+        flag="--entailment_model", kinds=("entailment", "t5_judge"),
+        mesh=mesh)
   else:
     rm = reward_models.make_rouge_reward(name)
   return _with_length_penalty(rm, length_penalty)

@@ -167,7 +167,8 @@ def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
   mesh = _mesh(config)
   reward = setup.make_reward(config.reward.reward, task,
                              entailment_model=config.reward.entailment_model,
-                             length_penalty=config.reward.length_penalty)
+                             length_penalty=config.reward.length_penalty,
+                             mesh=mesh)
   inputs = config.inputs
   # With an offline teacher cache the teacher is never loaded.
   cache = getattr(config.agent, "teacher_cache", None)

@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
+from gkdrl import networks
 from gkdrl import reward_models as rm
 from gkdrl.reward_models import preference
+from gkdrl.reward_models import preference_training as pt
 from tests.reward_models import checkpoints
 
 VOCAB = 64
@@ -134,3 +136,34 @@ def test_rejects_more_than_one_label(tmp_path):
       intermediate_size=8)))
   with pytest.raises(ValueError, match="num_labels=2 is not allowed"):
     preference.load_preference_model(tmp_path)
+
+
+def test_device_reward_leaves_out_the_completions_eos(tmp_path):
+  # Decoded text (the host path, train_reward's pairs) has no EOS, so the
+  # device path scores a finished completion where its text ends.
+  lm = networks.make_model(networks.ModelConfig(
+      model_type="llama", vocab_size=VOCAB, d_model=32, n_layers=2,
+      n_heads=4, n_kv_heads=2, d_ff=48, max_positions=64, pad_token_id=0,
+      eos_token_id=2))
+  networks.save_pretrained(lm, lm.init(jax.random.key(0)), tmp_path / "lm")
+  pt.save_preference_model(pt.init_from_causal_lm(
+      str(tmp_path / "lm"), jax.random.key(1), head_scale=1.0),
+      tmp_path / "rm")
+  reward = rm.make_preference_reward(tmp_path / "rm", on_host=False)
+  params = reward.init(None)
+  prompts = np.array([[0, 5, 6], [7, 8, 9]], np.int32)  # left-padded
+  finished = np.array([[11, 12, 2], [13, 2, 0]], np.int32)  # EOS, then pad
+  cut = np.where(finished == 2, 0, finished)  # the same without EOS
+
+  def score(completions, mask):
+    return jax.jit(reward.score)(params, rm.RewardInputs(
+        prompt_tokens=prompts, prompt_mask=prompts != 0,
+        completion_tokens=completions, completion_mask=mask))
+
+  with_eos = score(finished, finished != 0)
+  np.testing.assert_allclose(with_eos, score(cut, cut != 0), atol=1e-6)
+  tokens = np.concatenate([prompts, finished], axis=1)
+  at_eos = preference.sequence_rewards(
+      preference.load_preference_model(tmp_path / "rm"), params, tokens,
+      tokens != 0)
+  assert np.abs(np.asarray(at_eos) - np.asarray(with_eos)).min() > 1e-3

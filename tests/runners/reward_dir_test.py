@@ -10,6 +10,7 @@ from gkdrl import reward_models
 from gkdrl.reward_models import preference_training
 from gkdrl.runners import setup
 from gkdrl.runners import train
+from gkdrl.runners import train_reward
 from tests.runners.runners_test import values
 
 
@@ -102,3 +103,23 @@ def test_preference_directory_with_another_tokenizer_runs_on_host(
   scores = reward.score(reward.init(), reward_models.RewardInputs(
       sources=["a b", "c"], completions=["d", "e f"]))
   assert scores.shape == (2,) and np.all(np.isfinite(scores))
+
+
+def test_train_reward_output_is_the_reward_of_a_gkd_rl_run(model_dirs, facts,
+                                                           tmp_path):
+  # The whole learned-reward path: train_reward on the built-in pairs from
+  # the student's backbone, then train --agent=gkd_rl --reward=<its dir>.
+  task, _ = facts
+  train_reward.run(train_reward.TrainRewardConfig(
+      base_model=model_dirs[1], num_pairs=24, steps=2, batch_size=4,
+      eval_every=2, save_every=2, log_every=1, workdir=str(tmp_path / "rm")))
+  reward_dir = str(tmp_path / "rm" / "reward_model")
+  assert not setup.make_reward(reward_dir, task).on_host
+  workdir = tmp_path / "run"
+  train.run(values(model_dirs, workdir, agent="gkd_rl", reward=reward_dir,
+                   steps=2, save_every=2, eval_examples=4), progress=False)
+  records = [json.loads(line) for line in
+             (workdir / "metrics.jsonl").read_text().splitlines()]
+  rewards = [r["reward/mean"] for r in records]
+  assert [r["step"] for r in records] == [1, 2]
+  assert all(np.isfinite(rewards)) and any(r != 0.0 for r in rewards)
