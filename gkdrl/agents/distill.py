@@ -26,18 +26,22 @@ import dataclasses
 import jax
 
 from gkdrl import losses
+from gkdrl import types
 from gkdrl import validation
 from gkdrl.agents import acting
 from gkdrl.agents import base
 from gkdrl.agents import cached_teacher
+from gkdrl.agents import cross_tokenizer
 from gkdrl.agents import registry
 from gkdrl.agents import rollout_config
+from gkdrl.losses import cross_tokenizer as xtok_losses
 from gkdrl.losses import divergences
 from gkdrl.losses import objectives
 from gkdrl.tasks import teacher_cache
 
 # From this vocabulary size on, distillation losses are chunked by default.
 LARGE_VOCABULARY = 32_768
+CROSS_TOKENIZER_MODES = ("none",) + xtok_losses.MODES
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,6 +77,16 @@ class DistillationConfig(base.AgentConfig):
       teacher, not [B, T, V], and computes the divergence over the k + 1
       buckets (`gkdrl.losses.top_k_divergence`): exact at k = V, below the
       full divergence otherwise. Not with loss_chunk_size > 0.
+    cross_tokenizer: "none" (default: teacher and student share one
+      tokenizer), or, for a teacher with its own tokenizer (make_agent's
+      teacher_tokenizer), how the two are compared after the batch's text
+      is encoded again for the teacher and the tokens are aligned by
+      character offsets (`gkdrl.agents.cross_tokenizer`): "align" takes
+      `divergence` over the tokens both vocabularies hold (plus one tail
+      bucket) where the two tokens span the same characters and ULD
+      elsewhere; "uld" takes ULD everywhere
+      (`gkdrl.losses.cross_tokenizer_loss`). Not with teacher_top_k or
+      loss_chunk_size > 0.
   """
 
   divergence: str = "jsd"
@@ -83,9 +97,19 @@ class DistillationConfig(base.AgentConfig):
   teacher_temperature: float = 1.0
   loss_chunk_size: int | None = None
   teacher_top_k: int = 0
+  cross_tokenizer: str = "none"
 
   def __post_init__(self):
     super().__post_init__()
+    validation.check_choice("cross_tokenizer", self.cross_tokenizer,
+                            CROSS_TOKENIZER_MODES)
+    if self.cross_tokenizer != "none":
+      for name in ("teacher_top_k", "loss_chunk_size"):
+        if getattr(self, name):
+          validation.fail(name, getattr(self, name),
+                          f"cross_tokenizer={self.cross_tokenizer!r} "
+                          "compares the two models' full distributions "
+                          "without chunks: leave it unset or 0")
     if self.loss_chunk_size is not None:
       validation.check_int("loss_chunk_size", self.loss_chunk_size, 0)
     validation.check_int("teacher_top_k", self.teacher_top_k, 0)
@@ -119,7 +143,7 @@ class DistillationConfig(base.AgentConfig):
     """Positions per loss chunk for a vocabulary; 0 means no chunking."""
     if self.loss_chunk_size is not None:
       return self.loss_chunk_size
-    if self.teacher_top_k:
+    if self.teacher_top_k or self.cross_tokenizer != "none":
       return 0
     return 128 if vocab_size >= LARGE_VOCABULARY else 0
 
@@ -149,6 +173,13 @@ class SupervisedKDConfig(DistillationConfig):
 
   divergence: str = "forward_kl"
   teacher_cache: str | None = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.teacher_cache and self.cross_tokenizer != "none":
+      validation.fail("cross_tokenizer", self.cross_tokenizer,
+                      "a teacher cache holds ids of the student's own "
+                      "tokenizer: 'none' with teacher_cache")
 
   def unread_settings(self) -> dict[str, str]:
     unread = {**super().unread_settings(), **rollout_config.unread_sampling(
@@ -204,10 +235,52 @@ def supervised_act(state, task_batch, key, *, teacher_params=None,
   return batch, acting.rollout_info(batch)
 
 
-def make_distillation_loss(config: DistillationConfig, student,
-                           teacher) -> base.LossFn:
+def cross_tokenizer_act(act, parts: registry.Parts):
+  """`act`, followed by the batch's text in the teacher's tokens."""
+
+  def act_and_retokenize(state, task_batch, key, **kwargs):
+    batch, info = act(state, task_batch, key, **kwargs)
+    return cross_tokenizer.retokenize(
+        batch, parts.tokenizer, parts.teacher_tokenizer,
+        eos_token_id=parts.eos_token_id), info
+
+  return act_and_retokenize
+
+
+def make_cross_tokenizer_loss(config: DistillationConfig,
+                              parts: registry.Parts) -> base.LossFn:
+  """The divergence to a teacher with its own tokenizer, which reads the
+  batch's `teacher_tokens` (`gkdrl.losses.cross_tokenizer_loss`)."""
+  student_ids, teacher_ids = cross_tokenizer.shared_ids(
+      parts.tokenizer, parts.teacher_tokenizer)  # [S] each
+
+  def loss_fn(params, state, batch, teacher_params, key):
+    del state, key
+    view = batch.teacher_tokens
+    teacher_batch = types.Batch(
+        prompt_tokens=view.prompt_tokens, prompt_mask=view.prompt_mask,
+        completion_tokens=view.completion_tokens,
+        completion_mask=view.completion_mask)
+    teacher_logits = base.teacher_logits(
+        parts.teacher, teacher_params, teacher_batch,
+        config.compute_dtype)  # [B, T_t, V_t]
+    return losses.cross_tokenizer_loss(
+        base.student_logits(parts.student, params, batch, config),
+        cross_tokenizer.aligned_teacher_logits(teacher_logits, view.index),
+        view.exact, batch.completion_mask, student_ids, teacher_ids,
+        mode=config.cross_tokenizer, divergence=config.divergence,
+        reduction=config.reduction, **config.divergence_kwargs())
+
+  return loss_fn
+
+
+def make_distillation_loss(config: DistillationConfig,
+                           parts: registry.Parts) -> base.LossFn:
   """reduce(D(p_T || p_S)) on the batch (paper Eq. 2), from the teacher's
   and the student's logits, or their hidden states in chunks."""
+  if parts.teacher_tokenizer is not None:
+    return make_cross_tokenizer_loss(config, parts)
+  student, teacher = parts.student, parts.teacher
   dtype = config.compute_dtype
   chunk_size = config.chunk_size(student.config.vocab_size)
 
@@ -266,15 +339,20 @@ def build_supervised_kd(config: SupervisedKDConfig,
         config, cached_teacher.make_cached_kd_loss(config, parts.student),
         cached_teacher.make_cached_kd_act(cache), uses_teacher=False,
         uses_reward=False)
-  loss_fn = make_distillation_loss(config, parts.student, parts.teacher)
-  return registry.assemble(config, loss_fn, supervised_act,
-                           uses_teacher=True, uses_reward=False)
+  loss_fn, act = make_distillation_loss(config, parts), supervised_act
+  if parts.teacher_tokenizer is not None:
+    act = cross_tokenizer_act(act, parts)
+  return registry.assemble(config, loss_fn, act, uses_teacher=True,
+                           uses_reward=False)
 
 
 def build_gkd(config: GKDConfig, parts: registry.Parts) -> base.Agent:
-  loss_fn = make_distillation_loss(config, parts.student, parts.teacher)
-  return registry.assemble(config, loss_fn, make_gkd_act(config, parts),
-                           uses_teacher=True, uses_reward=False)
+  loss_fn, act = make_distillation_loss(config, parts), make_gkd_act(
+      config, parts)
+  if parts.teacher_tokenizer is not None:
+    act = cross_tokenizer_act(act, parts)
+  return registry.assemble(config, loss_fn, act, uses_teacher=True,
+                           uses_reward=False)
 
 
 registry.register("supervised_kd", SupervisedKDConfig, build_supervised_kd)
