@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gkdrl import losses
 from gkdrl import types
+from gkdrl.agents import base
 from gkdrl.tasks import token_alignment
 
 # Teacher prompt and completion lengths are rounded up to the next of
@@ -175,3 +177,49 @@ def aligned_teacher_logits(teacher_logits: jax.Array,
   """The teacher's logits `[B, T_t, V_t]` at the student positions: `[B, T,
   V_t]`, row b position t taken from teacher position `index[b, t]`."""
   return jnp.take_along_axis(teacher_logits, index[..., None], axis=1)
+
+
+def wrap_act(act, parts):
+  """`act`, followed by `retokenize` of the batch it builds (for
+  `registry.Parts` with a `teacher_tokenizer`)."""
+
+  def act_and_retokenize(state, task_batch, key, **kwargs):
+    batch, info = act(state, task_batch, key, **kwargs)
+    return retokenize(
+        batch, parts.tokenizer, parts.teacher_tokenizer,
+        eos_token_id=parts.eos_token_id), info
+
+  return act_and_retokenize
+
+
+def make_loss(config, parts):
+  """The loss of a `DistillationConfig` with a teacher with its own
+  tokenizer (`registry.Parts.teacher_tokenizer`): the teacher reads the
+  batch's `teacher_tokens`, its logits are gathered at the student's
+  positions, and `gkdrl.losses.cross_tokenizer_loss` compares them.
+
+  Returns:
+    `loss_fn(params, state, batch, teacher_params, key) -> (loss,
+    metrics)`.
+  """
+  student_ids, teacher_ids = shared_ids(
+      parts.tokenizer, parts.teacher_tokenizer)  # [S] each
+
+  def loss_fn(params, state, batch, teacher_params, key):
+    del state, key
+    view = batch.teacher_tokens
+    teacher_batch = types.Batch(
+        prompt_tokens=view.prompt_tokens, prompt_mask=view.prompt_mask,
+        completion_tokens=view.completion_tokens,
+        completion_mask=view.completion_mask)
+    teacher_logits = base.teacher_logits(
+        parts.teacher, teacher_params, teacher_batch,
+        config.compute_dtype)  # [B, T_t, V_t]
+    return losses.cross_tokenizer_loss(
+        base.student_logits(parts.student, params, batch, config),
+        aligned_teacher_logits(teacher_logits, view.index),
+        view.exact, batch.completion_mask, student_ids, teacher_ids,
+        mode=config.cross_tokenizer, divergence=config.divergence,
+        reduction=config.reduction, **config.divergence_kwargs())
+
+  return loss_fn

@@ -26,7 +26,6 @@ import dataclasses
 import jax
 
 from gkdrl import losses
-from gkdrl import types
 from gkdrl import validation
 from gkdrl.agents import acting
 from gkdrl.agents import base
@@ -235,51 +234,12 @@ def supervised_act(state, task_batch, key, *, teacher_params=None,
   return batch, acting.rollout_info(batch)
 
 
-def cross_tokenizer_act(act, parts: registry.Parts):
-  """`act`, followed by the batch's text in the teacher's tokens."""
-
-  def act_and_retokenize(state, task_batch, key, **kwargs):
-    batch, info = act(state, task_batch, key, **kwargs)
-    return cross_tokenizer.retokenize(
-        batch, parts.tokenizer, parts.teacher_tokenizer,
-        eos_token_id=parts.eos_token_id), info
-
-  return act_and_retokenize
-
-
-def make_cross_tokenizer_loss(config: DistillationConfig,
-                              parts: registry.Parts) -> base.LossFn:
-  """The divergence to a teacher with its own tokenizer, which reads the
-  batch's `teacher_tokens` (`gkdrl.losses.cross_tokenizer_loss`)."""
-  student_ids, teacher_ids = cross_tokenizer.shared_ids(
-      parts.tokenizer, parts.teacher_tokenizer)  # [S] each
-
-  def loss_fn(params, state, batch, teacher_params, key):
-    del state, key
-    view = batch.teacher_tokens
-    teacher_batch = types.Batch(
-        prompt_tokens=view.prompt_tokens, prompt_mask=view.prompt_mask,
-        completion_tokens=view.completion_tokens,
-        completion_mask=view.completion_mask)
-    teacher_logits = base.teacher_logits(
-        parts.teacher, teacher_params, teacher_batch,
-        config.compute_dtype)  # [B, T_t, V_t]
-    return losses.cross_tokenizer_loss(
-        base.student_logits(parts.student, params, batch, config),
-        cross_tokenizer.aligned_teacher_logits(teacher_logits, view.index),
-        view.exact, batch.completion_mask, student_ids, teacher_ids,
-        mode=config.cross_tokenizer, divergence=config.divergence,
-        reduction=config.reduction, **config.divergence_kwargs())
-
-  return loss_fn
-
-
 def make_distillation_loss(config: DistillationConfig,
                            parts: registry.Parts) -> base.LossFn:
   """reduce(D(p_T || p_S)) on the batch (paper Eq. 2), from the teacher's
   and the student's logits, or their hidden states in chunks."""
   if parts.teacher_tokenizer is not None:
-    return make_cross_tokenizer_loss(config, parts)
+    return cross_tokenizer.make_loss(config, parts)
   student, teacher = parts.student, parts.teacher
   dtype = config.compute_dtype
   chunk_size = config.chunk_size(student.config.vocab_size)
@@ -341,7 +301,7 @@ def build_supervised_kd(config: SupervisedKDConfig,
         uses_reward=False)
   loss_fn, act = make_distillation_loss(config, parts), supervised_act
   if parts.teacher_tokenizer is not None:
-    act = cross_tokenizer_act(act, parts)
+    act = cross_tokenizer.wrap_act(act, parts)
   return registry.assemble(config, loss_fn, act, uses_teacher=True,
                            uses_reward=False)
 
@@ -350,7 +310,7 @@ def build_gkd(config: GKDConfig, parts: registry.Parts) -> base.Agent:
   loss_fn, act = make_distillation_loss(config, parts), make_gkd_act(
       config, parts)
   if parts.teacher_tokenizer is not None:
-    act = cross_tokenizer_act(act, parts)
+    act = cross_tokenizer.wrap_act(act, parts)
   return registry.assemble(config, loss_fn, act, uses_teacher=True,
                            uses_reward=False)
 

@@ -7,11 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tokenizers
-from tokenizers import decoders
-from tokenizers import models
-from tokenizers import pre_tokenizers
-import transformers
 
 from gkdrl import agents
 from gkdrl import networks
@@ -20,31 +15,14 @@ from gkdrl.agents import acting
 from gkdrl.agents import cross_tokenizer
 from gkdrl.losses import cross_tokenizer as xtok_losses
 from tests.tiny_models import tiny_config
+from tests.tiny_models import word_piece_tokenizer
 
 TEXT = "Ada is a dentist ."
 
 
 @pytest.fixture(scope="module")
 def teacher_tokenizer(facts_task):
-  """Word pieces over the task's words: words of up to six characters
-  whole, longer ones letter by letter ("dentist" -> d ##e ##n ##t ##i ##s
-  ##t), and
-  special tokens of its own, at other ids than the student's."""
-  words = [w for w in facts_task.tokenizer.get_vocab()
-           if not w.startswith("<")]
-  vocab = {t: i for i, t in enumerate(["[UNK]", "[PAD]", "[EOS]", "[BOS]"])}
-  for word in sorted(words):
-    if len(word) <= 6:
-      vocab.setdefault(word, len(vocab))
-  for char in sorted({c for w in words for c in w}):
-    vocab.setdefault(char, len(vocab))
-    vocab.setdefault("##" + char, len(vocab))
-  tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-  tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-      eos_token="[EOS]", bos_token="[BOS]")
+  return word_piece_tokenizer(facts_task)
 
 
 @pytest.fixture(scope="module")
