@@ -167,7 +167,8 @@ class SupervisedKDConfig(DistillationConfig):
       divergence over the teacher's k cached tokens plus one tail bucket;
       --mode=samples for seqkd: one cached teacher completion per
       example): train from it with no teacher in memory. Unset uses the
-      live teacher.
+      live teacher. With a top_k cache, teacher_top_k is 0 (the cache's k)
+      or the cache's k; another value is refused.
   """
 
   divergence: str = "forward_kl"
@@ -295,6 +296,7 @@ def build_supervised_kd(config: SupervisedKDConfig,
     cache = teacher_cache.open_cache(config.teacher_cache, expected=dict(
         mode="top_k", teacher_temperature=config.teacher_temperature,
         **teacher_cache.tokenizer_identity(parts.tokenizer)))
+    cached_teacher.cache_top_k(config, cache)
     return registry.assemble(
         config, cached_teacher.make_cached_kd_loss(config, parts.student),
         cached_teacher.make_cached_kd_act(cache), uses_teacher=False,
