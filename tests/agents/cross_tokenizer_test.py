@@ -109,6 +109,10 @@ def test_a_teacher_with_another_tokenizer_is_refused_without_the_option(
                       teacher_tokenizer=teacher_tokenizer)
   with pytest.raises(ValueError, match="teacher_top_k=4 is not allowed"):
     agents.GKDConfig(cross_tokenizer="uld", teacher_top_k=4)
+  with pytest.raises(ValueError, match="cross_tokenizer='align' is not al"):
+    agents.GKDRLConfig(cross_tokenizer="align")
+  with pytest.raises(ValueError, match="cross_tokenizer='xx' is not al"):
+    agents.GKDConfig(cross_tokenizer="xx")
 
 
 def _aligned_kl(agent_parts, student_params, teacher_params, batch):
