@@ -34,6 +34,23 @@ class Samples(NamedTuple):
   lengths: Array  # [B] int32 number of valid tokens in each row
 
 
+class TeacherTokens(NamedTuple):
+  """A batch's text in the teacher's tokens, for a teacher whose tokenizer
+  is not the student's (`gkdrl.agents.cross_tokenizer`).
+
+  P_t and T_t are the teacher's prompt and completion lengths (padded to
+  buckets). `index` and `exact` map each student completion position to
+  the teacher completion position aligned with it by character offsets.
+  """
+
+  prompt_tokens: Array  # [B, P_t] int32, left-padded
+  prompt_mask: Array  # [B, P_t] bool
+  completion_tokens: Array  # [B, T_t] int32, right-padded
+  completion_mask: Array  # [B, T_t] bool
+  index: Array  # [B, T] int32 teacher completion position of each
+  exact: Array  # [B, T] bool, both tokens span the same characters
+
+
 class Batch(NamedTuple):
   """A training batch: prompts, completions and everything scored on them.
 
@@ -58,3 +75,5 @@ class Batch(NamedTuple):
   # [B] float32 sequence advantages r - b, computed by the update on the
   # whole batch before it is split into micro-batches.
   advantages: Array | None = None
+  # The same text in the teacher's tokens, when its tokenizer differs.
+  teacher_tokens: TeacherTokens | None = None

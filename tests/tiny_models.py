@@ -1,5 +1,11 @@
 """The one tiny-model config the agent, runner and parallel tests share."""
 
+import tokenizers
+from tokenizers import decoders
+from tokenizers import models
+from tokenizers import pre_tokenizers
+import transformers
+
 from gkdrl import networks
 
 
@@ -26,3 +32,24 @@ def tiny_t5_config(task, d_model: int, n_layers: int, *,
       relative_max_distance=32, eos_token_id=tok.eos_token_id,
       pad_token_id=tok.pad_token_id,
       decoder_start_token_id=tok.pad_token_id)
+
+
+def word_piece_tokenizer(task) -> transformers.PreTrainedTokenizerFast:
+  """Another tokenizer for a built-in task's text: word pieces over its
+  words, those of up to six characters whole, longer ones letter by letter
+  ("dentist" -> d ##e ##n ##t ##i ##s ##t), with special tokens of its own
+  ([UNK], [PAD], [EOS], [BOS]) at other ids than the task's."""
+  words = [w for w in task.tokenizer.get_vocab() if not w.startswith("<")]
+  vocab = {t: i for i, t in enumerate(["[UNK]", "[PAD]", "[EOS]", "[BOS]"])}
+  for word in sorted(words):
+    if len(word) <= 6:
+      vocab.setdefault(word, len(vocab))
+  for char in sorted({c for w in words for c in w}):
+    vocab.setdefault(char, len(vocab))
+    vocab.setdefault("##" + char, len(vocab))
+  tok = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+  tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+  tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+  return transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+      eos_token="[EOS]", bos_token="[BOS]")

@@ -6,11 +6,11 @@ token ids and log-probabilities at each target position, or one completion
 the teacher sampled. Here:
 
   * `teacher_top_k(teacher, k, ...)`: the same top-k entries from a live
-    teacher (what the cache stores; also the live reference of the tests);
-  * `bucket_log_probs`: the K cached entries plus one tail bucket
-    (the remaining mass), for teacher and student alike;
-  * the supervised_kd loss: the configured divergence between the two
-    bucketed distributions `[B, T, K + 1]`;
+    teacher (what the cache stores: `gkdrl.losses.top_k_teacher`'s);
+  * the supervised_kd loss: `gkdrl.losses.top_k_distillation_loss`, the
+    configured divergence between the two bucketed distributions
+    `[B, T, K + 1]`, the one implementation the live `teacher_top_k`
+    option uses too;
   * the acts that attach the cached entries (or samples) to each batch.
 
 The bucketed divergence is exact when k = V (the tail is empty) and, for
@@ -24,51 +24,19 @@ import numpy as np
 
 from gkdrl import losses
 from gkdrl import types
+from gkdrl import validation
 from gkdrl.agents import acting
 from gkdrl.agents import base
 
 Array = types.Array
-# Log-probability standing for an empty tail bucket (exp() of it is 0).
-_EMPTY_LOGP = -1e4
-
-
-def _log1mexp(log_mass: Array) -> Array:
-  """log(1 - exp(log_mass)) for log_mass <= 0, with an empty floor."""
-  mass = jnp.clip(jnp.exp(log_mass), 0.0, 1.0)
-  return jnp.maximum(jnp.log1p(-mass), _EMPTY_LOGP)
 
 
 def bucket_log_probs(student_logits: Array, top_ids: Array,
                      top_logp: Array) -> tuple[Array, Array]:
-  """The student's and teacher's log-probabilities on K entries + a tail.
-
-  Args:
-    student_logits: `[B, T, V]` float logits (any temperature applied).
-    top_ids: `[B, T, K]` int32 ids of the teacher's top-k tokens.
-    top_logp: `[B, T, K]` the teacher's log-probabilities of those tokens.
-
-  Returns:
-    (student, teacher) log-probabilities `[B, T, K + 1]`, the last entry the
-    tail bucket (the mass outside the K ids); each row sums to 1.
-  """
-  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32))  # [B, T, V]
-  q_top = jnp.take_along_axis(log_q, top_ids, axis=-1)  # [B, T, K]
-  # Student tail: logsumexp of the entries outside the top-k ids (exact and
-  # with useful gradients even when the tail is small).
-  outside = jnp.ones(log_q.shape, bool)
-  outside = jax.vmap(jax.vmap(lambda o, i: o.at[i].set(False)))(
-      outside, top_ids)  # [B, T, V]
-  q_tail = jax.nn.logsumexp(jnp.where(outside, log_q, -jnp.inf), axis=-1,
-                            keepdims=True)  # [B, T, 1]
-  q_tail = jnp.maximum(q_tail, _EMPTY_LOGP)
-  p_top = top_logp.astype(jnp.float32)
-  p_tail = _log1mexp(jax.nn.logsumexp(p_top, axis=-1, keepdims=True))
-  # With every token among the ids (k = V) both tails are exactly empty;
-  # the teacher's 1 - sum(p) would be float rounding noise.
-  has_tail = jnp.any(outside, axis=-1, keepdims=True)  # [B, T, 1]
-  p_tail = jnp.where(has_tail, p_tail, _EMPTY_LOGP)
-  return (jnp.concatenate([q_top, q_tail], axis=-1),
-          jnp.concatenate([p_top, p_tail], axis=-1))
+  """Deprecated alias: `gkdrl.losses.bucket_log_probs(student_logits,
+  top_ids, top_logp)`, the student's and teacher's log-probabilities on the
+  K entries plus a tail bucket (`[B, T, K + 1]`; `[B, T, V]` when K = V)."""
+  return losses.bucket_log_probs(student_logits, top_ids, top_logp)
 
 
 def teacher_top_k(teacher, k: int, *, temperature: float = 1.0,
@@ -76,37 +44,49 @@ def teacher_top_k(teacher, k: int, *, temperature: float = 1.0,
   """`fn(teacher_params, batch) -> (ids, logp)` `[B, T, K]`, jitted.
 
   The teacher's k most likely tokens at each completion position and their
-  log-probabilities under softmax(logits / temperature).
+  log-probabilities under softmax(logits / temperature): the ids and
+  log-probabilities of `gkdrl.losses.top_k_teacher`, as the live
+  `teacher_top_k` option takes them.
   """
 
   @jax.jit
   def fn(teacher_params, batch):
-    logits = base.teacher_logits(teacher, teacher_params, batch,
-                                 compute_dtype)  # [B, T, V]
-    log_p = jax.nn.log_softmax(logits / temperature)
-    logp, ids = jax.lax.top_k(log_p, k)  # [B, T, K]
-    return ids.astype(jnp.int32), logp
+    top = losses.top_k_teacher(
+        base.teacher_logits(teacher, teacher_params, batch, compute_dtype),
+        k, temperature=temperature)  # [B, T, K] each
+    return top.ids, top.log_probs
 
   return fn
 
 
+def cache_top_k(config, cache) -> int:
+  """The k of a top-k cache, which `config.teacher_top_k` (0: unset) must
+  equal: a run cannot keep more of the teacher than the cache holds, and
+  fewer would silently train on another distribution."""
+  k = int(cache.identity["top_k"])
+  if config.teacher_top_k and config.teacher_top_k != k:
+    validation.fail(
+        "teacher_top_k", config.teacher_top_k,
+        f"teacher cache {config.teacher_cache} holds the teacher's top-{k}: "
+        f"0 (take the cache's k) or {k}")
+  return k
+
+
 def make_cached_kd_loss(config, student) -> base.LossFn:
-  """reduce(D(bucketed p_T || bucketed p_S)) from the batch's cached top-k."""
-  kwargs = dict(config.divergence_kwargs())
-  student_temperature = kwargs.pop("student_temperature")
-  kwargs.pop("teacher_temperature")  # applied when the cache was built
+  """reduce(D(bucketed p_T || bucketed p_S)) from the batch's cached top-k
+  (`gkdrl.losses.top_k_distillation_loss`; the teacher's temperature was
+  applied when the cache was built, and its tail is 1 - the sum of its
+  cached probabilities)."""
 
   def loss_fn(params, state, batch, teacher_params, key):
     del state, key, teacher_params
-    logits = base.student_logits(student, params, batch, config)  # [B, T, V]
-    log_q, log_p = bucket_log_probs(
-        logits / student_temperature, batch.teacher_top_ids,
-        batch.teacher_top_logp)  # [B, T, K + 1] each
-    # Normalised log-probabilities are their own logits (log_softmax is the
-    # identity on them), so any divergence of gkdrl.losses applies.
-    return losses.distillation_loss(
-        log_q, log_p, batch.completion_mask, divergence=config.divergence,
-        reduction=config.reduction, chunk_size=0, **kwargs)
+    teacher = losses.TopKTeacher(
+        ids=batch.teacher_top_ids, log_probs=batch.teacher_top_logp,
+        tail_log_prob=None)  # [B, T, K] each; tail from the K log-probs
+    return losses.top_k_distillation_loss(
+        base.student_logits(student, params, batch, config),  # [B, T, V]
+        teacher, batch.completion_mask, divergence=config.divergence,
+        reduction=config.reduction, **config.divergence_kwargs())
 
   return loss_fn
 

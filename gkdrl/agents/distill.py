@@ -30,14 +30,17 @@ from gkdrl import validation
 from gkdrl.agents import acting
 from gkdrl.agents import base
 from gkdrl.agents import cached_teacher
+from gkdrl.agents import cross_tokenizer
 from gkdrl.agents import registry
 from gkdrl.agents import rollout_config
+from gkdrl.losses import cross_tokenizer as xtok_losses
 from gkdrl.losses import divergences
 from gkdrl.losses import objectives
 from gkdrl.tasks import teacher_cache
 
 # From this vocabulary size on, distillation losses are chunked by default.
 LARGE_VOCABULARY = 32_768
+CROSS_TOKENIZER_MODES = ("none",) + xtok_losses.MODES
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -73,6 +76,16 @@ class DistillationConfig(base.AgentConfig):
       teacher, not [B, T, V], and computes the divergence over the k + 1
       buckets (`gkdrl.losses.top_k_divergence`): exact at k = V, below the
       full divergence otherwise. Not with loss_chunk_size > 0.
+    cross_tokenizer: "none" (default: teacher and student share one
+      tokenizer), or, for a teacher with its own tokenizer (make_agent's
+      teacher_tokenizer), how the two are compared after the batch's text
+      is encoded again for the teacher and the tokens are aligned by
+      character offsets (`gkdrl.agents.cross_tokenizer`): "align" takes
+      `divergence` over the tokens both vocabularies hold (plus one tail
+      bucket) where the two tokens span the same characters and ULD
+      elsewhere; "uld" takes ULD everywhere
+      (`gkdrl.losses.cross_tokenizer_loss`). Not with teacher_top_k or
+      loss_chunk_size > 0.
   """
 
   divergence: str = "jsd"
@@ -83,9 +96,19 @@ class DistillationConfig(base.AgentConfig):
   teacher_temperature: float = 1.0
   loss_chunk_size: int | None = None
   teacher_top_k: int = 0
+  cross_tokenizer: str = "none"
 
   def __post_init__(self):
     super().__post_init__()
+    validation.check_choice("cross_tokenizer", self.cross_tokenizer,
+                            CROSS_TOKENIZER_MODES)
+    if self.cross_tokenizer != "none":
+      for name in ("teacher_top_k", "loss_chunk_size"):
+        if getattr(self, name):
+          validation.fail(name, getattr(self, name),
+                          f"cross_tokenizer={self.cross_tokenizer!r} "
+                          "compares the two models' full distributions "
+                          "without chunks: leave it unset or 0")
     if self.loss_chunk_size is not None:
       validation.check_int("loss_chunk_size", self.loss_chunk_size, 0)
     validation.check_int("teacher_top_k", self.teacher_top_k, 0)
@@ -119,7 +142,7 @@ class DistillationConfig(base.AgentConfig):
     """Positions per loss chunk for a vocabulary; 0 means no chunking."""
     if self.loss_chunk_size is not None:
       return self.loss_chunk_size
-    if self.teacher_top_k:
+    if self.teacher_top_k or self.cross_tokenizer != "none":
       return 0
     return 128 if vocab_size >= LARGE_VOCABULARY else 0
 
@@ -144,11 +167,19 @@ class SupervisedKDConfig(DistillationConfig):
       divergence over the teacher's k cached tokens plus one tail bucket;
       --mode=samples for seqkd: one cached teacher completion per
       example): train from it with no teacher in memory. Unset uses the
-      live teacher.
+      live teacher. With a top_k cache, teacher_top_k is 0 (the cache's k)
+      or the cache's k; another value is refused.
   """
 
   divergence: str = "forward_kl"
   teacher_cache: str | None = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.teacher_cache and self.cross_tokenizer != "none":
+      validation.fail("cross_tokenizer", self.cross_tokenizer,
+                      "a teacher cache holds ids of the student's own "
+                      "tokenizer: 'none' with teacher_cache")
 
   def unread_settings(self) -> dict[str, str]:
     unread = {**super().unread_settings(), **rollout_config.unread_sampling(
@@ -204,10 +235,13 @@ def supervised_act(state, task_batch, key, *, teacher_params=None,
   return batch, acting.rollout_info(batch)
 
 
-def make_distillation_loss(config: DistillationConfig, student,
-                           teacher) -> base.LossFn:
+def make_distillation_loss(config: DistillationConfig,
+                           parts: registry.Parts) -> base.LossFn:
   """reduce(D(p_T || p_S)) on the batch (paper Eq. 2), from the teacher's
   and the student's logits, or their hidden states in chunks."""
+  if parts.teacher_tokenizer is not None:
+    return cross_tokenizer.make_loss(config, parts)
+  student, teacher = parts.student, parts.teacher
   dtype = config.compute_dtype
   chunk_size = config.chunk_size(student.config.vocab_size)
 
@@ -262,19 +296,25 @@ def build_supervised_kd(config: SupervisedKDConfig,
     cache = teacher_cache.open_cache(config.teacher_cache, expected=dict(
         mode="top_k", teacher_temperature=config.teacher_temperature,
         **teacher_cache.tokenizer_identity(parts.tokenizer)))
+    cached_teacher.cache_top_k(config, cache)
     return registry.assemble(
         config, cached_teacher.make_cached_kd_loss(config, parts.student),
         cached_teacher.make_cached_kd_act(cache), uses_teacher=False,
         uses_reward=False)
-  loss_fn = make_distillation_loss(config, parts.student, parts.teacher)
-  return registry.assemble(config, loss_fn, supervised_act,
-                           uses_teacher=True, uses_reward=False)
+  loss_fn, act = make_distillation_loss(config, parts), supervised_act
+  if parts.teacher_tokenizer is not None:
+    act = cross_tokenizer.wrap_act(act, parts)
+  return registry.assemble(config, loss_fn, act, uses_teacher=True,
+                           uses_reward=False)
 
 
 def build_gkd(config: GKDConfig, parts: registry.Parts) -> base.Agent:
-  loss_fn = make_distillation_loss(config, parts.student, parts.teacher)
-  return registry.assemble(config, loss_fn, make_gkd_act(config, parts),
-                           uses_teacher=True, uses_reward=False)
+  loss_fn, act = make_distillation_loss(config, parts), make_gkd_act(
+      config, parts)
+  if parts.teacher_tokenizer is not None:
+    act = cross_tokenizer.wrap_act(act, parts)
+  return registry.assemble(config, loss_fn, act, uses_teacher=True,
+                           uses_reward=False)
 
 
 registry.register("supervised_kd", SupervisedKDConfig, build_supervised_kd)

@@ -89,6 +89,11 @@ class GKDRLConfig(distill.DistillationConfig, rl.RLConfig):
     validation.check_int("alpha_steps", self.alpha_steps, 1)
     validation.check_positive("target_teacher_kl", self.target_teacher_kl)
     validation.check_positive("alpha_gain", self.alpha_gain)
+    if self.cross_tokenizer != "none":
+      validation.fail("cross_tokenizer", self.cross_tokenizer,
+                      "gkd_rl distils from a teacher with the student's "
+                      "tokenizer only: 'none' (agents supervised_kd and gkd "
+                      "take 'align' and 'uld')")
     if self.ppo_epochs > 1:
       validation.fail("ppo_epochs", self.ppo_epochs,
                       "gkd_rl takes one gradient step per rollout "

@@ -41,6 +41,8 @@ class Parts(NamedTuple):
     reward: the `RewardModel`, or None.
     eos_token_id: end of a sampled completion (an id or ids).
     pad_token_id: written after a completion ends.
+    teacher_tokenizer: the teacher's own tokenizer when it differs from
+      the student's (cross-tokenizer distillation), else None.
   """
 
   student: Any
@@ -49,6 +51,7 @@ class Parts(NamedTuple):
   reward: Any
   eos_token_id: Any
   pad_token_id: int
+  teacher_tokenizer: Any = None
 
 
 def register(name: str, config_cls: type,
@@ -128,7 +131,9 @@ def check_vocabularies(teacher, student, *, vocab_size: int | None = None,
       raise ValueError(
           f"teacher{t_from} and student{s_from} tokenizers differ "
           f"(teacher's against student's: {difference}); distillation "
-          "needs one tokenizer (a cross-tokenizer pair is not supported).")
+          "compares them id by id only with one tokenizer. To distil "
+          "across tokenizers, set cross_tokenizer='align' or 'uld' "
+          "(agents supervised_kd and gkd; flag --cross_tokenizer).")
     if vocab_size is None:
       vocab_size = len(student_tokenizer)
   t_vocab, s_vocab = teacher.config.vocab_size, student.config.vocab_size
@@ -177,33 +182,49 @@ def special_token_ids(tokenizer, student, eos_token_id=None,
 
 def make_parts(*, student, teacher=None, tokenizer=None, reward=None,
                eos_token_id=None, pad_token_id: int | None = None,
-               vocab_size: int | None = None) -> Parts:
+               vocab_size: int | None = None, teacher_tokenizer=None,
+               cross_tokenizer: bool = False) -> Parts:
   """What an agent is built from: `make_agent`'s arguments, resolved.
 
   The models are restricted to the vocabulary they share
   (`check_vocabularies`; `vocabulary.restrict_vocabulary`), so an agent
   computes every logit, divergence and sample over the real vocabulary
   only: len(tokenizer) ids when a tokenizer is given, or `vocab_size`.
+  With `cross_tokenizer` each model is restricted to its own tokenizer's
+  vocabulary instead (both tokenizers are then required).
   """
+  cross = cross_tokenizer and teacher is not None
+  if cross:
+    if tokenizer is None or teacher_tokenizer is None:
+      raise ValueError("distillation across tokenizers needs both the "
+                       "student's tokenizer and the teacher's "
+                       "(make_agent's tokenizer and teacher_tokenizer).")
+    teacher = vocabulary.restrict_vocabulary(teacher, len(teacher_tokenizer))
   if vocab_size is None and tokenizer is not None:
     vocab_size = len(tokenizer)
-  if teacher is not None:
-    vocab_size = check_vocabularies(teacher, student, vocab_size=vocab_size)
+  if teacher is not None and not cross:
+    vocab_size = check_vocabularies(
+        teacher, student, vocab_size=vocab_size,
+        teacher_tokenizer=teacher_tokenizer,
+        student_tokenizer=tokenizer if teacher_tokenizer is not None
+        else None)
   if vocab_size is not None:
     student = vocabulary.restrict_vocabulary(student, vocab_size)
-    if teacher is not None:
+    if teacher is not None and not cross:
       teacher = vocabulary.restrict_vocabulary(teacher, vocab_size)
   eos_token_id, pad_token_id = special_token_ids(
       tokenizer, student, eos_token_id, pad_token_id)
   return Parts(student=student, teacher=teacher, tokenizer=tokenizer,
                reward=reward, eos_token_id=eos_token_id,
-               pad_token_id=pad_token_id)
+               pad_token_id=pad_token_id,
+               teacher_tokenizer=teacher_tokenizer if cross else None)
 
 
 def make_agent(config: base.AgentConfig, *, student, teacher=None,
                tokenizer=None, reward=None, eos_token_id=None,
                pad_token_id: int | None = None,
-               vocab_size: int | None = None) -> base.Agent:
+               vocab_size: int | None = None,
+               teacher_tokenizer=None) -> base.Agent:
   """Builds the agent `config` describes.
 
   Args:
@@ -220,6 +241,9 @@ def make_agent(config: base.AgentConfig, *, student, teacher=None,
       logits are sliced to ids below it (embeddings padded beyond it, to
       different sizes for teacher and student, are accepted). None: the
       tokenizer's size, else the models' common vocab_size.
+    teacher_tokenizer: the teacher's tokenizer. Compared with `tokenizer`
+      (a difference is refused) unless the config distils across
+      tokenizers (`cross_tokenizer` "uld" or "align"), which needs it.
 
   Returns:
     The `Agent`.
@@ -227,7 +251,10 @@ def make_agent(config: base.AgentConfig, *, student, teacher=None,
   name = agent_name(config)
   parts = make_parts(student=student, teacher=teacher, tokenizer=tokenizer,
                      reward=reward, eos_token_id=eos_token_id,
-                     pad_token_id=pad_token_id, vocab_size=vocab_size)
+                     pad_token_id=pad_token_id, vocab_size=vocab_size,
+                     teacher_tokenizer=teacher_tokenizer,
+                     cross_tokenizer=getattr(config, "cross_tokenizer",
+                                             "none") != "none")
   agent = _BUILDERS[type(config)][1](config, parts)
   if agent.uses_teacher and teacher is None:
     raise ValueError(f"agent {name!r} needs a teacher model.")

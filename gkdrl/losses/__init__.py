@@ -6,6 +6,8 @@ Q = student. See DESIGN.md for the conventions.
 """
 
 from gkdrl.losses.chunked import chunked_distillation_loss
+from gkdrl.losses.cross_tokenizer import cross_tokenizer_loss
+from gkdrl.losses.cross_tokenizer import uld
 from gkdrl.losses.divergences import DIVERGENCE_PARAMETERS
 from gkdrl.losses.divergences import DIVERGENCES
 from gkdrl.losses.divergences import divergence
@@ -39,6 +41,7 @@ __all__ = [
     "DIVERGENCE_PARAMETERS",
     "KL_MODES",
     "chunked_distillation_loss",
+    "cross_tokenizer_loss",
     "REDUCTIONS",
     "TopKTeacher",
     "bucket_log_probs",
@@ -58,6 +61,7 @@ __all__ = [
     "skew_forward_kl",
     "skew_reverse_kl",
     "top_k_distillation_loss",
+    "uld",
     "top_k_divergence",
     "top_k_teacher",
     "total_variation",

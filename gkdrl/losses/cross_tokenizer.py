@@ -25,9 +25,15 @@ import jax
 import jax.numpy as jnp
 
 from gkdrl import validation
+from gkdrl.losses import divergences
+from gkdrl.losses import reductions
 
 Array = jax.Array
 _EMPTY_LOGP = -1e4
+# How the positions of a cross-tokenizer pair are compared: "uld" at every
+# position, or "align": the divergence over the shared tokens where the
+# tokens coincide, ULD elsewhere.
+MODES = ("uld", "align")
 
 
 def uld(student_logits: Array, teacher_logits: Array, *,
@@ -61,6 +67,30 @@ def uld(student_logits: Array, teacher_logits: Array, *,
   return jnp.sum(jnp.abs(pad(p) - pad(q)), axis=-1)
 
 
+def shared_bucket_log_probs(logits: Array, ids: Array) -> Array:
+  """log-probabilities of the shared tokens plus one tail bucket.
+
+  Args:
+    logits: `[..., V]` logits of one model.
+    ids: `[S]` int32 ids (in this model's vocabulary) of the tokens both
+      vocabularies hold.
+
+  Returns:
+    `[..., S + 1]` float32: log p(ids[s]) then log of the remaining mass
+    (floored at -1e4, so an empty tail stays finite).
+  """
+  log_x = jax.nn.log_softmax(logits.astype(jnp.float32))  # [..., V]
+  shared = jnp.take(log_x, ids, axis=-1)  # [..., S]
+  if not log_x.shape[-1] > ids.shape[0]:
+    tail = jnp.full(log_x.shape[:-1] + (1,), _EMPTY_LOGP)
+  else:
+    outside = jnp.ones(log_x.shape[-1], bool).at[ids].set(False)
+    tail = jnp.maximum(jax.nn.logsumexp(
+        jnp.where(outside, log_x, -jnp.inf), axis=-1, keepdims=True),
+                       _EMPTY_LOGP)  # [..., 1]
+  return jnp.concatenate([shared, tail], axis=-1)
+
+
 def shared_bucket_kl(student_logits: Array, teacher_logits: Array,
                      student_ids: Array, teacher_ids: Array) -> Array:
   """KL(P || Q) over the shared tokens plus one tail bucket, per position.
@@ -76,21 +106,8 @@ def shared_bucket_kl(student_logits: Array, teacher_logits: Array,
     `[...]` float32; the exact forward KL when every token is shared.
   """
   chex.assert_equal_shape([student_ids, teacher_ids])
-  log_q = jax.nn.log_softmax(student_logits.astype(jnp.float32))
-  log_p = jax.nn.log_softmax(teacher_logits.astype(jnp.float32))
-  q_shared = jnp.take(log_q, student_ids, axis=-1)  # [..., S]
-  p_shared = jnp.take(log_p, teacher_ids, axis=-1)  # [..., S]
-
-  def tail(log_x, ids):
-    outside = jnp.ones(log_x.shape[-1], bool).at[ids].set(False)
-    if not log_x.shape[-1] > ids.shape[0]:
-      return jnp.full(log_x.shape[:-1] + (1,), _EMPTY_LOGP)
-    return jnp.maximum(jax.nn.logsumexp(
-        jnp.where(outside, log_x, -jnp.inf), axis=-1, keepdims=True),
-                       _EMPTY_LOGP)
-
-  log_q = jnp.concatenate([q_shared, tail(log_q, student_ids)], axis=-1)
-  log_p = jnp.concatenate([p_shared, tail(log_p, teacher_ids)], axis=-1)
+  log_q = shared_bucket_log_probs(student_logits, student_ids)
+  log_p = shared_bucket_log_probs(teacher_logits, teacher_ids)
   return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
@@ -116,3 +133,69 @@ def aligned_divergence(student_logits: Array, teacher_logits: Array,
   kl = shared_bucket_kl(student_logits, teacher_logits, student_ids,
                         teacher_ids)  # [B, T]
   return jnp.where(exact, kl, uld(student_logits, teacher_logits))
+
+
+def cross_tokenizer_loss(student_logits: Array, teacher_logits: Array,
+                         exact: Array, mask: Array, student_ids: Array,
+                         teacher_ids: Array, *, mode: str = "align",
+                         divergence: str = "forward_kl",
+                         reduction: str = "sequence", **divergence_kwargs
+                         ) -> tuple[Array, dict[str, Array]]:
+  """Distillation loss across tokenizers, reduced over the completion.
+
+      d_t = D(P_T^shared(. | y_<t) || P_S^shared(. | y_<t))  if exact_t
+            ULD(p_S, p_T)                                    otherwise
+
+  where `P^shared` is a model's distribution over the S shared tokens plus
+  one tail bucket (`shared_bucket_log_probs`) and D the named divergence
+  (temperatures applied to the logits first). `mode="uld"` uses ULD at
+  every position. The teacher takes no gradient.
+
+  Args:
+    student_logits: `[B, T, V_s]` at the student's completion positions.
+    teacher_logits: `[B, T, V_t]` at the teacher positions aligned to them.
+    exact: `[B, T]` bool, True where both tokens span the same characters.
+    mask: `[B, T]` 1 at valid completion tokens.
+    student_ids: `[S]` student ids of the shared tokens.
+    teacher_ids: `[S]` their teacher ids.
+    mode: one of `MODES`.
+    divergence: a name of `gkdrl.losses.DIVERGENCES` (mode "align").
+    reduction: "sequence", "token" or "sum".
+    **divergence_kwargs: the divergence's parameters and the temperatures.
+
+  Returns:
+    (loss, metrics): "loss/divergence"; "cross_tokenizer/exact_fraction"
+    (valid positions whose tokens coincide); with mode "align" also
+    "loss/aligned_divergence" and "loss/uld", token means over the exact
+    and the other valid positions.
+  """
+  chex.assert_rank([student_logits, teacher_logits, exact, mask],
+                   [3, 3, 2, 2])
+  chex.assert_equal_shape_prefix(
+      [student_logits, teacher_logits, exact, mask], 2)
+  validation.check_choice("mode", mode, MODES)
+  kwargs = dict(divergence_kwargs)
+  s_temp = kwargs.pop("student_temperature", 1.0)
+  t_temp = kwargs.pop("teacher_temperature", 1.0)
+  student_logits = student_logits.astype(jnp.float32) / s_temp
+  teacher_logits = jax.lax.stop_gradient(
+      teacher_logits.astype(jnp.float32) / t_temp)
+  mask = mask.astype(jnp.float32)
+  exact = exact.astype(bool) & (mask > 0)
+  far = uld(student_logits, teacher_logits)  # [B, T]
+  metrics = {"cross_tokenizer/exact_fraction": jnp.sum(exact) / jnp.maximum(
+      jnp.sum(mask), 1.0)}
+  if mode == "uld":
+    values = far
+  else:
+    near = divergences.divergence(
+        divergence, shared_bucket_log_probs(student_logits, student_ids),
+        shared_bucket_log_probs(teacher_logits, teacher_ids),
+        **kwargs)  # [B, T]
+    values = jnp.where(exact, near, far)
+    token_mean = lambda v, m: jnp.sum(v * m) / jnp.maximum(jnp.sum(m), 1.0)
+    metrics["loss/aligned_divergence"] = token_mean(near, exact)
+    metrics["loss/uld"] = token_mean(far, mask * (1.0 - exact))
+  loss = reductions.masked_reduce(values, mask, reduction=reduction)
+  metrics["loss/divergence"] = loss
+  return loss, metrics

@@ -36,6 +36,8 @@ class Models:
   teacher_params: Any
   student_path: str
   teacher_path: str
+  # The teacher's own tokenizer, loaded for cross-tokenizer distillation.
+  teacher_tokenizer: Any = None
 
 
 def make_task(name: str, *, data_files=None, model_path: str | None = None,
@@ -121,7 +123,10 @@ def check_tokenizer(role: str, path, task, task_name: str) -> None:
         f"--{role}={str(path)!r} uses another tokenizer than task "
         f"{task_name!r}: the model's has {_describe(tokenizer, str(path))}; "
         f"the task's has {_describe(task.tokenizer, origin)} ({difference})."
-        " Teacher, student and task must share one tokenizer.")
+        " Teacher, student and task must share one tokenizer"
+        + (", or, for a teacher with its own, set --cross_tokenizer=align "
+           "or uld (agents supervised_kd and gkd)." if role == "teacher"
+           else "."))
 
 
 def check_completion_length(models: "Models", task,
@@ -140,10 +145,13 @@ def check_completion_length(models: "Models", task,
 
 def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
                 student: str, cache_dir=None, need_teacher: bool = True,
-                progress: bool = True) -> Models:
+                progress: bool = True,
+                cross_tokenizer: bool = False) -> Models:
   """Loads (preparing built-in ones first) the student and the teacher.
 
-  Refuses a model whose tokenizer is not the task's (`check_tokenizer`).
+  Refuses a model whose tokenizer is not the task's (`check_tokenizer`),
+  except, with `cross_tokenizer`, the teacher: its own tokenizer is then
+  loaded (`Models.teacher_tokenizer`) and its logits cover its vocabulary.
   """
   paths = {}
   for role, spec in (("student", student), ("teacher", teacher)):
@@ -151,10 +159,14 @@ def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
       continue
     paths[role] = resolve_model_path(spec, role, task, task_name,
                                      task_kwargs, cache_dir, progress)
-    check_tokenizer(role, paths[role], task, task_name)
+    if not (role == "teacher" and cross_tokenizer):
+      check_tokenizer(role, paths[role], task, task_name)
   s_model, s_params = networks.from_pretrained(paths["student"])
-  t_model = t_params = None
-  if need_teacher:
+  t_model = t_params = t_tokenizer = None
+  if need_teacher and cross_tokenizer:
+    t_model, t_params = networks.from_pretrained(paths["teacher"])
+    t_tokenizer = networks.load_tokenizer(paths["teacher"])
+  elif need_teacher:
     t_model, t_params = networks.from_pretrained(paths["teacher"])
     # Embeddings padded to different sizes are fine: the agents slice
     # logits to the task tokenizer's vocabulary.
@@ -171,10 +183,12 @@ def load_models(*, task, task_name: str, task_kwargs: dict, teacher: str,
   # (training, sampling, evaluation) gives them a logit.
   s_model = agents.restrict_vocabulary(s_model, vocab)
   if t_model is not None:
-    t_model = agents.restrict_vocabulary(t_model, vocab)
+    t_model = agents.restrict_vocabulary(
+        t_model, vocab if t_tokenizer is None else len(t_tokenizer))
   return Models(student=s_model, student_params=s_params, teacher=t_model,
                 teacher_params=t_params, student_path=str(paths["student"]),
-                teacher_path=str(paths.get("teacher", "")))
+                teacher_path=str(paths.get("teacher", "")),
+                teacher_tokenizer=t_tokenizer)
 
 
 def reward_names(task) -> list[str]:

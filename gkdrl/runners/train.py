@@ -87,13 +87,18 @@ def make_evaluate_with_samples(config: RunConfig | dict[str, Any], task,
   if max_new_tokens is None:
     max_new_tokens = config.agent.rollout.max_new_tokens
 
+  # A teacher with its own tokenizer reads other prompts: it is neither
+  # evaluated on the task's tokens nor compared with the student id by id.
+  teacher, teacher_params = models.teacher, models.teacher_params
+  if models.teacher_tokenizer is not None:
+    teacher = teacher_params = None
+
   def evaluate(model, params):
     return evaluation.evaluate_with_samples(
         num_samples=num_samples, model=model, params=params, task=task,
         num_examples=config.eval.eval_examples,
         max_new_tokens=max_new_tokens,
-        teacher=models.teacher, teacher_params=models.teacher_params,
-        reward=reward,
+        teacher=teacher, teacher_params=teacher_params, reward=reward,
         samples_per_prompt=config.eval.eval_samples_per_prompt,
         seed=config.loop.seed)
   return evaluate
@@ -183,13 +188,15 @@ def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
         task=task, task_name=inputs.task, task_kwargs=shared["task_kwargs"],
         teacher=inputs.teacher, student=inputs.student,
         cache_dir=inputs.cache_dir, need_teacher=not cache,
-        progress=progress)
+        progress=progress, cross_tokenizer=getattr(
+            config.agent, "cross_tokenizer", "none") != "none")
   models = shared["models"]
   setup.check_completion_length(models, task,
                                 config.agent.rollout.max_new_tokens)
   agent = agents.make_agent(config.agent, student=models.student,
                             teacher=models.teacher, tokenizer=task.tokenizer,
-                            reward=reward)
+                            reward=reward,
+                            teacher_tokenizer=models.teacher_tokenizer)
   reward_params = setup.init_reward_params(
       reward if agent.uses_reward else None, config.loop.seed)
 
@@ -225,9 +232,11 @@ def _train(config: RunConfig, task, models, agent, reward, reward_params, *,
               config.agent.rollout.max_new_tokens)
   references = shared.setdefault("references", {})
   for name, model, params in (
-      ("teacher", models.teacher, models.teacher_params),
+      ("teacher", models.teacher if models.teacher_tokenizer is None
+       else None, models.teacher_params),
       ("initial", models.student, models.student_params)):
-    if model is None:  # no teacher loaded (a teacher cache)
+    # No teacher loaded (a teacher cache), or one with its own tokenizer.
+    if model is None:
       references[name, eval_key] = (None, None)  # (metrics, samples)
       continue
     if (name, eval_key) not in references:

@@ -7,9 +7,7 @@ import pytest
 
 from gkdrl import agents
 from gkdrl import losses
-from gkdrl.agents import acting
 from gkdrl.agents import cached_teacher
-from gkdrl.agents import registry
 from gkdrl.tasks import teacher_cache
 
 TOP_K = 8
@@ -57,18 +55,11 @@ def test_training_from_the_cache_equals_the_live_teacher_at_the_same_k(
   cached = agents.make_agent(config, student=student,
                              tokenizer=facts_task.tokenizer)
   assert not cached.uses_teacher
-  live_fn = cached_teacher.teacher_top_k(teacher, TOP_K)
-
-  def live_act(state, task_batch, key, *, teacher_params=None,
-               reward_params=None):
-    del state, key, reward_params
-    batch = acting.dataset_batch(task_batch)
-    ids, logp = live_fn(teacher_params, batch)
-    return batch._replace(teacher_top_ids=ids, teacher_top_logp=logp), {}
-
-  live = registry.assemble(
-      config, cached_teacher.make_cached_kd_loss(config, student), live_act,
-      uses_teacher=True, uses_reward=False)
+  # The live teacher_top_k option: its own act and loss, the same top-k
+  # implementation (`gkdrl.losses.top_k`).
+  live = agents.make_agent(
+      agents.SupervisedKDConfig(optimizer=_optimizer(), teacher_top_k=TOP_K),
+      student=student, teacher=teacher, tokenizer=facts_task.tokenizer)
   states = {}
   for name, agent in (("cached", cached), ("live", live)):
     state = agent.init(student_params)
@@ -90,8 +81,10 @@ def test_training_from_the_cache_equals_the_live_teacher_at_the_same_k(
   assert max(moved) > 1e-2
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
                states["cached"][0].params, states["live"][0].params)
+  # The cache's teacher tail is 1 - the sum of its k probabilities, the
+  # live one a logsumexp of the rest: equal up to float32 rounding (~1e-7).
   np.testing.assert_allclose(states["cached"][1], states["live"][1],
-                             rtol=1e-5)
+                             rtol=1e-5, atol=1e-7)
 
 
 def test_bucketed_forward_kl_is_exact_at_full_k_and_a_lower_bound_below():
@@ -205,3 +198,18 @@ def test_seqkd_trains_on_the_cached_teacher_samples(
     state, metrics = agent.update(state, batch, None, jax.random.key(step))
     nll.append(float(metrics["loss/nll"]))
   assert nll[-1] < nll[0]
+
+
+def test_teacher_top_k_takes_the_cache_k_or_refuses_another(
+    cache_dir, tiny_models, facts_task):
+  student = tiny_models[0]
+  for k in (0, TOP_K):
+    agents.make_agent(agents.SupervisedKDConfig(
+        teacher_cache=str(cache_dir), teacher_top_k=k), student=student,
+                      tokenizer=facts_task.tokenizer)
+  with pytest.raises(ValueError, match=(
+      rf"teacher_top_k=4 is not allowed; teacher cache .* holds the "
+      rf"teacher's top-{TOP_K}: 0 \(take the cache's k\) or {TOP_K}\.")):
+    agents.make_agent(agents.SupervisedKDConfig(
+        teacher_cache=str(cache_dir), teacher_top_k=4), student=student,
+                      tokenizer=facts_task.tokenizer)

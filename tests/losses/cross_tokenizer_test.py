@@ -123,3 +123,39 @@ def test_a_short_run_across_tokenizers_lowers_the_aligned_divergence():
     updates, state = opt.update(grads, state)
     student = optax.apply_updates(student, updates)
   assert float(loss(student)) < 0.5 * first
+
+
+def test_cross_tokenizer_loss_mixes_the_divergence_and_uld_by_position():
+  rng = np.random.default_rng(3)
+  student = jnp.asarray(rng.normal(size=(2, 4, 6)) * 2, jnp.float32)
+  teacher = jnp.asarray(rng.normal(size=(2, 4, 6)) * 2, jnp.float32)
+  exact = jnp.asarray([[True, False, True, False], [False, True, True, True]])
+  mask = jnp.asarray([[1, 1, 1, 0], [1, 1, 1, 1]], jnp.float32)
+  ids = np.arange(6, dtype=np.int32)  # every token shared, same ids
+  loss, metrics = losses.cross_tokenizer_loss(
+      student, teacher, exact, mask, ids, ids, mode="align",
+      divergence="forward_kl", reduction="token", teacher_temperature=0.5)
+  # Float64 reference: forward KL of the full distributions where exact
+  # (the tail buckets are empty), ULD elsewhere.
+  p = _softmax64(np.asarray(teacher) / 0.5)
+  q = _softmax64(np.asarray(student))
+  kl = np.sum(p * (np.log(p) - np.log(q)), -1)
+  uld = np.abs(-np.sort(-p, -1) - -np.sort(-q, -1)).sum(-1)
+  values = np.where(np.asarray(exact), kl, uld)
+  m = np.asarray(mask)
+  np.testing.assert_allclose(loss, (values * m).sum() / m.sum(), rtol=1e-5)
+  both = np.asarray(exact) & (m > 0)
+  np.testing.assert_allclose(metrics["loss/aligned_divergence"],
+                             kl[both].mean(), rtol=1e-5)
+  np.testing.assert_allclose(metrics["cross_tokenizer/exact_fraction"],
+                             both.sum() / m.sum(), rtol=1e-6)
+  loss, _ = losses.cross_tokenizer_loss(
+      student, teacher, exact, mask, ids, ids, mode="uld",
+      reduction="token", teacher_temperature=0.5)
+  np.testing.assert_allclose(loss, (uld * m).sum() / m.sum(), rtol=1e-5)
+  grads = jax.grad(lambda s: losses.cross_tokenizer_loss(
+      s, teacher, exact, mask, ids, ids)[0])(student)
+  assert np.all(np.isfinite(grads)) and np.any(grads != 0)
+  with pytest.raises(ValueError, match="mode='exact' is not allowed"):
+    losses.cross_tokenizer_loss(student, teacher, exact, mask, ids, ids,
+                                mode="exact")
