@@ -30,8 +30,6 @@ import json
 import os
 import pathlib
 import platform
-import random
-import re
 import time
 
 from absl import app
@@ -39,13 +37,12 @@ from absl import flags
 import jax
 
 from experiments import common
+from experiments import english_problems
 from gkdrl import assets
 from gkdrl import networks
 from gkdrl import validation
 from gkdrl.runners import checkpointing
 from gkdrl.runners import train
-from gkdrl.tasks import arithmetic
-from gkdrl.tasks import generated
 
 NAME = "real_pair"
 MODES = ("greedy", "sample")
@@ -138,42 +135,6 @@ SETTINGS = {
                          eval_examples=1, eval_samples_per_prompt=1,
                          seeds=(0,)),
 }
-
-
-def english(text: str) -> str:
-  """The arithmetic task's spaced words as English sentences.
-
-  "Ada has 7 apples . how many apples does Ada have now ?" -> "Ada has 7
-  apples. How many apples does Ada have now?"
-  """
-  text = re.sub(r" ([.?])", r"\1", text)
-  return re.sub(r"(^|[.?] )([a-z])",
-                lambda m: m.group(1) + m.group(2).upper(), text)
-
-
-def write_problems(path, count: int, seed: int = 0) -> pathlib.Path:
-  """Writes `count` distinct English problems as GSM8K JSON lines.
-
-  Each line is {"question", "answer"}, the answer's worked steps followed
-  by "\\n#### <number>" (the `gsm8k` task's format).
-  """
-  config = arithmetic.ArithmeticConfig()
-  splits = generated.generate_splits(
-      "arithmetic_en", lambda rng: arithmetic.sample_example(rng, config),
-      {"train": count, "validation": 1, "test": 1}, seed=seed,
-      prompt_template="{source}")
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  lines = []
-  for row in splits["train"]:
-    work, _, answer = row["target"].rpartition("####")
-    lines.append(json.dumps({
-        "question": english(row["source"]),
-        "answer": f"{english(work.strip())}\n#### {answer.strip()}"}))
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text("\n".join(lines) + "\n")
-  os.replace(tmp, path)
-  return path
 
 
 class PairRunner:
@@ -321,7 +282,7 @@ def run_study(out, setting: PairSetting, setting_name: str) -> dict:
   out = pathlib.Path(out)
   start, load_start = time.time(), os.getloadavg()
   smollm2 = str(assets.locate("smollm2"))
-  data = write_problems(out / NAME / "data.jsonl", setting.problems)
+  data = english_problems.write_problems(out / NAME / "data.jsonl", setting.problems)
   runner = PairRunner(out, setting, data)
   pair_runs, paths = prepare_pair(runner, smollm2)
   stats, runs = collect(runner, paths)

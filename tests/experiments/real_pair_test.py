@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from experiments import english_problems
 from experiments import real_pair
 from gkdrl import networks
 from gkdrl import tasks
@@ -14,16 +15,16 @@ VERDICTS = {"confirmed", "contradicted", "cannot tell"}
 
 
 def test_english_rendering():
-  assert real_pair.english(
+  assert english_problems.english(
       "Ada has 7 apples . Ada buys 5 more apples . how many apples does Ada "
       "have now ?") == ("Ada has 7 apples. Ada buys 5 more apples. How many "
                         "apples does Ada have now?")
-  assert real_pair.english("7 + 5 = 12 . 12 * 2 = 24 .") == (
+  assert english_problems.english("7 + 5 = 12 . 12 * 2 = 24 .") == (
       "7 + 5 = 12. 12 * 2 = 24.")
 
 
 def test_problems_are_distinct_gsm8k_lines_with_correct_answers(tmp_path):
-  path = real_pair.write_problems(tmp_path / "data.jsonl", 50)
+  path = english_problems.write_problems(tmp_path / "data.jsonl", 50)
   rows = [json.loads(line) for line in path.read_text().splitlines()]
   assert len(rows) == 50
   assert len({r["question"] for r in rows}) == 50
