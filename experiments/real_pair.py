@@ -1,8 +1,8 @@
 r"""A real pretrained pair: SmolLM2-135M-Instruct and a student cut from it.
 
     python -m experiments.real_pair                  # full setting, one GPU
-    python -m experiments.real_pair --setting=cpu    # the 2-core CPU run
-    python -m experiments.real_pair --quick          # minutes on CPU (tests)
+    python -m experiments.real_pair --setting=cpu    # a small run for CPUs
+    python -m experiments.real_pair --quick          # pipeline check (tests)
 
 Teacher: the SmolLM2-135M-Instruct weights of the `smollm2` asset (GGUF,
 `python -m gkdrl.assets fetch smollm2`), supervised fine-tuned on the task.
@@ -120,8 +120,10 @@ SETTINGS = {
                         learning_rate=5e-5, max_new_tokens=64,
                         eval_examples=500, eval_samples_per_prompt=4,
                         seeds=(0, 1, 2)),
-    # What fitted about 45 minutes of 2 CPU cores shared with other jobs
-    # (load average about 20): one seed, so every verdict is "cannot tell".
+    # Tried on 2 CPU cores shared with other jobs (load average about 20):
+    # its teacher SFT took 31 minutes and the study did not finish in the
+    # time there was (docs/results.md). One seed: every verdict would be
+    # "cannot tell".
     "cpu": PairSetting(problems=1000, teacher_sft_steps=8,
                        student_sft_steps=16, keep_every=5, steps=4,
                        batch_size=4, sft_learning_rate=2e-4,
@@ -318,7 +320,8 @@ def run_study(out, setting: PairSetting, setting_name: str) -> dict:
 
 common.define_flags()
 flags.DEFINE_enum("setting", "full", sorted(SETTINGS),
-                  "Sizes: full (one GPU), cpu (2 CPU cores, 25 minutes); "
+                  "Sizes: full (one GPU), cpu (a small run for 2 CPU "
+                  "cores, over an hour when they are shared); "
                   "--quick is --setting=quick.")
 
 
