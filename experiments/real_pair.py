@@ -146,7 +146,7 @@ class PairRunner:
     self.root = pathlib.Path(root)
     self.setting = setting
     self.data = str(data)
-    self._shared = {}  # (teacher, student) -> train.run's cache
+    self._shared = {}  # (teacher, student) -> train.run's cache, one pair
     if not jax.config.jax_compilation_cache_dir:
       jax.config.update("jax_compilation_cache_dir",
                         str(self.root / "xla-cache"))
@@ -174,6 +174,10 @@ class PairRunner:
     if done.exists():
       return checkpointing.read_json(done)
     start = time.time()
+    if (teacher, student) not in self._shared:
+      # Runs come pair by pair: the previous pair's models (a 135M model
+      # is 0.5 GiB in float32) and compilations are not needed again.
+      self._shared.clear()
     summary = train.run(values, progress=False,
                         shared=self._shared.setdefault((teacher, student),
                                                        {}))
