@@ -121,9 +121,8 @@ SETTINGS = {
                         eval_examples=500, eval_samples_per_prompt=4,
                         seeds=(0, 1, 2)),
     # Tried on 2 CPU cores shared with other jobs (load average about 20):
-    # its teacher SFT took 31 minutes and the study did not finish in the
-    # time there was (docs/results.md). One seed: every verdict would be
-    # "cannot tell".
+    # about 50 minutes, 31 of them the teacher SFT (docs/results.md). One
+    # seed: every verdict is "cannot tell".
     "cpu": PairSetting(problems=1000, teacher_sft_steps=8,
                        student_sft_steps=16, keep_every=5, steps=4,
                        batch_size=4, sft_learning_rate=2e-4,
@@ -324,8 +323,8 @@ def run_study(out, setting: PairSetting, setting_name: str) -> dict:
 
 common.define_flags()
 flags.DEFINE_enum("setting", "full", sorted(SETTINGS),
-                  "Sizes: full (one GPU), cpu (a small run for 2 CPU "
-                  "cores, over an hour when they are shared); "
+                  "Sizes: full (one GPU), cpu (a small run: about 50 "
+                  "minutes on 2 shared CPU cores); "
                   "--quick is --setting=quick.")
 
 
