@@ -120,7 +120,7 @@ SETTINGS = {
                         learning_rate=5e-5, max_new_tokens=64,
                         eval_examples=500, eval_samples_per_prompt=4,
                         seeds=(0, 1, 2)),
-    # Tried on 2 CPU cores shared with other jobs (load average about 20):
+    # Ran on 2 CPU cores shared with other jobs (load average 6 to 30) in
     # about 50 minutes, 31 of them the teacher SFT (docs/results.md). One
     # seed: every verdict is "cannot tell".
     "cpu": PairSetting(problems=1000, teacher_sft_steps=8,
