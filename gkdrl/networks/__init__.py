@@ -23,6 +23,10 @@
   save_adapters   LoRA adapters -> a PEFT directory (adapter_config.json +
                   adapter_model.safetensors).
   load_tokenizer  transformers tokenizer of an HF directory or a GGUF file.
+  keep_layers     (model, params, block indices) -> a shallower model made
+                  of those blocks, embeddings and head copied;
+                  keep_every_kth_layer keeps blocks 0, k, 2k, ... (a
+                  DistilBERT / Minitron-style student initialisation).
 
 Both model kinds say which they are: `model.is_encoder_decoder` (also
 `model.config.is_encoder_decoder`).
@@ -33,6 +37,8 @@ from gkdrl.networks.checkpoint import save_pretrained
 from gkdrl.networks import lora
 from gkdrl.networks.config import ModelConfig
 from gkdrl.networks.hf_weights import open_safetensors
+from gkdrl.networks.layer_selection import keep_every_kth_layer
+from gkdrl.networks.layer_selection import keep_layers
 from gkdrl.networks.lora import save_adapters
 from gkdrl.networks.model import KVCache
 from gkdrl.networks.model import LanguageModel
@@ -53,6 +59,8 @@ __all__ = [
     "T5Cache",
     "T5Config",
     "from_pretrained",
+    "keep_every_kth_layer",
+    "keep_layers",
     "load_tokenizer",
     "make_model",
     "make_t5",
