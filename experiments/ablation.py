@@ -33,8 +33,8 @@ COMPARED = ("SFT (as long)", "Supervised KD", "GKD JSD(0.9)")
 GKD = "GKD JSD(0.9)"
 KD = "Supervised KD"
 BASELINE = "baseline (protocol)"
-# Factor -> (settings of every method, or None: a start; whether it changes
-# the dataset-trained methods too).
+# Factors that change only how the student samples: the settings GKD
+# JSD(0.9) runs with; the start factors replace the student itself.
 SAMPLING_FACTORS = {
     "sampling temperature 0.7": dict(sample_temperature=0.7),
     "lambda 0.5": dict(lmbda=0.5),

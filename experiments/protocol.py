@@ -20,13 +20,11 @@ Every method has the same steps and batch. Writes <out>/protocol/
 {protocol.json, protocol.md, protocol.png, sft.png}.
 """
 
-import dataclasses
 import pathlib
 
 from absl import app
 
 from experiments import common
-from experiments import early_stopping
 from experiments import protocol_lib as lib
 
 NAME = "protocol"
