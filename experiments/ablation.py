@@ -6,7 +6,8 @@ r"""Study 6: why supervised KD beat on-policy GKD on `facts`.
 Starting from the fair protocol's setting (converged two-layer student,
 sampling temperature 1, lambda 1, each method at its tuned learning rate),
 one factor at a time is changed and supervised KD is compared with on-policy
-GKD JSD(0.9) (and SFT continued) at the ablation seeds, on the test split:
+GKD JSD(0.9) (and, from the unconverged start, SFT continued) at the
+ablation seeds, on the test split:
   - the start: the same SFT run's early checkpoint (unconverged);
   - capacity: a one-layer student, fine-tuned to convergence the same way;
   - the student's sampling temperature for on-policy data: 0.7;
@@ -40,7 +41,10 @@ SAMPLING_FACTORS = {
     "lambda 0.5": dict(lmbda=0.5),
     "lambda 0": dict(lmbda=0.0),
 }
-START_FACTORS = ("unconverged start", "1-layer student")
+# The start factors and the methods they run: SFT continued only where
+# the start is unconverged (what it would collect there is the question).
+START_FACTORS = {"unconverged start": COMPARED,
+                 "1-layer student": (KD, GKD)}
 
 
 def plan() -> list:
@@ -64,10 +68,10 @@ def collect(ctx: lib.Context) -> dict:
   chosen = base["chosen"]
   n = len(p.ablation_seeds)  # the first seeds of every method
   runs = {BASELINE: {m: base["runs"][m][:n] for m in COMPARED}}
-  for factor in START_FACTORS:
+  for factor, compared in START_FACTORS.items():
     student = start_dir(ctx, factor)
     runs[factor] = {}
-    for m in COMPARED:
+    for m in compared:
       runs[factor][m] = []
       for seed in p.ablation_seeds:
         run = ctx.train(f"{m} {factor}", seed, student=student,
@@ -124,8 +128,10 @@ def plot(stats: dict, path) -> None:
   labels = ("SFT start",) + COMPARED
   width = 0.8 / len(labels)
   for i, label in enumerate(labels):
-    means = [stats[f][label]["greedy"]["reward"]["mean"] for f in factors]
-    stds = [stats[f][label]["greedy"]["reward"]["std"] for f in factors]
+    cells = [stats[f].get(label, {}).get("greedy", {}).get("reward")
+             for f in factors]
+    means = [c["mean"] if c else float("nan") for c in cells]
+    stds = [c["std"] if c else 0.0 for c in cells]
     xs = [x + (i - (len(labels) - 1) / 2) * width for x in range(len(factors))]
     ax.bar(xs, means, width, yerr=stds, capsize=2, label=label)
   ax.set_xticks(range(len(factors)))
@@ -141,7 +147,7 @@ def table(stats: dict) -> str:
   rows = []
   for factor, s in stats.items():
     rows.append([factor] + [common.fmt(s[l]["greedy"]["reward"])
-                            for l in labels]
+                            if l in s else "-" for l in labels]
                 + [common.fmt(s[GKD]["greedy"]["teacher_kl"])])
   return common.markdown_table(
       ["factor changed"] + [f"{l} (greedy)" for l in labels]

@@ -46,9 +46,10 @@ class Protocol:
       on-policy GKD), which cost more, run.
     ablation_seeds: the ablation's seeds, the first of `seeds`.
     eval_every: steps between validation evaluations (the curves).
-    val_examples: validation prompts per evaluation (curves, LR choice).
+    val_examples: validation prompts per evaluation (curves, LR choice);
+      these evaluations draw one temperature-1 sample per prompt.
     test_examples: test prompts of the final evaluation.
-    samples_per_prompt: temperature-1 samples per prompt in evaluations.
+    samples_per_prompt: temperature-1 samples per prompt on test.
     quick: tiny settings for tests (results mean nothing).
   """
 
@@ -104,7 +105,7 @@ FULL = Protocol(
         snapshot_steps=(300,)),
     steps=300, batch_size=16, learning_rates=(3e-4, 1e-3, 3e-3),
     seeds=(0, 1, 2, 3, 4), sampling_seeds=3, ablation_seeds=(0, 1, 2),
-    eval_every=100,
+    eval_every=150,
     val_examples=64, test_examples=256, samples_per_prompt=2)
 QUICK = Protocol(
     teacher=_spec(16, 1, 32, 3e-3, 2, 1, 4, 4),
@@ -144,7 +145,7 @@ class Context:
     self.runner = common.Runner(out, common.Budget(
         steps=p.steps, batch_size=p.batch_size,
         learning_rate=p.learning_rates[0], eval_examples=p.val_examples,
-        eval_samples_per_prompt=p.samples_per_prompt, seeds=p.seeds,
+        eval_samples_per_prompt=1, seeds=p.seeds,
         quick=p.quick), model_paths={task_name: (
             self.sft["teacher"]["path"], self.sft["student"]["path"])})
     self._teacher = None

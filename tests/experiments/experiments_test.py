@@ -143,6 +143,8 @@ def test_ablation_changes_one_factor_at_a_time(quick):
   data = json.loads((out / ablation.NAME / "ablation.json").read_text())
   assert list(data["stats"]) == [ablation.BASELINE, *ablation.START_FACTORS,
                                  *ablation.SAMPLING_FACTORS]
+  assert "SFT (as long)" not in data["stats"]["1-layer student"]
+  assert "SFT (as long)" in data["stats"]["unconverged start"]
   assert [c["factor"] for c in data["claims"]] == list(data["stats"])
   assert not data["claims"][0]["moves ordering"]
   runs = out / "runs" / "facts"
