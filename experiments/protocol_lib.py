@@ -166,8 +166,12 @@ class Context:
     return snapshots[min(snapshots, key=int)]
 
   def train(self, label: str, seed: int, **settings) -> dict[str, Any]:
-    """A run (common.Runner.train) of the study's pair, with curves."""
-    return self.runner.train(self.task_name, label, seed,
+    """A run (common.Runner.train) of the study's pair, with curves.
+
+    Its directory is named "protocol_<label>-..." apart from the other
+    studies' runs of the built-in pair.
+    """
+    return self.runner.train(self.task_name, f"protocol {label}", seed,
                              eval_every=self.protocol.eval_every, **settings)
 
   def _teacher_model(self):

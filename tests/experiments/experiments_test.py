@@ -133,7 +133,8 @@ def test_protocol_study_tunes_on_validation_and_keeps_the_best_sft(quick):
   for claim in data["claims"]:
     assert claim["verdict"] in VERDICTS
   # Every run of the study evaluated its student on the test split.
-  runs = list((out / "runs" / "facts").glob("supervised_kd-seed0-*"))
+  runs = list((out / "runs" / "facts").glob(
+      "protocol_supervised_kd-seed0-*"))
   assert any((r / "eval" / "test.json").exists() for r in runs)
 
 
@@ -150,7 +151,8 @@ def test_ablation_changes_one_factor_at_a_time(quick):
   runs = out / "runs" / "facts"
 
   def config(prefix):
-    return json.loads(next(runs.glob(f"{prefix}-seed0-*/config.json"))
+    return json.loads(next(runs.glob(f"protocol_{prefix}-seed0-*/"
+                                     "config.json"))
                       .read_text())
 
   base = config("gkd_jsd_0.9")
