@@ -124,11 +124,14 @@ def budget_from_flags() -> Budget:
 class Runner:
   """Trains (or reads back) runs for the studies under one root directory."""
 
-  def __init__(self, root, budget: Budget):
+  def __init__(self, root, budget: Budget,
+               model_paths: dict[str, tuple[str, str]] | None = None):
+    """`model_paths`: task -> (teacher, student) replacing the defaults."""
     self.root = pathlib.Path(root)
     self.budget = budget
     self._shared = {}  # task -> train.run's cache of task, models, evals
-    self._model_paths = {}
+    self._model_paths = {k: tuple(map(str, v))
+                         for k, v in (model_paths or {}).items()}
     self._evaluation = {}  # task -> (task, models) for extra evaluations
     # Identical programs (the same method at another seed) compile once;
     # a cache the caller configured already (the tests') is kept.
@@ -139,6 +142,8 @@ class Runner:
 
   def model_paths(self, task_name: str) -> tuple[str, str]:
     """(teacher, student) for a task: built-in, or tiny in quick mode."""
+    if task_name in self._model_paths:
+      return self._model_paths[task_name]
     if not self.budget.quick:
       return builtin.BUILTIN, builtin.BUILTIN
     if task_name not in self._model_paths:

@@ -1,18 +1,21 @@
-r"""Runs the four studies in order and times each.
+r"""Runs the six studies in order and times each.
 
     python -m experiments.run_all --out=runs/experiments
     python -m experiments.run_all --quick --out=/tmp/quick
     python -m experiments.run_all --jobs=8     # on a machine with 16 cores
 
-With --jobs=N the training runs of all four studies (and the built-in
+With --jobs=N the training runs of the first four studies (and the built-in
 models' SFT) are spread over N worker processes, each pinned to its share of
 the CPU cores, before the studies read them back; the results are the same
-as sequentially (each run depends only on its own settings and seed).
+as sequentially (each run depends only on its own settings and seed). The
+protocol and ablation studies train in their own turn, one run at a time:
+their runs need the study's SFT pair and the learning rates its grid
+chooses.
 
 The studies share one --out, so runs that two studies need train once
 (the lambda and diversity studies reuse the methods study's GKD runs).
 Writes <out>/timing.json (seconds per study, including the built-in models'
-SFT where the cache lacked them) and <out>/results.md (the four studies'
+SFT where the cache lacked them) and <out>/results.md (the studies'
 Markdown, one after the other).
 """
 
@@ -26,13 +29,15 @@ from absl import app
 from absl import flags
 
 from experiments import common
+from experiments import ablation
 from experiments import diversity
 from experiments import lambda_sweep
 from experiments import methods
+from experiments import protocol
 from experiments import rl_gkd
 from gkdrl.runners import flags_lib
 
-STUDIES = (methods, lambda_sweep, diversity, rl_gkd)
+STUDIES = (methods, lambda_sweep, diversity, rl_gkd, protocol, ablation)
 
 flags.DEFINE_integer("jobs", 1, "Worker processes training runs at once.")
 

@@ -9,10 +9,12 @@ import sys
 import numpy as np
 import pytest
 
+from experiments import ablation
 from experiments import common
 from experiments import diversity
 from experiments import lambda_sweep
 from experiments import methods
+from experiments import protocol
 from experiments import rl_gkd
 from experiments import run_all
 
@@ -107,6 +109,63 @@ def test_rl_gkd_study_has_the_sweep_and_the_rl_baseline(quick):
       .read_text())
   assert config["agent_config"]["alpha"] == 0.0
   assert config["agent_config"]["ref_kl_coef"] == rl_gkd.REF_KL_COEF
+
+
+@pytest.mark.slow
+def test_protocol_study_tunes_on_validation_and_keeps_the_best_sft(quick):
+  out, _ = quick
+  folder = out / protocol.NAME
+  data = json.loads((folder / "protocol.json").read_text())
+  for name in ("protocol.png", "sft.png"):
+    assert (folder / name).read_bytes()[:8] == PNG_MAGIC
+  assert set(data["chosen"]) == set(protocol.METHODS)
+  for label, rate in data["chosen"].items():
+    grid = data["grid"][label]
+    assert grid[f"{rate:g}"] == max(grid.values())
+  assert set(data["sft"]) == {"teacher", "student"}
+  for record in data["sft"].values():
+    losses = {step: loss for step, loss in record["curves"]["validation"]}
+    assert losses[record["best_step"]] == min(losses.values())
+  for label, curve in data["curves"].items():
+    assert curve["steps"][0] == 0 and curve["steps"][-1] == 2
+    assert len(curve["mean"]) == len(curve["steps"])
+  assert set(data["stats"]) == {"Teacher", "SFT start", *protocol.METHODS}
+  for claim in data["claims"]:
+    assert claim["verdict"] in VERDICTS
+  # Every run of the study evaluated its student on the test split.
+  runs = list((out / "runs" / "facts").glob(
+      "protocol_supervised_kd-seed0-*"))
+  assert any((r / "eval" / "test.json").exists() for r in runs)
+
+
+@pytest.mark.slow
+def test_ablation_changes_one_factor_at_a_time(quick):
+  out, _ = quick
+  data = json.loads((out / ablation.NAME / "ablation.json").read_text())
+  factors = [ablation.BASELINE, *ablation.START_FACTORS,
+             *ablation.SAMPLING_FACTORS]
+  assert set(data["stats"]) == set(factors)  # JSON keys come back sorted
+  assert "SFT (as long)" not in data["stats"]["1-layer student"]
+  assert "SFT (as long)" in data["stats"]["unconverged start"]
+  assert [c["factor"] for c in data["claims"]] == factors
+  assert not data["claims"][0]["moves ordering"]
+  runs = out / "runs" / "facts"
+
+  def config(prefix):
+    return json.loads(next(runs.glob(f"protocol_{prefix}-seed0-*/"
+                                     "config.json"))
+                      .read_text())
+
+  base = config("gkd_jsd_0.9")
+  hot = config("gkd_jsd_0.9_sampling_temperature_0.7")
+  assert hot["agent_config"]["sample_temperature"] == 0.7
+  assert base["agent_config"]["sample_temperature"] == 1.0
+  assert config("gkd_jsd_0.9_lambda_0")["agent_config"]["lmbda"] == 0.0
+  for factor in ("unconverged_start", "1-layer_student"):
+    other = config(f"gkd_jsd_0.9_{factor}")
+    assert other["student_path"] != base["student_path"]
+    assert other["agent_config"] == base["agent_config"]
+    assert other["teacher_path"] == base["teacher_path"]
 
 
 @pytest.mark.slow
