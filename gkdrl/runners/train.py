@@ -206,7 +206,8 @@ def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
   with workdir_lib.Lock(workdir):
     # Refuses a resume under changed settings before config.json changes.
     workdir_lib.prepare(workdir, resolved, steps=config.loop.steps,
-                        force_new_run=config.force_new_run)
+                        force_new_run=config.force_new_run,
+                        defaults=default_settings(config))
     # Processes of a multi-host run share the workdir: the first writes.
     if jax.process_index() == 0:
       checkpointing.write_json(workdir / "config.json", resolved)
@@ -285,6 +286,14 @@ def describe(config: RunConfig, models) -> dict[str, Any]:
   return {**config_lib.to_values(config), "agent_config": agent_config,
           "student_path": models.student_path,
           "teacher_path": models.teacher_path}
+
+
+def default_settings(config: RunConfig) -> dict[str, Any]:
+  """`describe`'s fields at their defaults, for config.json files that
+  predate a setting (`workdir.config_differences`)."""
+  agent_config = dataclasses.asdict(type(config.agent)())
+  agent_config.update(agent_config.pop("rollout"))
+  return {**config_lib.default_values(), "agent_config": agent_config}
 
 
 def summary_table(summary: dict[str, Any], mode: str = "greedy") -> str:

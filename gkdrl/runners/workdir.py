@@ -155,16 +155,21 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any]
-                       ) -> list[str]:
+def config_differences(old: dict[str, Any], new: dict[str, Any],
+                       defaults: dict[str, Any] | None = None) -> list[str]:
   """`field: old -> new` for each setting outside SAFE_TO_CHANGE that differs.
 
-  Both are JSON-like dicts (nested dicts are compared field by field); a
-  field missing on one side counts as None there.
+  Both are JSON-like dicts (nested dicts are compared field by field). A
+  field missing from `old` (a setting added after that run was made) takes
+  its value in `defaults`, the settings' defaults, where that has it: the
+  run used the behaviour the default keeps. Otherwise a missing field
+  counts as None.
   """
   # Round-trip through JSON so tuples equal lists, as config.json holds them.
   old = _flatten(json.loads(json.dumps(old)))
   new = _flatten(json.loads(json.dumps(new)))
+  defaults = _flatten(json.loads(json.dumps(defaults or {})))
+  old.update({k: v for k, v in defaults.items() if k not in old and k in new})
   return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
           for key in sorted(set(old) | set(new))
           if key not in SAFE_TO_CHANGE and old.get(key) != new.get(key)]
@@ -175,8 +180,12 @@ def _safe_flags() -> list[str]:
                 if "." not in k and k != "force_new_run")
 
 
-def check_resume(workdir: str | os.PathLike, config: dict[str, Any]) -> None:
+def check_resume(workdir: str | os.PathLike, config: dict[str, Any],
+                 defaults: dict[str, Any] | None = None) -> None:
   """Refuses to resume `workdir`'s checkpoints under a changed `config`.
+
+  `defaults` (as in `config_differences`) fills settings that an older
+  config.json lacks.
 
   Does nothing without checkpoints (nothing to resume) or without a
   `config.json` (a run made by `loop.train` alone).
@@ -195,7 +204,7 @@ def check_resume(workdir: str | os.PathLike, config: dict[str, Any]) -> None:
     raise ValueError(f"{path} is not valid JSON ({error}), so a resume "
                      "cannot be checked; pass --force_new_run to start "
                      "over.") from None
-  changes = config_differences(old, config)
+  changes = config_differences(old, config, defaults)
   if changes:
     raise ValueError(
         f"--workdir={str(workdir)!r} holds checkpoints (step {steps[-1]}) "
@@ -216,7 +225,8 @@ def check_steps(saved_step: int, steps: int, directory) -> None:
 
 
 def prepare(workdir: str | os.PathLike, config: dict[str, Any], *,
-            steps: int, force_new_run: bool = False) -> None:
+            steps: int, force_new_run: bool = False,
+            defaults: dict[str, Any] | None = None) -> None:
   """Makes `workdir` ready for a run of `config`, under its `Lock`.
 
   Moves a previous run aside if `force_new_run`, else refuses a resume
@@ -224,7 +234,7 @@ def prepare(workdir: str | os.PathLike, config: dict[str, Any], *,
   """
   if force_new_run:
     start_new_run(workdir)
-  check_resume(workdir, config)
+  check_resume(workdir, config, defaults)
   saved = checkpointing.saved_steps(workdir)
   check_steps(saved[-1] if saved else 0, steps,
               pathlib.Path(workdir) / "checkpoints")

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -160,3 +161,33 @@ def test_start_new_run_moves_the_previous_run_aside(tmp_path):
   _with_checkpoint(tmp_path, _config())
   assert workdir.start_new_run(tmp_path) == tmp_path / "previous_run_2"
   assert workdir.start_new_run(tmp_path) is None
+
+
+def test_a_setting_missing_from_an_older_config_counts_as_its_default():
+  old = _config()
+  new = _config(async_rollouts=False, skip_bad_rows=3)
+  defaults = {"async_rollouts": False, "skip_bad_rows": 0}
+  # The run predates both settings: the default one matches, the other not.
+  assert workdir.config_differences(old, new, defaults) == [
+      "skip_bad_rows: 0 -> 3"]
+  # Without the defaults both read as None in the old run.
+  assert workdir.config_differences(old, new) == [
+      "async_rollouts: None -> False", "skip_bad_rows: None -> 3"]
+
+
+def test_train_defaults_cover_every_described_setting():
+  from gkdrl.runners import config as config_lib  # pylint: disable=g-import-not-at-top
+  from gkdrl.runners import train  # pylint: disable=g-import-not-at-top
+  config = config_lib.RunConfig()
+  defaults = train.default_settings(config)
+  described = train.describe(config, types.SimpleNamespace(
+      student_path="s", teacher_path="t"))
+  assert set(described) - set(defaults) == {"student_path", "teacher_path"}
+  assert set(described["agent_config"]) == set(defaults["agent_config"])
+  # A config.json written before --async_rollouts and the agent's
+  # cross_tokenizer existed resumes under today's default run.
+  old = {k: v for k, v in described.items() if k != "async_rollouts"}
+  old["agent_config"] = {k: v for k, v in described["agent_config"].items()
+                         if k != "cross_tokenizer"}
+  assert workdir.config_differences(old, described, defaults) == []
+  assert len(workdir.config_differences(old, described)) == 2
