@@ -174,6 +174,10 @@ class RunConfig:
 RUN_PARTS = ("inputs", "eval", "reward", "loop")
 
 
+# The settings of LoRA adapters other than their rank.
+LORA_SETTINGS = ("lora_alpha", "lora_targets", "lora_base_dtype")
+
+
 def agent_settings() -> dict[str, dict[str, tuple[str, ...]]]:
   """{setting: {agent: path}} over the registered agent configs."""
   settings = {}
@@ -240,6 +244,13 @@ def agent_config(name: str, values: dict[str, Any], *, steps: int,
     if setting in unread:
       validation.fail(f"--{setting}", value,
                       f"--agent={name} does not read it: {unread[setting]}")
+  if not config.lora_rank:  # adapter settings apart from their defaults
+    default = agents.AGENT_CONFIGS[name]()
+    for setting in LORA_SETTINGS:
+      if getattr(config, setting) != getattr(default, setting):
+        validation.fail(f"--{setting}", given[setting],
+                        "it sets up LoRA adapters, which train only with "
+                        "--lora_rank > 0")
   return config
 
 

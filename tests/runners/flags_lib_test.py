@@ -162,3 +162,14 @@ def test_flat_rollout_keywords_build_the_nested_config():
   assert replaced.rollout == agents.RolloutConfig(max_new_tokens=8, top_k=3,
                                                   top_p=0.5)
   assert replaced.lmbda == 0.5
+
+
+def test_lora_settings_without_a_rank_are_refused():
+  with pytest.raises(ValueError,
+                     match=r"--lora_alpha=8.0 is not allowed.*--lora_rank > 0"):
+    flags_lib.agent_config("gkd", {"lora_alpha": 8.0}, **SETTINGS)
+  # Their defaults (as a saved config.json repeats them) and a rank pass.
+  flags_lib.agent_config("gkd", {"lora_alpha": 16.0}, **SETTINGS)
+  config = flags_lib.agent_config("gkd", {"lora_alpha": 8.0, "lora_rank": 4},
+                                  **SETTINGS)
+  assert (config.lora_rank, config.lora_alpha) == (4, 8.0)
