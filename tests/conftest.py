@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 
@@ -59,17 +60,35 @@ def torch():
   return torch_module
 
 
+_OWNED_CACHE = pytest.StashKey[str]()
+
+
+def pytest_unconfigure(config):
+  owned = config.stash.get(_OWNED_CACHE, None)
+  if owned:
+    shutil.rmtree(owned, ignore_errors=True)
+
+
 def pytest_configure(config):
   """Shares XLA compilations between the tests of one run.
 
   Many tests compile identical programs (the same tiny models); JAX's
-  persistent cache turns the repeats into cache hits.
+  persistent cache turns the repeats into cache hits. The cache lives for
+  one run (the xdist workers inherit its directory from the process that
+  starts them) and JAX's file lock serialises its reads and writes, so no
+  worker reads an entry another is writing, and no entry left by an
+  earlier, interrupted run is ever read.
   """
-  del config
   import jax  # pylint: disable=g-import-not-at-top
-  cache_dir = os.environ.get(
-      "GKDRL_TEST_COMPILATION_CACHE",
-      os.path.join(os.path.expanduser("~"), ".cache", "gkdrl",
-                   "test-xla-cache"))
+  cache_dir = os.environ.get("GKDRL_TEST_COMPILATION_CACHE")
+  if cache_dir is None:
+    cache_dir = tempfile.mkdtemp(prefix="gkdrl-test-xla-")
+    os.environ["GKDRL_TEST_COMPILATION_CACHE"] = cache_dir
+    config.stash[_OWNED_CACHE] = cache_dir
+  # Subprocesses (the runners' command-line tests) use it too, not the
+  # user's cache.
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
   jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_compilation_cache_max_size", 8 * 2**30)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)

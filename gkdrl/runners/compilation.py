@@ -32,6 +32,10 @@ _totals: collections.Counter[str] = collections.Counter()
 _listening = False
 
 
+# The cache's size bound; the least recently used entries go beyond it.
+MAX_CACHE_BYTES = 4 * 2**30
+
+
 def cache_dir(root: str | pathlib.Path | None = None) -> pathlib.Path:
   """`<root>/xla`, `root` defaulting to the gkdrl cache."""
   root = builtin.default_cache_dir() if root is None else pathlib.Path(root)
@@ -59,6 +63,10 @@ def use_cache(enabled: bool, root: str | pathlib.Path | None = None
   jax.config.update("jax_compilation_cache_dir", str(directory))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  # A size bound turns on JAX's file lock around each read and write, so
+  # processes sharing the cache (sweeps, --jobs) never read a half-written
+  # entry; without one JAX writes entries unlocked.
+  jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
   # A program compiled before this call made JAX settle on "no cache".
   jax_cache.reset_cache()
   return str(directory)
