@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import os
 import pathlib
-import shutil
 import subprocess
 import tempfile
 
@@ -60,33 +59,20 @@ def torch():
   return torch_module
 
 
-_OWNED_CACHE = pytest.StashKey[str]()
-
-
-def pytest_unconfigure(config):
-  owned = config.stash.get(_OWNED_CACHE, None)
-  if owned:
-    shutil.rmtree(owned, ignore_errors=True)
-
-
 def pytest_configure(config):
-  """Shares XLA compilations between the tests of one run.
+  """Opt-in: shares XLA compilations between test runs.
 
-  Many tests compile identical programs (the same tiny models); JAX's
-  persistent cache turns the repeats into cache hits. The cache lives for
-  one run (the xdist workers inherit its directory from the process that
-  starts them) and JAX's file lock serialises its reads and writes, so no
-  worker reads an entry another is writing, and no entry left by an
-  earlier, interrupted run is ever read.
+  With `$GKDRL_TEST_COMPILATION_CACHE` set, JAX's persistent cache there
+  (under its file lock) turns repeated compilations of the same tiny models
+  into cache hits, in the xdist workers and the runners' subprocesses.
+  Off by default: jax 0.10's cache serialisation crashed a worker now and
+  then (a segmentation fault writing an entry, an abort reading one).
   """
-  import jax  # pylint: disable=g-import-not-at-top
+  del config
   cache_dir = os.environ.get("GKDRL_TEST_COMPILATION_CACHE")
-  if cache_dir is None:
-    cache_dir = tempfile.mkdtemp(prefix="gkdrl-test-xla-")
-    os.environ["GKDRL_TEST_COMPILATION_CACHE"] = cache_dir
-    config.stash[_OWNED_CACHE] = cache_dir
-  # Subprocesses (the runners' command-line tests) use it too, not the
-  # user's cache.
+  if not cache_dir:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)
   os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
   jax.config.update("jax_compilation_cache_dir", cache_dir)

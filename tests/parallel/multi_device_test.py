@@ -23,11 +23,6 @@ def run_script():
   env = dict(os.environ)
   env.update(XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-  # The run's compilation cache (tests/conftest.py), under its file lock.
-  env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                 os.environ["GKDRL_TEST_COMPILATION_CACHE"])
-  env.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
-  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
   proc = subprocess.run([sys.executable, str(SCRIPT)], env=env,
                         capture_output=True, text=True, timeout=600,
                         check=False)

@@ -38,10 +38,6 @@ def run_processes(workdir: pathlib.Path) -> list[dict]:
   env = dict(os.environ)
   env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-  # The run's compilation cache (tests/conftest.py), under its file lock.
-  env.setdefault("JAX_COMPILATION_CACHE_DIR",
-                 os.environ["GKDRL_TEST_COMPILATION_CACHE"])
-  env.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2**30))
   port = str(_free_port())
   # Process 0 gets the coordinator as arguments, process 1 from the
   # environment, as a cluster launcher would set it.
