@@ -256,6 +256,25 @@ def summarize(values) -> dict[str, Any]:
           "values": values}
 
 
+def seed_stats(runs: dict[str, list], references: dict[str, list],
+               modes) -> dict[str, dict]:
+  """stats[row][mode][metric]: `summarize` over seeds.
+
+  Rows are "Teacher", then every key of `runs` in order; a row found in
+  `references` (per-seed evaluations, e.g. the SFT start) is read there,
+  any other from its runs' final evaluations.
+  """
+  stats = {}
+  for label in ("Teacher", *runs):
+    evals = (references[label] if label in references
+             else [r["final"] for r in runs[label]])
+    stats[label] = {mode: {
+        metric: summarize([e[mode][metric] for e in evals])
+        for metric in METRICS if metric in evals[0][mode]}
+                    for mode in modes}
+  return stats
+
+
 def verdict(better, worse, *, higher_is_better: bool = True) -> str:
   """Whether `better` beats `worse` by more than the seed spread.
 

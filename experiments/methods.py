@@ -27,15 +27,19 @@ from experiments import common  # pylint: disable=g-import-not-at-top
 NAME = "methods"
 TASKS = ("facts", "arithmetic")
 MODES = ("greedy", "sample")
-# Row label -> train.run settings; None is the starting SFT student itself.
-METHODS = {
-    "SFT start": None,
+# Row label -> train.run settings of the methods every study compares.
+TRAINED_METHODS = {
     "SFT (as long)": dict(agent="sft"),
     "SeqKD": dict(agent="seqkd", sample_temperature=0.0),
     "Supervised KD": dict(agent="supervised_kd"),
     "GKD forward KL": dict(agent="gkd", divergence="forward_kl", lmbda=1.0),
     "GKD reverse KL": dict(agent="gkd", divergence="reverse_kl", lmbda=1.0),
     "GKD JSD(0.9)": dict(agent="gkd", divergence="jsd", beta=0.9, lmbda=1.0),
+}
+# This study's rows; None is the starting SFT student itself.
+METHODS = {
+    "SFT start": None,
+    **TRAINED_METHODS,
     "Mixed GKD JSD(0.9)": dict(agent="gkd", divergence="jsd", beta=0.9,
                                lmbda=0.5),
 }
@@ -67,15 +71,7 @@ def collect(runner: common.Runner, task: str,
       runs[label].append(run)
     references["Teacher"].append(run["teacher"])
     references["SFT start"].append(run["initial"])
-  stats = {}
-  for label in ("Teacher", *methods):
-    evals = (references[label] if label in references
-             else [r["final"] for r in runs[label]])
-    stats[label] = {mode: {
-        metric: common.summarize([e[mode][metric] for e in evals])
-        for metric in common.METRICS if metric in evals[0][mode]}
-                    for mode in MODES}
-  return stats, runs
+  return common.seed_stats(runs, references, MODES), runs
 
 
 def step_seconds(run: dict) -> float | None:

@@ -25,19 +25,13 @@ import pathlib
 from absl import app
 
 from experiments import common
+from experiments import methods as methods_study
 from experiments import protocol_lib as lib
 
 NAME = "protocol"
 TASK = "facts"
-METHODS = {
-    "SFT (as long)": dict(agent="sft"),
-    "SeqKD": dict(agent="seqkd", sample_temperature=0.0),
-    "Supervised KD": dict(agent="supervised_kd"),
-    "GKD forward KL": dict(agent="gkd", divergence="forward_kl", lmbda=1.0),
-    "GKD reverse KL": dict(agent="gkd", divergence="reverse_kl", lmbda=1.0),
-    "GKD JSD(0.9)": dict(agent="gkd", divergence="jsd", beta=0.9, lmbda=1.0),
-}
-ON_POLICY = ("GKD forward KL", "GKD reverse KL", "GKD JSD(0.9)")
+METHODS = dict(methods_study.TRAINED_METHODS)
+ON_POLICY = methods_study.ON_POLICY
 BASELINES = ("SFT start", "SFT (as long)", "Supervised KD", "SeqKD")
 
 

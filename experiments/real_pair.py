@@ -38,6 +38,7 @@ import jax
 
 from experiments import common
 from experiments import english_problems
+from experiments import methods as methods_study
 from gkdrl import assets
 from gkdrl import networks
 from gkdrl import validation
@@ -47,16 +48,8 @@ from gkdrl.runners import train
 NAME = "real_pair"
 MODES = ("greedy", "sample")
 # Row label -> train.run settings; None is the starting SFT student itself.
-METHODS = {
-    "SFT start": None,
-    "SFT (as long)": dict(agent="sft"),
-    "SeqKD": dict(agent="seqkd", sample_temperature=0.0),
-    "Supervised KD": dict(agent="supervised_kd"),
-    "GKD forward KL": dict(agent="gkd", divergence="forward_kl", lmbda=1.0),
-    "GKD reverse KL": dict(agent="gkd", divergence="reverse_kl", lmbda=1.0),
-    "GKD JSD(0.9)": dict(agent="gkd", divergence="jsd", beta=0.9, lmbda=1.0),
-}
-ON_POLICY = ("GKD forward KL", "GKD reverse KL", "GKD JSD(0.9)")
+METHODS = {"SFT start": None, **methods_study.TRAINED_METHODS}
+ON_POLICY = methods_study.ON_POLICY
 BASELINES = ("SFT start", "SFT (as long)", "Supervised KD", "SeqKD")
 
 
@@ -226,15 +219,7 @@ def collect(runner: PairRunner, paths: dict) -> tuple[dict, dict]:
       runs[label].append(run)
     references["Teacher"].append(run["teacher"])
     references["SFT start"].append(run["initial"])
-  stats = {}
-  for label in ("Teacher", *METHODS):
-    evals = (references[label] if label in references
-             else [r["final"] for r in runs[label]])
-    stats[label] = {mode: {
-        metric: common.summarize([e[mode][metric] for e in evals])
-        for metric in common.METRICS if metric in evals[0][mode]}
-                    for mode in MODES}
-  return stats, runs
+  return common.seed_stats(runs, references, MODES), runs
 
 
 def claims(stats: dict) -> list[dict]:
