@@ -35,6 +35,7 @@ from gkdrl import evaluation
 from gkdrl import networks
 from gkdrl.runners import builtin
 from gkdrl.runners import checkpointing
+from gkdrl.runners import compilation
 from gkdrl.runners import flags_lib
 from gkdrl.runners import setup
 from gkdrl.runners import train  # pylint: disable=unused-import (flags)
@@ -134,11 +135,8 @@ class Runner:
                          for k, v in (model_paths or {}).items()}
     self._evaluation = {}  # task -> (task, models) for extra evaluations
     # Identical programs (the same method at another seed) compile once;
-    # a cache the caller configured already (the tests') is kept.
-    if not jax.config.jax_compilation_cache_dir:
-      jax.config.update("jax_compilation_cache_dir",
-                        str(self.root / "xla-cache"))
-      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # a cache the caller configured already is kept.
+    compilation.use_cache(True, self.root)  # <root>/xla
 
   def model_paths(self, task_name: str) -> tuple[str, str]:
     """(teacher, student) for a task: built-in, or tiny in quick mode."""

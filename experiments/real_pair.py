@@ -43,6 +43,7 @@ from gkdrl import assets
 from gkdrl import networks
 from gkdrl import validation
 from gkdrl.runners import checkpointing
+from gkdrl.runners import compilation
 from gkdrl.runners import train
 
 NAME = "real_pair"
@@ -139,10 +140,7 @@ class PairRunner:
     self.setting = setting
     self.data = str(data)
     self._shared = {}  # (teacher, student) -> train.run's cache, one pair
-    if not jax.config.jax_compilation_cache_dir:
-      jax.config.update("jax_compilation_cache_dir",
-                        str(self.root / "xla-cache"))
-      jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation.use_cache(True, self.root)  # <root>/xla
 
   def train(self, label: str, seed: int, *, teacher: str, student: str,
             steps: int, learning_rate: float, **settings) -> dict:

@@ -60,17 +60,24 @@ def torch():
 
 
 def pytest_configure(config):
-  """Opt-in: shares XLA compilations between test runs.
+  """Keeps the tests off persistent XLA compilation caches, unless opted in.
 
-  With `$GKDRL_TEST_COMPILATION_CACHE` set, JAX's persistent cache there
-  (under its file lock) turns repeated compilations of the same tiny models
-  into cache hits, in the xdist workers and the runners' subprocesses.
-  Off by default: jax 0.10's cache serialisation crashed a worker now and
-  then (a segmentation fault writing an entry, an abort reading one).
+  The runners keep one in the user's gkdrl cache by default; the tests turn
+  it off ($GKDRL_COMPILATION_CACHE=0, inherited by the runners'
+  subprocesses), so that no test writes there, and no worker switches the
+  cache on for the tests that run after it. jax 0.10's cache serialisation
+  crashed a test worker now and then (a segmentation fault writing an entry,
+  an abort reading one).
+
+  Opt-in: with `$GKDRL_TEST_COMPILATION_CACHE` set to a directory, JAX's
+  persistent cache there (under its file lock) turns repeated compilations
+  of the same tiny models into cache hits, in the xdist workers and the
+  runners' subprocesses.
   """
   del config
   cache_dir = os.environ.get("GKDRL_TEST_COMPILATION_CACHE")
   if not cache_dir:
+    os.environ["GKDRL_COMPILATION_CACHE"] = "0"
     return
   import jax  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)

@@ -11,10 +11,13 @@ loads them instead of compiling again. Programs of any size and compile
 time are kept (JAX's defaults skip those that compile in under a second,
 most of a small model's). A cache directory already set in JAX's config
 (`jax_compilation_cache_dir`, e.g. by a test harness or the user) is kept.
-`--compilation_cache=false` leaves JAX's config as it is.
+`--compilation_cache=false` leaves JAX's config as it is, and so does
+`$GKDRL_COMPILATION_CACHE=0` whatever the flag says (the test suite sets it,
+so that no test process writes to the user's cache).
 """
 
 import collections
+import os
 import pathlib
 
 import jax
@@ -32,6 +35,10 @@ _totals: collections.Counter[str] = collections.Counter()
 _listening = False
 
 
+# Set to 0 (or false, off, no), this environment variable turns the cache off.
+ENV_SWITCH = "GKDRL_COMPILATION_CACHE"
+_OFF = ("0", "false", "off", "no")
+
 # The cache's size bound; the least recently used entries go beyond it.
 MAX_CACHE_BYTES = 4 * 2**30
 
@@ -47,8 +54,8 @@ def use_cache(enabled: bool, root: str | pathlib.Path | None = None
   """Turns on the persistent cache under `root`; returns its directory.
 
   Args:
-    enabled: False leaves JAX's config as it is (returns its directory,
-      None unless set elsewhere).
+    enabled: False, or $GKDRL_COMPILATION_CACHE=0, leaves JAX's config as
+      it is (returns its directory, None unless set elsewhere).
     root: the gkdrl cache root (None: $GKDRL_CACHE_DIR or ~/.cache/gkdrl).
 
   Returns:
@@ -56,6 +63,8 @@ def use_cache(enabled: bool, root: str | pathlib.Path | None = None
   """
   _listen()
   current = jax.config.jax_compilation_cache_dir
+  if os.environ.get(ENV_SWITCH, "").strip().lower() in _OFF:
+    enabled = False
   if not enabled or current:
     return current
   directory = cache_dir(root)

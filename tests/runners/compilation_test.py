@@ -1,5 +1,7 @@
 """The runners' persistent compilation cache and compile-time line."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,12 +14,15 @@ from gkdrl.runners import workdir as workdir_lib
 
 _SETTINGS = ("jax_compilation_cache_dir",
              "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
+             "jax_persistent_cache_min_entry_size_bytes",
+             "jax_compilation_cache_max_size")
 
 
 @pytest.fixture
-def no_cache_set():
-  """JAX with no cache directory; the test process's settings restored."""
+def no_cache_set(monkeypatch):
+  """JAX with no cache directory and no environment switch (the suite's
+  conftest sets one); the test process's settings restored."""
+  monkeypatch.delenv(compilation.ENV_SWITCH, raising=False)
   saved = {name: getattr(jax.config, name) for name in _SETTINGS}
   jax.config.update("jax_compilation_cache_dir", None)
   jax_cache.reset_cache()
@@ -51,6 +56,22 @@ def test_off_leaves_jax_without_a_cache(no_cache_set, tmp_path):
   assert compilation.use_cache(False, tmp_path) is None
   assert jax.config.jax_compilation_cache_dir is None
   assert not (tmp_path / "xla").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "false", "OFF"])
+def test_the_environment_switch_turns_the_flag_off(no_cache_set, monkeypatch,
+                                                   tmp_path, value):
+  monkeypatch.setenv(compilation.ENV_SWITCH, value)
+  assert compilation.use_cache(True, tmp_path) is None
+  assert jax.config.jax_compilation_cache_dir is None
+  assert not (tmp_path / "xla").exists()
+
+
+def test_the_suite_keeps_its_processes_off_the_cache():
+  # conftest's switch, inherited by the runners' subprocesses.
+  if os.environ.get("GKDRL_TEST_COMPILATION_CACHE"):
+    pytest.skip("the suite's compilation cache was opted into")
+  assert os.environ[compilation.ENV_SWITCH] == "0"
 
 
 def test_a_cache_set_elsewhere_is_kept(no_cache_set, tmp_path):
