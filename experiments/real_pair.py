@@ -72,6 +72,8 @@ class PairSetting:
     eval_examples: validation prompts per evaluation.
     eval_samples_per_prompt: completions per prompt at temperature 1.
     seeds: training seeds of the methods (the SFT phases use seed 0).
+    methods: the trained methods to run (labels of `METHODS`); empty: all.
+      Claims whose two sides are not both run are left out.
     compute_dtype: dtype of every training forward pass ("float32" or
       "bfloat16"; parameters, optimizer, softmaxes and divergences stay
       float32). bfloat16 took 0.73x the time of float32 for a forward and
@@ -90,12 +92,17 @@ class PairSetting:
   eval_examples: int
   eval_samples_per_prompt: int
   seeds: tuple[int, ...]
+  methods: tuple[str, ...] = ()
   compute_dtype: str = "bfloat16"
 
   def __post_init__(self):
     for f in dataclasses.fields(self):
       value = getattr(self, f.name)
-      if f.name == "compute_dtype":
+      if f.name == "methods":
+        for label in value:
+          validation.check_choice("methods", label,
+                                  methods_study.TRAINED_METHODS)
+      elif f.name == "compute_dtype":
         validation.check_choice(f.name, value, ("float32", "bfloat16"))
       elif f.name.endswith("learning_rate"):
         validation.check_positive(f.name, value)
@@ -123,12 +130,15 @@ SETTINGS = {
                        learning_rate=1e-4, max_new_tokens=48,
                        eval_examples=8, eval_samples_per_prompt=1,
                        seeds=(0,)),
+    # One off-policy and one on-policy method: each loads and compiles
+    # the 135M teacher again, the longest part of a test run.
     "quick": PairSetting(problems=60, teacher_sft_steps=1,
                          student_sft_steps=1, keep_every=15, steps=1,
                          batch_size=1, sft_learning_rate=1e-4,
                          learning_rate=1e-4, max_new_tokens=6,
                          eval_examples=1, eval_samples_per_prompt=1,
-                         seeds=(0,)),
+                         seeds=(0,), methods=("Supervised KD",
+                                              "GKD JSD(0.9)")),
 }
 
 
@@ -202,13 +212,20 @@ def prepare_pair(runner: PairRunner, smollm2: str) -> tuple[dict, dict]:
           {"teacher": teacher, "student_cut": str(cut), "student": student})
 
 
+def selected_methods(setting: PairSetting) -> dict:
+  """The setting's rows of `METHODS`: "SFT start" and the methods it runs."""
+  return {label: settings for label, settings in METHODS.items()
+          if settings is None or not setting.methods
+          or label in setting.methods}
+
+
 def collect(runner: PairRunner, paths: dict) -> tuple[dict, dict]:
   """Every method at every seed: (stats, runs) as in experiments.methods."""
   s = runner.setting
-  runs = {label: [] for label in METHODS}
+  runs = {label: [] for label in selected_methods(s)}
   references = {"Teacher": [], "SFT start": []}
   for seed in s.seeds:
-    for label, settings in METHODS.items():
+    for label, settings in selected_methods(s).items():
       if settings is None:
         continue
       run = runner.train(label, seed, teacher=paths["teacher"],
@@ -225,6 +242,8 @@ def claims(stats: dict) -> list[dict]:
   out = []
 
   def compare(claim, better, worse, mode="greedy"):
+    if better not in stats or worse not in stats:
+      return  # a method this setting does not run
     a, b = stats[better][mode]["reward"], stats[worse][mode]["reward"]
     out.append({"claim": claim,
                 "evidence": (f"{mode}, accuracy: {better} {common.fmt(a)} "
@@ -276,7 +295,8 @@ def run_study(out, setting: PairSetting, setting_name: str) -> dict:
   stats, runs = collect(runner, paths)
   results = {
       "name": NAME, "setting_name": setting_name,
-      "setting": dataclasses.asdict(setting), "methods": METHODS,
+      "setting": dataclasses.asdict(setting),
+      "methods": selected_methods(setting),
       "paths": paths, "machine": machine(), "stats": stats,
       "pair_runs": {k: {"initial": v["initial"], "final": v["final"],
                         "seconds": v["seconds"]}

@@ -6,7 +6,7 @@ r"""Trains a preference reward model with the Bradley-Terry loss.
         --data_files=prefs.jsonl --workdir=runs/reward
 
 A decoder backbone is initialised from a causal LM (a local HF directory or
-GGUF file, or `builtin`: the `facts` task's built-in student) with a zero
+GGUF file, or `builtin`: the `facts` task's built-in teacher) with a zero
 score head and trained on preference pairs, `prompt`, `chosen`, `rejected`
 columns: `--data=builtin` (the oracle-labelled `facts` set,
 `tasks.facts_preference_pairs`), a `datasets` dataset name, or local
@@ -54,12 +54,15 @@ class TrainRewardConfig:
 
   base_model: str = _field(BUILTIN, "Causal LM to start from: a local HF "
                            "directory, a .gguf file, or 'builtin' (the facts "
-                           "task's built-in student).")
+                           "task's built-in teacher, the larger of its "
+                           "two built-in models).")
   data: str = _field(BUILTIN, "'builtin' (oracle-labelled facts pairs) or a "
                      "datasets name with prompt/chosen/rejected columns.")
   data_files: tuple[str, ...] = _field((), "Local json/jsonl/csv/parquet "
                                        "files (instead of --data).")
-  num_pairs: int = _field(2000, "Pairs of the built-in set.")
+  num_pairs: int = _field(20000, "Pairs of the built-in set (fresh pairs "
+                          "generalise; a few thousand seen again and again "
+                          "get memorised).")
   eval_fraction: float = _field(0.1, "Fraction of pairs held out.")
   steps: int = _field(300, "Optimizer steps.")
   batch_size: int = _field(16, "Pairs per step.")
@@ -121,7 +124,7 @@ def _base_model(config: TrainRewardConfig) -> str:
                       "it must be an existing directory or .gguf file")
     return config.base_model
   task = tasks.make_task("facts", seed=config.seed)
-  return str(builtin.prepare_builtin_model(task, "facts", "student",
+  return str(builtin.prepare_builtin_model(task, "facts", "teacher",
                                            task_kwargs={"seed": config.seed}))
 
 

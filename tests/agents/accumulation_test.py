@@ -90,12 +90,19 @@ def test_micro_batches_give_the_whole_batch_update(case, tiny_models,
                           ragged_batch)
 
 
+# One case per loss family: token-level supervised, the chunked divergence,
+# REINFORCE with a ratio (PPO), and the analytic and sampled GKD-RL terms.
+# The weights each reduction gives a micro-batch are shared by every agent.
+FAMILIES = ("supervised_kd", "gkd_chunked", "rl_ppo", "gkd_rl_analytic",
+            "gkd_rl_sampled")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("reduction", losses.REDUCTIONS)
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", FAMILIES)
 def test_micro_batches_give_the_whole_batch_update_for_every_reduction(
     case, reduction, tiny_models, facts_task, ragged_batch):
-  check_update_invariance(case, reduction, (2, 4), tiny_models, facts_task,
+  check_update_invariance(case, reduction, (2,), tiny_models, facts_task,
                           ragged_batch)
 
 

@@ -46,6 +46,9 @@ def test_settings_validate():
   with pytest.raises(ValueError, match="keep_every=0 is not allowed"):
     real_pair.PairSetting(**{**vars(real_pair.SETTINGS["quick"]),
                              "keep_every": 0})
+  with pytest.raises(ValueError, match="methods=.*GKD.* is not allowed"):
+    real_pair.PairSetting(**{**vars(real_pair.SETTINGS["quick"]),
+                             "methods": ("GKD",)})
   with pytest.raises(ValueError, match="seeds=.* is not allowed"):
     real_pair.PairSetting(**{**vars(real_pair.SETTINGS["quick"]),
                              "seeds": (1, 1)})
@@ -60,7 +63,7 @@ def test_quick_study_trains_every_method_and_writes_results(tmp_path):
   folder = tmp_path / real_pair.NAME
   data = json.loads((folder / "real_pair.json").read_text())
   markdown = (folder / "real_pair.md").read_text()
-  assert set(data["stats"]) == {"Teacher", *real_pair.METHODS}
+  assert set(data["stats"]) == {"Teacher", "SFT start", *setting.methods}
   for label, stats in data["stats"].items():
     assert f"| {label} |" in markdown
     for mode in real_pair.MODES:
@@ -68,8 +71,10 @@ def test_quick_study_trains_every_method_and_writes_results(tmp_path):
       assert stat["n"] == len(setting.seeds)
       assert all(0.0 <= v <= 1.0 for v in stat["values"])
       assert math.isfinite(stats[mode]["teacher_kl"]["mean"])
-  trained = [m for m, s in real_pair.METHODS.items() if s is not None]
-  assert sorted(data["run_seconds"]) == sorted(trained)
+  assert sorted(data["run_seconds"]) == sorted(setting.methods)
+  # The claims both of whose methods ran: GKD JSD(0.9) against the SFT
+  # start and against Supervised KD.
+  assert len(data["claims"]) == 2
   for claim in data["claims"]:
     assert claim["verdict"] in VERDICTS and claim["claim"] in markdown
   # The student is blocks 0 and 15 of the 30-block teacher.
