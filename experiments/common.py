@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 from absl import flags
-import jax
 import matplotlib
 
 matplotlib.use("Agg")

@@ -222,10 +222,11 @@ def selected_methods(setting: PairSetting) -> dict:
 def collect(runner: PairRunner, paths: dict) -> tuple[dict, dict]:
   """Every method at every seed: (stats, runs) as in experiments.methods."""
   s = runner.setting
-  runs = {label: [] for label in selected_methods(s)}
+  methods = selected_methods(s)
+  runs = {label: [] for label in methods}
   references = {"Teacher": [], "SFT start": []}
   for seed in s.seeds:
-    for label, settings in selected_methods(s).items():
+    for label, settings in methods.items():
       if settings is None:
         continue
       run = runner.train(label, seed, teacher=paths["teacher"],

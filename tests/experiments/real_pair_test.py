@@ -56,7 +56,7 @@ def test_settings_validate():
 
 @pytest.mark.slow
 @pytest.mark.assets
-def test_quick_study_trains_every_method_and_writes_results(tmp_path):
+def test_quick_study_trains_its_methods_and_writes_results(tmp_path):
   conftest.asset("smollm2")
   setting = real_pair.SETTINGS["quick"]
   results = real_pair.run_study(tmp_path, setting, "quick")

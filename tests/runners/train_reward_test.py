@@ -110,7 +110,7 @@ def test_missing_base_model_is_rejected_before_training(tmp_path):
 @pytest.mark.slow
 def test_learned_reward_agrees_with_the_oracle_above_chance(tmp_path):
   # A random four-layer Llama trained on fresh built-in pairs (few repeat):
-  # on 2,400 pairs seen five times over, the same model memorises them and
+  # on 2,400 pairs seen four times over, the same model memorises them and
   # stays at chance on held-out ones.
   tokenizer = tasks.make_word_tokenizer(facts_grammar.vocabulary())
   config = networks.ModelConfig(
