@@ -11,33 +11,10 @@ sampled.
 """
 
 from gkdrl import validation
+from gkdrl.networks import tokenizer
 
-# The special tokens whose ids two tokenizers must agree on.
-# The pad token is not compared: it is never a prediction target.
-_SPECIAL_IDS = ("eos_token_id", "bos_token_id", "unk_token_id")
-
-
-def tokenizer_difference(tokenizer, reference) -> str | None:
-  """How `tokenizer` differs from `reference`, in words, or None.
-
-  Two tokenizers agree when they map the same strings to the same ids
-  (`get_vocab()`, added tokens included) and name the same EOS, BOS and
-  UNK ids.
-  """
-  vocab, want = tokenizer.get_vocab(), reference.get_vocab()
-  if vocab != want:
-    if len(vocab) != len(want):
-      return f"{len(vocab)} tokens against {len(want)}"
-    # The lowest id whose token differs (ties by token: deterministic).
-    token = min(set(want.items()) ^ set(vocab.items()),
-                key=lambda item: (item[1], item[0]))[0]
-    return (f"token {token!r} has id {vocab.get(token)} against "
-            f"{want.get(token)}")
-  for attr in _SPECIAL_IDS:
-    ours, theirs = (getattr(t, attr, None) for t in (tokenizer, reference))
-    if ours != theirs:
-      return f"{attr} {ours} against {theirs}"
-  return None
+# How two tokenizers differ, in words, or None (`networks.tokenizer`).
+tokenizer_difference = tokenizer.tokenizer_difference
 
 
 def restrict_vocabulary(model, vocab_size: int):

@@ -23,6 +23,7 @@
   save_adapters   LoRA adapters -> a PEFT directory (adapter_config.json +
                   adapter_model.safetensors).
   load_tokenizer  transformers tokenizer of an HF directory or a GGUF file.
+  tokenizer_difference  how two tokenizers differ, in words, or None.
   keep_layers     (model, params, block indices) -> a shallower model made
                   of those blocks, embeddings and head copied;
                   keep_every_kth_layer keeps blocks 0, k, 2k, ... (a
@@ -49,6 +50,7 @@ from gkdrl.networks.t5 import make_t5
 from gkdrl.networks.t5 import T5Cache
 from gkdrl.networks.t5_config import T5Config
 from gkdrl.networks.tokenizer import load_tokenizer
+from gkdrl.networks.tokenizer import tokenizer_difference
 
 __all__ = [
     "EncoderDecoderModel",
@@ -67,4 +69,5 @@ __all__ = [
     "open_safetensors",
     "save_adapters",
     "save_pretrained",
+    "tokenizer_difference",
 ]

@@ -1,5 +1,8 @@
 """`load_tokenizer(path)`: a transformers tokenizer for a model directory or GGUF.
 
+`tokenizer_difference(a, b)` says in words how two tokenizers differ (None
+when they give the same ids to the same strings).
+
 For a Hugging Face directory this is `AutoTokenizer` on local files. A GGUF
 file has no tokenizer.json; its tokenizer is described by metadata
 (`tokenizer.ggml.tokens`, `.merges`, `.token_type`, `.pre`, special ids),
@@ -189,3 +192,31 @@ def load_tokenizer(path: str | os.PathLike):
         "transformers' save_pretrained).")
   return transformers.AutoTokenizer.from_pretrained(str(path),
                                                     local_files_only=True)
+
+
+# The special tokens whose ids two tokenizers must agree on.
+# The pad token is not compared: it is never a prediction target.
+_SPECIAL_IDS = ("eos_token_id", "bos_token_id", "unk_token_id")
+
+
+def tokenizer_difference(tokenizer, reference) -> str | None:
+  """How `tokenizer` differs from `reference`, in words, or None.
+
+  Two tokenizers agree when they map the same strings to the same ids
+  (`get_vocab()`, added tokens included) and name the same EOS, BOS and
+  UNK ids.
+  """
+  vocab, want = tokenizer.get_vocab(), reference.get_vocab()
+  if vocab != want:
+    if len(vocab) != len(want):
+      return f"{len(vocab)} tokens against {len(want)}"
+    # The lowest id whose token differs (ties by token: deterministic).
+    token = min(set(want.items()) ^ set(vocab.items()),
+                key=lambda item: (item[1], item[0]))[0]
+    return (f"token {token!r} has id {vocab.get(token)} against "
+            f"{want.get(token)}")
+  for attr in _SPECIAL_IDS:
+    ours, theirs = (getattr(t, attr, None) for t in (tokenizer, reference))
+    if ours != theirs:
+      return f"{attr} {ours} against {theirs}"
+  return None

@@ -16,6 +16,7 @@
 
 import json
 import pathlib
+from typing import Callable
 
 import jax
 
@@ -65,16 +66,15 @@ def directory_kind(path: str | pathlib.Path, flag: str = "path") -> str:
 
 def same_tokenizer(a, b) -> bool:
   """Whether two transformers tokenizers give the same ids to the same text
-  pieces (same vocabulary and special tokens)."""
-  special = ("bos_token_id", "eos_token_id", "pad_token_id")
-  return (a.get_vocab() == b.get_vocab()
-          and all(getattr(a, s, None) == getattr(b, s, None)
-                  for s in special))
+  pieces (`networks.tokenizer_difference`: vocabulary and EOS, BOS and UNK
+  ids; the pad id never reaches the score, which reads the mask)."""
+  return networks.tokenizer_difference(a, b) is None
 
 
 def make_directory_reward(
     path: str | pathlib.Path, *, policy_tokenizer=None, flag: str = "path",
     kinds: tuple[str, ...] = KINDS, mesh: jax.sharding.Mesh | None = None,
+    format_prompt: Callable[[str], str] | None = None,
 ) -> base.RewardModel:
   """The reward model of a local checkpoint directory.
 
@@ -86,6 +86,9 @@ def make_directory_reward(
     kinds: the kinds accepted here.
     mesh: the training mesh: the model's forward runs on it
       (`placement`); None: one device.
+    format_prompt: the task's `source -> prompt`, which a preference model
+      scoring text reads before the completion (its training pairs hold
+      rendered prompts); entailment and T5 judges read the source itself.
 
   Returns:
     The `RewardModel` (`on_host=False` for a preference model on device).
@@ -105,4 +108,5 @@ def make_directory_reward(
     except (OSError, ValueError):
       own = None
     on_host = own is None or not same_tokenizer(own, policy_tokenizer)
-  return preference.make_preference_reward(path, on_host=on_host, mesh=mesh)
+  return preference.make_preference_reward(path, on_host=on_host, mesh=mesh,
+                                          format_prompt=format_prompt)

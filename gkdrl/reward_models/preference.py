@@ -23,14 +23,15 @@ Two ways to run it:
 * `on_host=False`: from the policy's own `[B, P]` prompt and `[B, T]`
   completion tokens, jittable, when the policy shares the reward model's
   tokenizer (no decode and re-encode);
-* `on_host=True` (default): from text, `join_text(source, completion)`
+* `on_host=True` (default): from text, `join_text(prompt, completion)`
   tokenized by the checkpoint's own tokenizer, batched by padded-length
-  buckets.
+  buckets. The prompt is the task's rendering of the source
+  (`format_prompt`), the text `train_reward` pairs its responses with.
 """
 
 import dataclasses
 import pathlib
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -155,6 +156,7 @@ def make_preference_reward(
     path: str | pathlib.Path, *, name: str = "preference",
     on_host: bool = True, batch_size: int = 16, max_length: int = 1024,
     mesh: jax.sharding.Mesh | None = None,
+    format_prompt: Callable[[str], str] | None = None,
 ) -> base.RewardModel:
   """A preference reward model as a `RewardModel`.
 
@@ -162,8 +164,8 @@ def make_preference_reward(
     path: local HF directory of a one-label decoder classifier (with its
       tokenizer when `on_host`).
     name: metric name.
-    on_host: score decoded text (`join_text(source, completion)`) with the
-      checkpoint's tokenizer; False scores the policy's token arrays
+    on_host: score decoded text (`join_text(format_prompt(source),
+      completion)`) with the checkpoint's tokenizer; False scores the policy's token arrays
       (`prompt_tokens`/`mask` then `completion_tokens`/`mask`, EOS left
       out as decoded text leaves it out), which needs the policy to use
       the same tokenizer.
@@ -216,8 +218,9 @@ def make_preference_reward(
   def score_text(params, inputs):
     rows = base.check_inputs(inputs, model=name,
                              required=["sources", "completions"])
-    texts = [join_text(s, c)
-             for s, c in zip(inputs.sources, inputs.completions)]
+    prompts = (inputs.sources if format_prompt is None
+               else [format_prompt(s) for s in inputs.sources])
+    texts = [join_text(p, c) for p, c in zip(prompts, inputs.completions)]
     ids = [x[-max_length:] for x in tokenizer(texts)["input_ids"]]
     out = np.zeros((rows,), np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")

@@ -10,6 +10,7 @@ Directories appear atomically (written elsewhere, then renamed).
 """
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -130,9 +131,21 @@ def prepare_builtin_model(task, task_name: str, role: str, *,
                           cache_dir=cache_dir, spec=spec)
   if (out / "config.json").exists():
     return out
-  logging.info("Training the built-in %s for %r (%d SFT steps) into %s.",
-               role, task_name, spec.sft_steps, out)
   out.parent.mkdir(parents=True, exist_ok=True)
+  # One process trains an entry; another asking for it meanwhile waits on
+  # the lock, then finds it ready.
+  with open(out.parent / f".{out.name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if not (out / "config.json").exists():
+      _train_builtin(task, role, spec, out, progress)
+  return out
+
+
+def _train_builtin(task, role: str, spec: BuiltinSpec, out: pathlib.Path,
+                   progress: bool) -> None:
+  """SFT of a built-in model into `out` (atomically, resumable)."""
+  logging.info("Training the built-in %s (%d SFT steps) into %s.",
+               role, spec.sft_steps, out)
   model = networks.make_model(model_config(task, spec))
   params = model.init(jax.random.key(spec.seed))
   config = agents.SFTConfig(optimizer=agents.OptimizerConfig(
@@ -155,4 +168,3 @@ def prepare_builtin_model(task, task_name: str, role: str, *,
   shutil.copy(workdir / "metrics.jsonl", tmp / "sft_metrics.jsonl")
   os.replace(tmp, out)
   shutil.rmtree(workdir, ignore_errors=True)
-  return out

@@ -216,7 +216,8 @@ def make_reward(name: str, task, *, entailment_model: str | None = None,
   if name not in valid and _is_directory(name):
     rm = reward_models.make_directory_reward(
         _check_reward_path(name, "--reward"),
-        policy_tokenizer=task.tokenizer, flag="--reward", mesh=mesh)
+        policy_tokenizer=task.tokenizer, flag="--reward", mesh=mesh,
+        format_prompt=task.format_prompt)
     return _with_length_penalty(rm, length_penalty)
   if name not in valid:
     raise ValueError(f"--reward={name!r} is not recognised for task "

@@ -129,6 +129,27 @@ def test_host_reward_scores_source_plus_completion(tmp_path, torch_module):
     np.testing.assert_allclose(out[i], expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.torch
+def test_host_reward_reads_the_rendered_prompt(tmp_path, torch_module):
+  """With `format_prompt`, the text scored is the task's prompt (what
+  `train_reward`'s pairs hold), not the raw source."""
+  tokenizer = checkpoints.bert_tokenizer()
+  write_reward_model(torch_module, tmp_path, "llama", vocab=len(tokenizer))
+  tokenizer.save_pretrained(str(tmp_path))
+  render = lambda source: f"Summarize: {source} Summary:"
+  sources = ["The cat sat on the mat.", "A dog ran."]
+  completions = ["The cat sat.", "The dog ran fast."]
+  score = lambda reward, s: reward.score(reward.init(None), rm.RewardInputs(
+      sources=s, completions=completions))
+  rendered = score(rm.make_preference_reward(tmp_path, format_prompt=render),
+                   sources)
+  expected = score(rm.make_preference_reward(tmp_path),
+                   [render(s) for s in sources])
+  raw = score(rm.make_preference_reward(tmp_path), sources)
+  np.testing.assert_allclose(rendered, expected, atol=1e-6)
+  assert np.abs(rendered - raw).max() > 1e-4
+
+
 def test_rejects_more_than_one_label(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps(dict(
       model_type="llama", id2label={"0": "a", "1": "b"}, vocab_size=8,
