@@ -1,4 +1,4 @@
-r"""Study 5: the methods compared under a fair protocol, on `facts`.
+r"""Study 5: the methods compared under a fair protocol, on both tasks.
 
     python -m experiments.protocol             # full
     python -m experiments.protocol --quick     # tiny models, 2 steps
@@ -16,8 +16,10 @@ What the methods study leaves open, settled as the GKD paper does it:
      study's (difference of means beyond two standard errors).
   4. Curves. Each run evaluates on validation every `eval_every` steps,
      so the report shows whether the metric has flattened.
-Every method has the same steps and batch. Writes <out>/protocol/
-{protocol.json, protocol.md, protocol.png, sft.png}.
+Every method has the same steps and batch. Each task (`facts`, then
+`arithmetic`) has its own pair and runs. Writes <out>/protocol/
+{protocol.json, protocol.md} and, per task, protocol_<task>.png (curves)
+and sft_<task>.png.
 """
 
 import pathlib
@@ -29,7 +31,10 @@ from experiments import methods as methods_study
 from experiments import protocol_lib as lib
 
 NAME = "protocol"
-TASK = "facts"
+TASKS = ("facts", "arithmetic")
+TASK = "facts"  # the ablation's task
+# What each task's reward measures, for the claims' wording.
+REWARD_NAMES = {"facts": "factuality", "arithmetic": "accuracy"}
 METHODS = dict(methods_study.TRAINED_METHODS)
 ON_POLICY = methods_study.ON_POLICY
 BASELINES = ("SFT start", "SFT (as long)", "Supervised KD", "SeqKD")
@@ -66,24 +71,24 @@ def tune_and_run(ctx: lib.Context, methods: dict) -> dict:
   return {"grid": grid, "chosen": chosen, "runs": runs}
 
 
-def claims(stats: dict) -> list[dict]:
+def claims(stats: dict, task: str = TASK) -> list[dict]:
   """The paper's central claim, on test greedy reward, per on-policy GKD."""
-  out = []
+  out, reward = [], f"test greedy {REWARD_NAMES[task]}"
   for gkd in ON_POLICY:
     for baseline in BASELINES:
       a, b = stats[gkd]["greedy"]["reward"], stats[baseline]["greedy"]["reward"]
       out.append({
-          "task": TASK,
+          "task": task,
           "claim": f"On-policy GKD beats {baseline} (paper's results table)",
-          "evidence": (f"test greedy factuality: {gkd} {common.fmt(a)} vs "
+          "evidence": (f"{task}, {reward}: {gkd} {common.fmt(a)} vs "
                        f"{baseline} {common.fmt(b)}"),
           "verdict": common.verdict(a, b)})
   a = stats["SFT (as long)"]["greedy"]["reward"]
   b = stats["SFT start"]["greedy"]["reward"]
-  out.append({"task": TASK,
+  out.append({"task": task,
               "claim": "The SFT start is converged (SFT continued gains "
                        "nothing): checked as 'SFT continued beats the start'",
-              "evidence": f"test greedy factuality: {common.fmt(a)} vs "
+              "evidence": f"{task}, {reward}: {common.fmt(a)} vs "
                           f"{common.fmt(b)}",
               "verdict": common.verdict(a, b)})
   return out
@@ -121,10 +126,27 @@ def curves_table(curves: dict) -> str:
                                rows)
 
 
+def task_markdown(task: str, r: dict) -> str:
+  """One task's sections: SFT, learning rates, curves, test tables."""
+  sections = [
+      f"## {task}: supervised fine-tuning with early stopping\n\n"
+      + sft_table(r["sft"]) + f"\n\n![sft](sft_{task}.png)",
+      f"## {task}: learning rates (validation greedy reward at seed 0)\n\n"
+      + grid_table(r["grid"], r["chosen"]),
+      f"## {task}: validation greedy reward against steps (mean over "
+      "seeds)\n\n" + curves_table(r["curves"])
+      + f"\n\n![curves]({NAME}_{task}.png)"]
+  for mode in lib.MODES:
+    sections.append(f"## {task}: test, {mode} decoding\n\n"
+                    + stats_table(r["stats"], mode))
+  return "\n\n".join(sections)
+
+
 def markdown(results: dict, p: lib.Protocol) -> str:
   sections = [
-      "# Study 5: the fair protocol (facts)",
+      "# Study 5: the fair protocol",
       "Settings:\n" + "\n".join(f"- {k}: {v}" for k, v in {
+          "tasks": ", ".join(results["tasks"]),
           "steps per run": p.steps, "batch size": p.batch_size,
           "learning-rate grid (seed 0, validation)": p.learning_rates,
           "seeds": ", ".join(map(str, p.seeds)) + " (SeqKD and on-policy "
@@ -133,44 +155,41 @@ def markdown(results: dict, p: lib.Protocol) -> str:
           "evaluation every": f"{p.eval_every} steps",
           "test prompts": p.test_examples,
           "samples per prompt at temperature 1": p.samples_per_prompt,
-          "SFT early stopping": p.stopping}.items()),
-      "## Supervised fine-tuning with early stopping\n\n"
-      + sft_table(results["sft"]) + "\n\n![sft](sft.png)",
-      "## Learning rates (validation greedy reward at seed 0)\n\n"
-      + grid_table(results["grid"], results["chosen"]),
-      "## Validation greedy reward against steps (mean over seeds)\n\n"
-      + curves_table(results["curves"]) + f"\n\n![curves]({NAME}.png)"]
-  for mode in lib.MODES:
-    sections.append(f"## Test, {mode} decoding\n\n"
-                    + stats_table(results["stats"], mode))
+          "SFT early stopping": p.stopping}.items())]
+  sections += [task_markdown(task, r) for task, r in results["tasks"].items()]
   sections.append("## Claims\n\n" + common.claims_markdown(
       results["claims"]))
   return "\n\n".join(sections)
 
 
-def run_study(out, budget: common.Budget) -> dict:
-  """Runs the study; writes and returns its results."""
-  p = lib.QUICK if budget.quick else lib.FULL
-  ctx = lib.Context(pathlib.Path(out), p, TASK)
+def run_task(out, p: lib.Protocol, task: str) -> dict:
+  """One task's protocol: SFT pair, tuning, seeds, test; plots its curves."""
+  ctx = lib.Context(pathlib.Path(out), p, task)
   result = tune_and_run(ctx, METHODS)
   stats = lib.test_stats(ctx, result["runs"])
   curves = {label: lib.validation_curves(runs)
             for label, runs in result["runs"].items()}
   out_dir = pathlib.Path(out) / NAME
   out_dir.mkdir(parents=True, exist_ok=True)
-  lib.plot_sft(ctx.sft, out_dir / "sft.png")
-  lib.plot_curves(curves, out_dir / f"{NAME}.png")
-  found = claims(stats)
-  results = {"name": NAME, "settings": lib.settings_dict(p),
-             "sft": {k: {f: v[f] for f in ("best_step", "best_loss",
-                                            "stopped_step", "curves")}
-                     for k, v in ctx.sft.items()},
-             "grid": result["grid"], "chosen": result["chosen"],
-             "stats": stats, "curves": curves, "claims": found}
+  lib.plot_sft(ctx.sft, out_dir / f"sft_{task}.png")
+  lib.plot_curves(curves, out_dir / f"{NAME}_{task}.png")
+  sft = {k: {f: v[f] for f in ("best_step", "best_loss", "stopped_step",
+                               "curves")} for k, v in ctx.sft.items()}
   for role, record in ctx.sft.items():
-    results["sft"][role]["params"] = lib.param_count(record["path"])
+    sft[role]["params"] = lib.param_count(record["path"])
+  return {"sft": sft, "grid": result["grid"], "chosen": result["chosen"],
+          "stats": stats, "curves": curves, "claims": claims(stats, task)}
+
+
+def run_study(out, budget: common.Budget) -> dict:
+  """Runs the study on every task; writes and returns its results."""
+  p = lib.QUICK if budget.quick else lib.FULL
+  tasks = {task: run_task(out, p, task) for task in TASKS}
+  results = {"name": NAME, "settings": lib.settings_dict(p), "tasks": tasks,
+             "claims": [c for r in tasks.values() for c in r["claims"]]}
   results["markdown"] = markdown(results, p)
-  common.write_results(out_dir, NAME, results, results["markdown"])
+  common.write_results(pathlib.Path(out) / NAME, NAME, results,
+                       results["markdown"])
   return results
 
 

@@ -135,26 +135,32 @@ def test_protocol_study_tunes_on_validation_and_keeps_the_best_sft(quick):
   out, _ = quick
   folder = out / protocol.NAME
   data = json.loads((folder / "protocol.json").read_text())
-  for name in ("protocol.png", "sft.png"):
-    assert (folder / name).read_bytes()[:8] == PNG_MAGIC
-  assert set(data["chosen"]) == set(protocol.METHODS)
-  for label, rate in data["chosen"].items():
-    grid = data["grid"][label]
-    assert grid[f"{rate:g}"] == max(grid.values())
-  assert set(data["sft"]) == {"teacher", "student"}
-  for record in data["sft"].values():
-    losses = {step: loss for step, loss in record["curves"]["validation"]}
-    assert losses[record["best_step"]] == min(losses.values())
-  for label, curve in data["curves"].items():
-    assert curve["steps"][0] == 0 and curve["steps"][-1] == 2
-    assert len(curve["mean"]) == len(curve["steps"])
-  assert set(data["stats"]) == {"Teacher", "SFT start", *protocol.METHODS}
+  assert set(data["tasks"]) == set(protocol.TASKS)
+  for task, result in data["tasks"].items():
+    for name in (f"protocol_{task}.png", f"sft_{task}.png"):
+      assert (folder / name).read_bytes()[:8] == PNG_MAGIC
+    assert set(result["chosen"]) == set(protocol.METHODS)
+    for label, rate in result["chosen"].items():
+      grid = result["grid"][label]
+      assert grid[f"{rate:g}"] == max(grid.values())
+    assert set(result["sft"]) == {"teacher", "student"}
+    for record in result["sft"].values():
+      losses = {step: loss for step, loss in record["curves"]["validation"]}
+      assert losses[record["best_step"]] == min(losses.values())
+    for curve in result["curves"].values():
+      assert curve["steps"][0] == 0 and curve["steps"][-1] == 2
+      assert len(curve["mean"]) == len(curve["steps"])
+    assert set(result["stats"]) == {"Teacher", "SFT start",
+                                    *protocol.METHODS}
+    assert {c["task"] for c in result["claims"]} == {task}
+    # Every run of the study evaluated its student on the test split.
+    runs = list((out / "runs" / task).glob("protocol_supervised_kd-seed0-*"))
+    assert any((r / "eval" / "test.json").exists() for r in runs)
+  assert len(data["claims"]) == sum(len(r["claims"])
+                                    for r in data["tasks"].values())
   for claim in data["claims"]:
     assert claim["verdict"] in VERDICTS
-  # Every run of the study evaluated its student on the test split.
-  runs = list((out / "runs" / "facts").glob(
-      "protocol_supervised_kd-seed0-*"))
-  assert any((r / "eval" / "test.json").exists() for r in runs)
+  assert "test greedy accuracy" in (folder / "protocol.md").read_text()
 
 
 @pytest.mark.slow
@@ -196,7 +202,8 @@ def test_run_all_times_every_study(quick):
       timing["total"], sum(v for k, v in timing.items() if k != "total"))
   text = (out / "results.md").read_text()
   for study in run_all.STUDIES:
-    assert f"]({study.NAME}/{study.NAME}.png)" in text
+    figure = f"]({study.NAME}/{study.NAME}"  # protocol: one per task
+    assert f"{figure}.png)" in text or f"{figure}_facts.png)" in text
   for study in run_all.STUDIES:
     assert (out / study.NAME / f"{study.NAME}.json").exists()
     assert f"{study.NAME:>10}: " in stdout
