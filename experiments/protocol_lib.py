@@ -104,7 +104,7 @@ FULL = Protocol(
         eval_every=100, patience=3, max_steps=1500, val_examples=256,
         snapshot_steps=(300,)),
     steps=300, batch_size=16, learning_rates=(3e-4, 1e-3, 3e-3),
-    seeds=(0, 1, 2, 3, 4), sampling_seeds=3, ablation_seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4), sampling_seeds=5, ablation_seeds=(0, 1, 2),
     eval_every=150,
     val_examples=64, test_examples=256, samples_per_prompt=2)
 QUICK = Protocol(

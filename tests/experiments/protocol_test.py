@@ -91,11 +91,13 @@ def test_learning_rate_is_chosen_on_validation_never_test():
   assert protocol_lib.choose_learning_rate(tied) == 3e-4
 
 
-def test_method_seeds_give_sampling_methods_fewer():
-  p = protocol_lib.FULL
+def test_method_seeds_can_give_sampling_methods_fewer():
+  p = dataclasses.replace(protocol_lib.FULL, sampling_seeds=3)
   assert protocol_lib.method_seeds(p, {"agent": "supervised_kd"}) == p.seeds
-  assert protocol_lib.method_seeds(p, {"agent": "gkd"}) == (
-      p.seeds[:p.sampling_seeds])
+  assert protocol_lib.method_seeds(p, {"agent": "gkd"}) == p.seeds[:3]
+  # The full protocol runs every method at 5 seeds.
+  full = protocol_lib.FULL
+  assert len(protocol_lib.method_seeds(full, {"agent": "gkd"})) == 5
 
 
 def test_protocol_rejects_bad_seeds():
