@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from absl import flags
+import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -196,6 +197,12 @@ class Runner:
     start = time.time()
     summary = train.run(values, progress=False,
                         shared=self._shared.setdefault(task_name, {}))
+    # Every run compiles its own programs, and each compiled program holds
+    # memory mappings: a study of hundreds of runs in one process would
+    # reach the kernel's limit (vm.max_map_count), where LLVM can no longer
+    # map new code and aborts. Dropping them after each run keeps the count
+    # flat; identical programs come back from the persistent cache.
+    jax.clear_caches()
     result = {"teacher": summary["teacher"], "initial": summary["initial"],
               "final": summary["final"], "workdir": str(workdir),
               "seconds": time.time() - start}

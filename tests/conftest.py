@@ -13,6 +13,7 @@ import importlib.util
 import os
 import pathlib
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -92,6 +93,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_sep("=", "rerun after their worker crashed")
     for nodeid in _RERUN_AFTER_CRASH:
       terminalreporter.write_line(nodeid)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+  """Drops JAX's compiled programs when the worker nears the kernel's limit
+  on memory mappings: a worker that has compiled thousands of programs
+  would otherwise abort inside XLA's compiler (LLVM cannot map the next
+  one). Costs one read of /proc/self/maps per test."""
+  del item, nextitem
+  if "jax" in sys.modules:
+    from gkdrl.runners import compilation  # pylint: disable=g-import-not-at-top
+    compilation.release_programs_if_crowded()
 
 
 def pytest_configure(config):

@@ -14,6 +14,10 @@ most of a small model's). A cache directory already set in JAX's config
 `--compilation_cache=false` leaves JAX's config as it is, and so does
 `$GKDRL_COMPILATION_CACHE=0` whatever the flag says (the test suite sets it,
 so that no test process writes to the user's cache).
+
+`release_programs_if_crowded()` drops JAX's compiled programs when the
+process nears the kernel's limit on memory mappings, which a process that
+compiles thousands of programs would otherwise reach and abort at.
 """
 
 import collections
@@ -122,3 +126,37 @@ def summary() -> str:
            if directory else "no persistent compilation cache")
   return (f"Compiling took {t['seconds']:.1f} s, {t['xla_seconds']:.1f} s of "
           f"it in XLA ({t['compiled']} programs; {where}).")
+
+
+def memory_mappings() -> tuple[int, int] | None:
+  """(this process's memory mappings, the kernel's limit), or None where
+  /proc does not tell (not Linux)."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      used = sum(1 for _ in f)
+    with open("/proc/sys/vm/max_map_count") as f:
+      limit = int(f.read())
+  except (OSError, ValueError):
+    return None
+  return used, limit
+
+
+def release_programs_if_crowded(fraction: float = 0.5) -> bool:
+  """Drops JAX's compiled programs when mappings near the kernel's limit.
+
+  Each program XLA compiles for the CPU keeps memory mappings of its code
+  for as long as JAX caches it. A process that compiles thousands (a study
+  of hundreds of runs, a long test session) can reach `vm.max_map_count`
+  (65,530 by default), and LLVM then aborts the process while mapping the
+  next program ("Cannot allocate memory"). Past `fraction` of the limit
+  this calls `jax.clear_caches()`; later calls compile again, or load
+  from the persistent cache.
+
+  Returns:
+    Whether the programs were dropped.
+  """
+  counts = memory_mappings()
+  if counts is None or counts[0] < fraction * counts[1]:
+    return False
+  jax.clear_caches()
+  return True

@@ -84,3 +84,15 @@ def test_the_setting_is_on_by_default_and_safe_to_change():
   assert config_lib.RunConfig().compilation_cache is True
   assert "compilation_cache" in config_lib.setting_names()
   assert "compilation_cache" in workdir_lib.SAFE_TO_CHANGE
+
+
+def test_programs_are_released_only_near_the_mapping_limit():
+  add_one = jax.jit(lambda x: x + 1)
+  add_one(1)
+  assert add_one._cache_size() == 1  # pylint: disable=protected-access
+  used, limit = compilation.memory_mappings()
+  assert 0 < used < limit
+  assert not compilation.release_programs_if_crowded(fraction=2.0)
+  assert add_one._cache_size() == 1  # pylint: disable=protected-access
+  assert compilation.release_programs_if_crowded(fraction=0.0)
+  assert add_one._cache_size() == 0  # pylint: disable=protected-access
