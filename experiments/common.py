@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 from absl import flags
-import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -197,12 +196,9 @@ class Runner:
     start = time.time()
     summary = train.run(values, progress=False,
                         shared=self._shared.setdefault(task_name, {}))
-    # Every run compiles its own programs, and each compiled program holds
-    # memory mappings: a study of hundreds of runs in one process would
-    # reach the kernel's limit (vm.max_map_count), where LLVM can no longer
-    # map new code and aborts. Dropping them after each run keeps the count
-    # flat; identical programs come back from the persistent cache.
-    jax.clear_caches()
+    # A study of hundreds of runs in one process would otherwise reach the
+    # kernel's limit on memory mappings and abort in XLA's compiler.
+    compilation.release_programs_if_crowded()
     result = {"teacher": summary["teacher"], "initial": summary["initial"],
               "final": summary["final"], "workdir": str(workdir),
               "seconds": time.time() - start}

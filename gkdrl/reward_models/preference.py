@@ -165,7 +165,8 @@ def make_preference_reward(
       tokenizer when `on_host`).
     name: metric name.
     on_host: score decoded text (`join_text(format_prompt(source),
-      completion)`) with the checkpoint's tokenizer; False scores the policy's token arrays
+      completion)`) with the checkpoint's tokenizer; False scores the
+      policy's token arrays
       (`prompt_tokens`/`mask` then `completion_tokens`/`mask`, EOS left
       out as decoded text leaves it out), which needs the policy to use
       the same tokenizer.
