@@ -99,8 +99,9 @@ def _describe(tokenizer, origin: str) -> str:
 
 
 # How a model's tokenizer differs from the task's (one definition, shared
-# with the agents' check of teacher against student).
-tokenizer_difference = agents.vocabulary.tokenizer_difference
+# with the agents' check of teacher against student and the reward
+# directories').
+tokenizer_difference = networks.tokenizer_difference
 
 
 def check_tokenizer(role: str, path, task, task_name: str) -> None:
