@@ -10,6 +10,8 @@ agent is over the same V ids for both models, and a padding id is never
 sampled.
 """
 
+import functools
+
 from gkdrl import validation
 from gkdrl.networks import tokenizer
 
@@ -33,7 +35,7 @@ def restrict_vocabulary(model, vocab_size: int):
 
   Returns:
     A `LanguageModel` (a NamedTuple: a static argument of jitted functions
-    like the model itself; build it once and reuse it).
+    like the model itself); the same object for the same arguments.
   """
   padded = model.config.vocab_size
   validation.check_int("vocab_size", vocab_size, 1)
@@ -42,6 +44,13 @@ def restrict_vocabulary(model, vocab_size: int):
                     f"the model's embedding has only {padded} rows")
   if vocab_size == padded:
     return model
+  return _restricted(model, vocab_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _restricted(model, vocab_size: int):
+  """One view per (model, vocab_size), so its compiled programs are reused
+  by every agent and run that restricts the same model alike."""
 
   def sliced(fn):
     def with_real_logits(*args, **kwargs):

@@ -60,6 +60,7 @@ loop, and decode on the prepared forms (same results up to float rounding):
 the cache in the form they were given.
 """
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -195,8 +196,14 @@ def _positions(mask: Array, start: Array | int = 0) -> Array:
       start + jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
 
 
+@functools.lru_cache(maxsize=256)
 def make_model(config: ModelConfig) -> LanguageModel:
   """Builds the pure functions of the model described by `config`.
+
+  Equal configurations give the same object, so the programs compiled for
+  one model (the sampler's, the evaluator's: the model is their static
+  argument) serve every later model of that configuration, in a new run or
+  a new test of the same process.
 
   Args:
     config: the model configuration.

@@ -45,6 +45,7 @@ cache (gkdrl/networks/t5_decoding.py), as for `LanguageModel`:
     logits, cache = model.decode(fast, token, cache)
 """
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -266,8 +267,11 @@ def _mask(tokens: Array, mask: Array | None) -> Array:
   return mask.astype(bool)
 
 
+@functools.lru_cache(maxsize=256)
 def make_t5(config: T5Config) -> EncoderDecoderModel:
   """Builds the pure functions of the T5 model described by `config`.
+
+  Equal configurations give the same object (see `model.make_model`).
 
   Args:
     config: the model configuration.

@@ -133,6 +133,8 @@ def sample(model, params: Any, key: types.PRNGKey, prompt_tokens: Array,
   Compiled once per model object, prompt shape [B, P], max_new_tokens and
   sampling settings; `params`, `key` and the prompts are traced arguments,
   so new parameters or new prompts of the same shape reuse the compilation.
+  `networks.make_model` (and `from_pretrained`) give one object per
+  configuration, so a model loaded again reuses it too.
 
   Args:
     model: a `gkdrl.networks.LanguageModel`, or an `EncoderDecoderModel`

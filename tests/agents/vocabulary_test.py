@@ -136,6 +136,10 @@ def test_restricted_model_slices_every_logits_output(facts_task):
   np.testing.assert_array_equal(view.apply(params, tokens),
                                 model.apply(params, tokens)[..., :real])
   assert view.unembedding(params).shape == (16, real)
+  # One view per model and size: the same model padded alike, built again,
+  # gets the same view (and so reuses the programs compiled for it).
+  assert vocabulary.restrict_vocabulary(
+      padded_model(facts_task, 16, 6)[0], real) is view
   assert vocabulary.restrict_vocabulary(model,
                                         model.config.vocab_size) is model
   with pytest.raises(ValueError, match="vocab_size=.* is not allowed; the "

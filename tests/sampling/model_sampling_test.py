@@ -5,12 +5,15 @@ Greedy decoding is compared token for token with Hugging Face
 compared with a full `apply` on the concatenated sequence.
 """
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from gkdrl import networks
 from gkdrl import sampling
+from gkdrl.sampling import sampler
 from tests.networks import hf_models
 
 T = 12
@@ -98,3 +101,31 @@ def test_logp_a_matches_apply_and_compiles_once():
         samples.logp_a, np.where(samples.mask, expected, 0.0), atol=2e-5)
     assert np.asarray(samples.mask).sum() > 8
   assert len(traces) == 1
+
+
+def test_models_of_one_configuration_share_their_compiled_sampler(tmp_path):
+  # A model loaded again from its directory (a new run, a new test) is the
+  # object `make_model` gave for that configuration, so the sampler compiled
+  # for the first serves the second; another configuration compiles anew.
+  config = hf_models.jax_config("llama_gqa_tied")
+  model = networks.make_model(config)
+  params = model.init(jax.random.key(0))
+  networks.save_pretrained(model, params, tmp_path)
+  loaded, loaded_params = networks.from_pretrained(tmp_path)
+  assert loaded is model
+  compiled = sampler._sample._cache_size  # programs compiled so far
+  prompt = _prompt(0, config.vocab_size)
+  kwargs = dict(max_new_tokens=3, temperature=0.0, eos_token_id=2,
+                pad_token_id=PAD)
+  before = compiled()
+  first = sampling.sample(model, params, jax.random.key(0), prompt,
+                          PROMPT_MASK, **kwargs)
+  again = sampling.sample(loaded, loaded_params, jax.random.key(0),
+                          prompt, PROMPT_MASK, **kwargs)
+  assert compiled() == before + 1
+  np.testing.assert_array_equal(first.tokens, again.tokens)
+  wider = networks.make_model(dataclasses.replace(config, d_ff=config.d_ff * 2))
+  assert wider is not model
+  sampling.sample(wider, wider.init(jax.random.key(0)), jax.random.key(0),
+                  prompt, PROMPT_MASK, **kwargs)
+  assert compiled() == before + 2

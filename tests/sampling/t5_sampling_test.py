@@ -2,6 +2,8 @@
 transformers' `generate`, sampled tokens carry their teacher-forced
 log-probabilities, and EOS ends a row as for decoder-only models."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,6 +106,8 @@ def test_encoder_decoder_sample_compiles_once():
                              head_dim=4, d_ff=8, gated_mlp=True,
                              activation="gelu_new", tie_embeddings=False)
   base = networks.make_t5(config)
+  # One object per configuration, as for decoder-only models.
+  assert networks.make_t5(dataclasses.replace(config)) is base
   traces = []
 
   def prefill(*args):
