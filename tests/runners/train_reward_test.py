@@ -72,11 +72,16 @@ def test_resumed_run_matches_an_uninterrupted_one(causal_lm, tmp_path):
                              atol=1e-6)
 
 
-def test_reads_local_jsonl_pairs(causal_lm, tmp_path):
-  rows = tasks.facts_preference_pairs(20, seed=4)
-  path = tmp_path / "pairs.jsonl"
+def _write_pairs(path, rows):
+  """Writes the rows' `train_reward.COLUMNS` as a JSONL file; returns it."""
   path.write_text("".join(json.dumps({k: r[k] for k in train_reward.COLUMNS})
                           + "\n" for r in rows))
+  return path
+
+
+def test_reads_local_jsonl_pairs(causal_lm, tmp_path):
+  rows = tasks.facts_preference_pairs(20, seed=4)
+  path = _write_pairs(tmp_path / "pairs.jsonl", rows)
   config = _config(causal_lm, tmp_path / "run", data="", steps=2,
                    data_files=(str(path),))
   assert train_reward.load_rows(config) == [
@@ -122,10 +127,7 @@ def test_learned_reward_agrees_with_the_oracle_above_chance(tmp_path):
           if facts_oracle.check_facts(r["source"], r["chosen"]).score == 1.0]
   rows = rows[:ACCURACY_PAIRS + 200]
   assert len(rows) == ACCURACY_PAIRS + 200
-  data = tmp_path / "pairs.jsonl"
-  data.write_text("".join(
-      json.dumps({k: r[k] for k in train_reward.COLUMNS}) + "\n"
-      for r in rows))
+  data = _write_pairs(tmp_path / "pairs.jsonl", rows)
   tokenizer = tasks.make_word_tokenizer(facts_grammar.vocabulary())
   config = networks.ModelConfig(
       model_type="llama", vocab_size=len(tokenizer), d_model=64, n_layers=4,
