@@ -107,39 +107,8 @@ def pytest_runtest_teardown(item, nextitem):
     compilation.release_programs_if_crowded()
 
 
-# XLA's CPU backend at its lowest optimisation level, without LLVM's
-# expensive passes: the tests' tiny programs compile about a third faster
-# and run slower, a good trade for all but the tests that run long (they run
-# their work in a subprocess with `full_optimization_env()`).
-TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0",
-                  "--xla_llvm_disable_expensive_passes=true")
-
-
-def full_optimization_env() -> dict[str, str]:
-  """os.environ for a subprocess that runs long: XLA's default optimisation,
-  not the suite's compile-fast setting (`TEST_XLA_FLAGS`)."""
-  env = dict(os.environ)
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if f not in TEST_XLA_FLAGS]
-  env["XLA_FLAGS"] = " ".join(flags)
-  return env
-
-
-def _compile_fast():
-  """Adds `TEST_XLA_FLAGS` to $XLA_FLAGS (read when JAX starts its CPU
-  backend, in this process, the xdist workers and the runners'
-  subprocesses), unless the flags given already set an optimisation level
-  or $GKDRL_TEST_XLA_OPTIMIZE=1 asks for XLA's default."""
-  flags = os.environ.get("XLA_FLAGS", "")
-  if (os.environ.get("GKDRL_TEST_XLA_OPTIMIZE") == "1"
-      or "xla_backend_optimization_level" in flags):
-    return
-  os.environ["XLA_FLAGS"] = " ".join([*flags.split(), *TEST_XLA_FLAGS])
-
-
 def pytest_configure(config):
-  """Compiles fast (`_compile_fast`), and keeps the tests off persistent XLA
-  compilation caches, unless opted in.
+  """Keeps the tests off persistent XLA compilation caches, unless opted in.
 
   The runners keep one in the user's gkdrl cache by default; the tests turn
   it off ($GKDRL_COMPILATION_CACHE=0, inherited by the runners'
@@ -154,7 +123,6 @@ def pytest_configure(config):
   runners' subprocesses.
   """
   del config
-  _compile_fast()
   cache_dir = os.environ.get("GKDRL_TEST_COMPILATION_CACHE")
   if not cache_dir:
     os.environ["GKDRL_COMPILATION_CACHE"] = "0"
