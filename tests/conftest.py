@@ -19,6 +19,7 @@ import tempfile
 import pytest
 
 from gkdrl import assets
+from tests import shared_programs
 
 REQUIRE_OPTIONAL = os.environ.get("GKDRL_REQUIRE_OPTIONAL", "0") == "1"
 
@@ -95,6 +96,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
       terminalreporter.write_line(nodeid)
 
 
+def pytest_runtest_setup(item):
+  """Programs compile with XLA's optimisations only for tests marked so
+  (tests/shared_programs.py)."""
+  shared_programs.optimize = item.get_closest_marker("xla_optimized") is not None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item, nextitem):
   """Drops JAX's compiled programs when the worker nears the kernel's limit
@@ -104,7 +111,8 @@ def pytest_runtest_teardown(item, nextitem):
   del item, nextitem
   if "jax" in sys.modules:
     from gkdrl.runners import compilation  # pylint: disable=g-import-not-at-top
-    compilation.release_programs_if_crowded()
+    if compilation.release_programs_if_crowded():
+      shared_programs.clear()
 
 
 def pytest_configure(config):
@@ -117,6 +125,9 @@ def pytest_configure(config):
   crashed a test worker now and then (a segmentation fault writing an entry,
   an abort reading one).
 
+  Instead, each distinct program compiles once per test process, in
+  memory (tests/shared_programs.py).
+
   Opt-in: with `$GKDRL_TEST_COMPILATION_CACHE` set to a directory, JAX's
   persistent cache there (under its file lock) turns repeated compilations
   of the same tiny models into cache hits, in the xdist workers and the
@@ -126,6 +137,7 @@ def pytest_configure(config):
   cache_dir = os.environ.get("GKDRL_TEST_COMPILATION_CACHE")
   if not cache_dir:
     os.environ["GKDRL_COMPILATION_CACHE"] = "0"
+    shared_programs.install()
     return
   import jax  # pylint: disable=g-import-not-at-top
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache_dir)

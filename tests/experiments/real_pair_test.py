@@ -54,6 +54,9 @@ def test_settings_validate():
                              "seeds": (1, 1)})
 
 
+# Runs the 135M pair, where unoptimised programs lose more time running
+# than they save compiling.
+@pytest.mark.xla_optimized
 @pytest.mark.slow
 @pytest.mark.assets
 def test_quick_study_trains_its_methods_and_writes_results(tmp_path):

@@ -58,6 +58,8 @@ def test_prepared_decode_equals_stacked_decode(model_and_params):
                                   getattr(expected_cache, name))
 
 
+# Compares the cache's forms to 1e-6, the optimised programs' rounding.
+@pytest.mark.xla_optimized
 def test_each_form_of_cache_is_returned_as_given(model_and_params):
   model, params = model_and_params
   fast = model.prepare_decode(params)

@@ -113,6 +113,8 @@ def test_missing_base_model_is_rejected_before_training(tmp_path):
     train_reward.run(config)
 
 
+# 300 training steps: unoptimised programs run them about 3x slower.
+@pytest.mark.xla_optimized
 @pytest.mark.slow
 def test_learned_reward_agrees_with_the_oracle_above_chance(tmp_path):
   # A random four-layer Llama trained on fresh built-in pairs (few repeat):

@@ -52,6 +52,9 @@ def test_filter_logits_matches_numpy(top_k, top_p):
                                 np.where(allowed, logits, 0))
 
 
+# At top_p = 0.999 one token in 40,000 sits on the threshold: the bound
+# was set against the optimised program's rounding.
+@pytest.mark.xla_optimized
 @pytest.mark.parametrize("top_p", [0.3, 0.9, 0.999])
 def test_top_p_over_a_large_vocabulary(top_p):
   """The bisection path (top_p without top_k) on a realistic vocabulary."""

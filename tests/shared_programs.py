@@ -1,0 +1,95 @@
+"""How the tests compile: without XLA's CPU optimisations, and once.
+
+Most of the suite's time is XLA compiling tiny models' programs (85% of
+tests/agents), not running them. Two savings, both in the test processes
+only (the runners' subprocesses compile as users' runs do):
+
+- Programs compile without XLA's CPU backend optimisations
+  (`xla_backend_optimization_level=0`, LLVM's expensive passes off), which
+  compiles an agent's update in about half the time. The program computes
+  the same function; only its rounding differs. Tests marked
+  `xla_optimized` compile as usual: those whose bounds were set against
+  the optimised programs' rounding, and those that run long enough for the
+  slower programs to cost more than they save.
+- Each distinct program compiles once per process. Each test builds its
+  own agent, so JAX's caches (keyed by the Python function) miss where the
+  program is the same. The last `MAX_PROGRAMS` executables are kept in
+  memory, keyed as JAX's persistent cache keys them (the program without
+  its debug information, the devices, the compile options with the level
+  above, the XLA flags, JAX's version). Nothing is serialised (jax 0.10's
+  persistent cache crashed test workers doing that) and nothing outlives
+  the process. Programs that call back into Python compile every time, and
+  so does everything while a persistent cache is configured (the runners'
+  cache tests count what it compiles).
+
+`clear` drops the kept programs, as conftest does whenever it drops JAX's.
+"""
+import collections
+import copy
+import functools
+import logging
+
+MAX_PROGRAMS = 256
+
+_programs: collections.OrderedDict = collections.OrderedDict()
+_stats = {"compiled": 0, "shared": 0}
+_installed = False
+# Whether programs compile with XLA's CPU optimisations (conftest sets it
+# per test: on for tests marked `xla_optimized`, off for the rest).
+optimize = True
+
+
+def install() -> bool:
+  """Wraps JAX's compile step; False where this JAX has no such step."""
+  global _installed
+  if _installed:
+    return True
+  try:
+    from jax._src import cache_key  # pylint: disable=g-import-not-at-top
+    from jax._src import compiler  # pylint: disable=g-import-not-at-top
+    from jax._src import config  # pylint: disable=g-import-not-at-top
+    compile_step = compiler.compile_or_get_cached
+    key_of = cache_key.get
+  except (ImportError, AttributeError) as e:
+    logging.warning("Tests compile every program: %s", e)
+    return False
+
+  @functools.wraps(compile_step)
+  def compile_once(backend, computation, devices, compile_options,
+                   host_callbacks, *args, **kwargs):
+    def compile_now():
+      return compile_step(backend, computation, devices, compile_options,
+                          host_callbacks, *args, **kwargs)
+    if not optimize:
+      compile_options = copy.deepcopy(compile_options)
+      debug = compile_options.executable_build_options.debug_options
+      debug.xla_backend_optimization_level = 0
+      debug.xla_llvm_disable_expensive_passes = True
+    if host_callbacks or config.compilation_cache_dir.value:
+      return compile_now()
+    key = key_of(computation, devices, compile_options, backend)
+    executable = _programs.get(key)
+    if executable is not None:
+      _programs.move_to_end(key)
+      _stats["shared"] += 1
+      return executable
+    executable = compile_now()
+    _stats["compiled"] += 1
+    _programs[key] = executable
+    if len(_programs) > MAX_PROGRAMS:
+      _programs.popitem(last=False)
+    return executable
+
+  compiler.compile_or_get_cached = compile_once
+  _installed = True
+  return True
+
+
+def clear() -> None:
+  """Drops the kept programs (their code's memory mappings with them)."""
+  _programs.clear()
+
+
+def stats() -> dict[str, int]:
+  """Programs compiled and programs handed back without compiling."""
+  return dict(_stats)
