@@ -18,9 +18,6 @@ def _update(name, models, task, task_batch, **kwargs):
   return agent.update(state, batch, tp, jax.random.key(1))
 
 
-# Adam's first step (about lr * sign(g)) turns 1e-7 differences in a
-# near-zero gradient into 1e-4 ones at unoptimised XLA's rounding.
-@pytest.mark.xla_optimized
 @pytest.mark.parametrize("name,kwargs", [
     ("supervised_kd", {}),
     ("gkd", {"lmbda": 0.0, "divergence": "jsd", "teacher_temperature": 0.5}),
@@ -33,13 +30,15 @@ def test_top_k_equals_full_at_k_equal_v_and_is_lower_below(
                              **kwargs)
   exact_state, exact = _update(name, tiny_models, facts_task, fixed_batch,
                                teacher_top_k=vocab, **kwargs)
-  for key in ("loss/total", "loss/divergence", "kl/teacher"):
+  for key in ("loss/total", "loss/divergence", "kl/teacher",
+              "train/grad_norm"):
     np.testing.assert_allclose(exact[key], full[key], rtol=1e-5, atol=1e-6,
                                err_msg=key)
   for a, b in zip(jax.tree.leaves(exact_state.params),
                   jax.tree.leaves(full_state.params)):
-    # Adam's normalised step magnifies float32 rounding of tiny gradients.
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Adam's first step is about lr * sign(gradient): a gradient entry near
+    # 0 may move by a fraction of lr = 3e-2 on float rounding alone.
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=3e-4)
   _, coarse = _update(name, tiny_models, facts_task, fixed_batch,
                       teacher_top_k=3, **kwargs)
   assert np.isfinite(float(coarse["loss/total"]))

@@ -58,8 +58,6 @@ def test_prepared_decode_equals_stacked_decode(model_and_params):
                                   getattr(expected_cache, name))
 
 
-# Compares the cache's forms to 1e-6, the optimised programs' rounding.
-@pytest.mark.xla_optimized
 def test_each_form_of_cache_is_returned_as_given(model_and_params):
   model, params = model_and_params
   fast = model.prepare_decode(params)
@@ -71,7 +69,7 @@ def test_each_form_of_cache_is_returned_as_given(model_and_params):
   per_layer = model.unstack_cache(stacked)
   logits_plain, cache = jax.jit(model.decode)(params, tokens, per_layer)
   assert isinstance(cache.values, tuple)
-  np.testing.assert_allclose(logits_plain, logits, atol=1e-6)
+  np.testing.assert_allclose(logits_plain, logits, atol=2e-5, rtol=0)
   # prefill on a per-layer cache: a chunked prompt after decoding.
   _, cache = jax.jit(model.prefill)(params, jnp.ones((B, 2), jnp.int32),
                                     jnp.ones((B, 2), bool), cache)

@@ -76,7 +76,7 @@ def test_each_form_of_cache_is_returned_as_given(model_and_params):
   per_layer = model.unstack_cache(stacked)
   logits_plain, cache = jax.jit(model.decode)(params, tokens, per_layer)
   assert isinstance(cache.values, tuple)
-  np.testing.assert_allclose(logits_plain, logits, atol=1e-6)
+  np.testing.assert_allclose(logits_plain, logits, atol=2e-5, rtol=0)
   # prefill on a per-layer cache keeps it per layer.
   _, cache = jax.jit(model.prefill)(params, SRC, SRC_MASK, DEC[:, :2], None,
                                     model.unstack_cache(
