@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tests import shared_programs
 
@@ -37,3 +38,12 @@ def test_programs_that_call_back_into_python_compile_each_time():
     jax.jit(lambda x: program(x))(x).block_until_ready()  # pylint: disable=unnecessary-lambda
   assert shared_programs.stats() == before
   assert len(seen) == 2
+
+
+def test_tests_compile_without_optimisations_unless_marked():
+  assert not shared_programs.optimize
+
+
+@pytest.mark.xla_optimized
+def test_marked_tests_compile_with_optimisations():
+  assert shared_programs.optimize
