@@ -39,11 +39,12 @@ _installed = False
 optimize = True
 
 
-def install() -> bool:
-  """Wraps JAX's compile step; False where this JAX has no such step."""
+def install() -> None:
+  """Wraps JAX's compile step (a warning, and no change, where this JAX
+  has no such step)."""
   global _installed
   if _installed:
-    return True
+    return
   try:
     from jax._src import cache_key  # pylint: disable=g-import-not-at-top
     from jax._src import compiler  # pylint: disable=g-import-not-at-top
@@ -52,7 +53,7 @@ def install() -> bool:
     key_of = cache_key.get
   except (ImportError, AttributeError) as e:
     logging.warning("Tests compile every program: %s", e)
-    return False
+    return
 
   @functools.wraps(compile_step)
   def compile_once(backend, computation, devices, compile_options,
@@ -82,7 +83,6 @@ def install() -> bool:
 
   compiler.compile_or_get_cached = compile_once
   _installed = True
-  return True
 
 
 def clear() -> None:
@@ -91,5 +91,6 @@ def clear() -> None:
 
 
 def stats() -> dict[str, int]:
-  """Programs compiled and programs handed back without compiling."""
+  """Programs compiled and kept, and programs handed back without
+  compiling (those compiled every time count in neither)."""
   return dict(_stats)
