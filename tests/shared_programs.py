@@ -1,8 +1,7 @@
 """How the tests compile: without XLA's CPU optimisations, and once.
 
 Most of the suite's time is XLA compiling tiny models' programs (85% of
-tests/agents), not running them. Two savings, both in the test processes
-only (the runners' subprocesses compile as users' runs do):
+tests/agents), not running them. Two savings, in the test processes:
 
 - Programs compile without XLA's CPU backend optimisations
   (`xla_backend_optimization_level=0`, LLVM's expensive passes off), which
@@ -22,18 +21,27 @@ only (the runners' subprocesses compile as users' runs do):
   so does everything while a persistent cache is configured (the runners'
   cache tests count what it compiles).
 
+The tests' subprocesses (the runners' command lines, the multi-device and
+multi-process scripts, the studies' quick run) compile without the
+optimisations too, through XLA_FLAGS (`subprocess_env`); they share
+nothing.
+
 `clear` drops the kept programs, as conftest does whenever it drops JAX's.
 """
 import collections
 import copy
 import functools
 import logging
+import os
 
 MAX_PROGRAMS = 256
 
 _programs: collections.OrderedDict = collections.OrderedDict()
 _stats = {"compiled": 0, "shared": 0}
 _installed = False
+# The same two settings as XLA flags, for the tests' subprocesses.
+UNOPTIMIZED_XLA_FLAGS = ("--xla_backend_optimization_level=0",
+                         "--xla_llvm_disable_expensive_passes=true")
 # Whether programs compile with XLA's CPU optimisations (conftest sets it
 # per test: on for tests marked `xla_optimized`, off for the rest).
 optimize = True
@@ -94,3 +102,11 @@ def stats() -> dict[str, int]:
   """Programs compiled and kept, and programs handed back without
   compiling (those compiled every time count in neither)."""
   return dict(_stats)
+
+
+def subprocess_env(*xla_flags: str, **variables: str) -> dict[str, str]:
+  """The environment of a test's subprocess: this process's, `variables`,
+  and XLA_FLAGS of `xla_flags` plus `UNOPTIMIZED_XLA_FLAGS` (in place of
+  any XLA_FLAGS this process has)."""
+  return dict(os.environ, **variables,
+              XLA_FLAGS=" ".join((*xla_flags, *UNOPTIMIZED_XLA_FLAGS)))

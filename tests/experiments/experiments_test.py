@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import pathlib
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from experiments import protocol
 from experiments import rl_gkd
 from experiments import run_all
 from gkdrl.runners import compilation
+from tests import shared_programs
 
 VERDICTS = {"confirmed", "contradicted", "cannot tell"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -32,7 +32,7 @@ def _with_compilation_cache() -> dict[str, str]:
   programs run in a process of their own, with their cache under --out, so
   the same evaluation and sampling programs compile once for all the runs.
   """
-  env = dict(os.environ)
+  env = shared_programs.subprocess_env()
   env.pop(compilation.ENV_SWITCH, None)
   return env
 

@@ -13,6 +13,7 @@ import pytest
 
 from gkdrl import networks
 from gkdrl.networks import checkpoint
+from tests import shared_programs
 from tests.networks import hf_models
 
 
@@ -146,8 +147,8 @@ def test_loads_straight_onto_an_fsdp_mesh(qwen2, tmp_path):
   model, params = qwen2
   out = networks.save_pretrained(model, params, tmp_path / "m",
                                  max_shard_bytes=4096)
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = shared_programs.subprocess_env(
+      "--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(out)],
                           capture_output=True, text=True, env=env,
                           timeout=300)

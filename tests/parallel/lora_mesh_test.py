@@ -1,9 +1,10 @@
 """A LoRA state on a mesh: the frozen base sharded like the parameters."""
 
-import os
 import subprocess
 import sys
 import textwrap
+
+from tests import shared_programs
 
 _SCRIPT = textwrap.dedent("""
     import jax
@@ -47,8 +48,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def test_lora_update_on_a_mesh_matches_one_device():
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = shared_programs.subprocess_env(
+      "--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   result = subprocess.run([sys.executable, "-c", _SCRIPT],
                           capture_output=True, text=True, env=env,
                           timeout=600)

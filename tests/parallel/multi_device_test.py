@@ -8,7 +8,6 @@ workers; the checks are separate functions for readable failures.
 """
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -16,13 +15,15 @@ import sys
 import numpy as np
 import pytest
 
+from tests import shared_programs
+
 SCRIPT = pathlib.Path(__file__).with_name("multi_device_script.py")
 
 
 def run_script():
-  env = dict(os.environ)
-  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+  env = shared_programs.subprocess_env(
+      "--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+      HF_HUB_OFFLINE="1")
   proc = subprocess.run([sys.executable, str(SCRIPT)], env=env,
                         capture_output=True, text=True, timeout=600,
                         check=False)

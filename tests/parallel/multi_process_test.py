@@ -16,7 +16,6 @@ starts from the JAX_* environment variables.
 """
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -24,6 +23,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests import shared_programs
 
 SCRIPT = pathlib.Path(__file__).with_name("multi_process_script.py")
 
@@ -35,9 +36,9 @@ def _free_port() -> int:
 
 
 def run_processes(workdir: pathlib.Path) -> list[dict]:
-  env = dict(os.environ)
-  env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+  env = shared_programs.subprocess_env(
+      "--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+      HF_HUB_OFFLINE="1")
   port = str(_free_port())
   # Process 0 gets the coordinator as arguments, process 1 from the
   # environment, as a cluster launcher would set it.

@@ -5,7 +5,6 @@ subprocess with 8 forced host devices; it compares every sharded reward
 with the same model on one device and checks where its output lies.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from gkdrl.reward_models import placement
+from tests import shared_programs
 
 _SCRIPT = textwrap.dedent("""
     import pathlib, sys, tempfile
@@ -120,8 +120,9 @@ _SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_reward_forwards_on_an_8_device_mesh_match_one_device():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = shared_programs.subprocess_env(
+      "--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+      HF_HUB_OFFLINE="1")
   result = subprocess.run([sys.executable, "-c", _SCRIPT],
                           capture_output=True, text=True, env=env,
                           timeout=600, check=False)

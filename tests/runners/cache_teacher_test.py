@@ -1,7 +1,6 @@
 """cache_teacher, then train from the cache with no teacher loaded."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import pytest
 
 from gkdrl.runners import teacher_cache as cache_teacher
 from gkdrl.runners import train
+from tests import shared_programs
 from tests.runners.runners_test import values
 
 
@@ -59,7 +59,7 @@ def test_the_cli_writes_a_cache_and_a_rerun_keeps_its_shards(model_dirs,
   command = [sys.executable, "-m", "gkdrl.runners.cache_teacher",
              f"--teacher={teacher}", "--task=facts", "--top_k=4",
              "--shard_size=100", f"--out={out}"]
-  env = {**os.environ, "PYTHONPATH": str(pathlib.Path.cwd())}
+  env = shared_programs.subprocess_env(PYTHONPATH=str(pathlib.Path.cwd()))
   first = subprocess.run(command, capture_output=True, text=True, env=env,
                          check=False)
   assert first.returncode == 0, first.stderr

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import safetensors.numpy
 
 from gkdrl.runners import sweep_alpha
 from gkdrl.runners import train
+from tests import shared_programs
 
 EVAL_KEYS = {"reward", "rouge2", "teacher_kl", "self_bleu", "length",
              "factuality"}
@@ -188,7 +188,7 @@ def test_repeated_alphas_are_refused():
 
 
 def _cli(module, *args, cwd=None):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env = shared_programs.subprocess_env(JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, "-m", module, *args],
                         capture_output=True, text=True, env=env, cwd=cwd,
                         timeout=600)
@@ -292,8 +292,8 @@ def test_train_on_a_device_mesh_matches_one_device(model_dirs, tmp_path,
                 agent="gkd", lmbda=1.0)
   train.run(values(model_dirs, tmp_path / "one", **common), progress=False,
             shared=shared)
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = shared_programs.subprocess_env(
+      "--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   args = [f"--{k}={v}" for k, v in common.items()]
   result = subprocess.run(
       [sys.executable, "-m", "gkdrl.runners.train", f"--teacher={teacher}",
