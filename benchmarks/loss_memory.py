@@ -186,7 +186,7 @@ def measure(impl: str, v: int, b: int, t: int) -> dict:
   if result.returncode != 0:
     killed = result.returncode in (-9, 137) or "MemoryError" in result.stderr
     return {"impl": impl, "V": v, "B": b, "T": t,
-            "error": "OOM" if killed else result.stderr.strip()[-300:]}
+            "error": "OOM" if killed else timing.error_line(result.stderr)}
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -216,7 +216,7 @@ def main():
     rows = {impl: measure(impl, v, b, t) for impl in args.impls.split(",")}
     for impl, row in rows.items():
       if "error" in row:
-        print(f"{v:>7} {b:>2} {t:>5} {impl:>14} {row['error'][:40]:>8}")
+        print(f"{v:>7} {b:>2} {t:>5} {impl:>14}   failed: {row['error']}")
         continue
       trl = rows.get(REFERENCE[impl], {})
       mem = speed = "-"
