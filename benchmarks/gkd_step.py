@@ -19,10 +19,17 @@ both sides (gkdrl: an id outside the vocabulary; Hugging Face: no
 `eos_token_id` in the generation config), so every row generates all 64
 tokens; each step asserts that.
 
-  gkdrl  `agents.make_agent(GKDConfig(lmbda=1))`, one step as
-         `runners/loop.py` drives it: `agent.act` (jitted sampler) then
-         `agent.update` (one jitted loss + gradient + AdamW), then the loss
-         is read on the host.
+  gkdrl  `agents.make_agent(GKDConfig(lmbda=1))`, one step at a time:
+         `agent.act` (jitted sampler), waited for so that sampling is
+         timed apart, then `agent.update` (one jitted loss + gradient +
+         AdamW), then the loss is read on the host.
+  gkdrl/loop   the same agent in the same process, stepped as
+         `runners/loop.py` steps it (`rollouts.Rollouts`): nothing is read
+         on the host between steps, so the host's work for step t + 1 can
+         overlap step t's computation; s/step over `--steps` steps.
+  gkdrl/async  the same with `--async_rollouts`: the batch of step t + 1 is
+         sampled while update t runs, from the parameters update t starts
+         from (one step of policy lag).
   trl    `trl.experimental.gkd.GKDTrainer(lmbda=1)`.train(): a step is the
          time from the Trainer's `on_step_begin` to `on_step_end` callbacks
          (generation, student and teacher forward, loss, backward,
@@ -48,6 +55,7 @@ dependencies).
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -69,6 +77,8 @@ import numpy as np
 
 from gkdrl import agents
 from gkdrl import networks
+from gkdrl.runners import rollouts as rollouts_lib
+import timing  # benchmarks/timing.py, beside this script
 
 # (d_model, n_layers, n_heads, n_kv_heads, d_ff) of the student and teacher.
 SIZES = {
@@ -180,6 +190,41 @@ class Ours:
     self.losses.append(loss)
     return seconds
 
+  def loop_seconds(self, steps: int, ahead: bool) -> float:
+    """Seconds per step over `steps` steps driven as `runners/loop.py`
+    drives them: `rollouts.Rollouts` builds each batch, nothing is read on
+    the host until the last update has run, and with `ahead`
+    (`--async_rollouts`) the batch of step t + 1 is sampled while update t
+    runs, from the parameters update t starts from. The first step (in
+    `ahead` mode, sampled without overlap) is not timed."""
+    rollouts = rollouts_lib.Rollouts(
+        self.agent, itertools.repeat(self.task_batch), root_key=self.key,
+        ahead=ahead, mesh=None, task=None,
+        teacher_params=self.teacher_params, reward_params=None)
+    first, last = self.step_count + 1, self.step_count + 1 + steps
+    losses, lengths = [], []
+    try:
+      for step in range(first, last + 1):
+        if step == first + 1:
+          jax.block_until_ready(self.state)
+          start = time.perf_counter()
+        _, update_key = rollouts_lib.step_keys(self.key, step)
+        batch, info = rollouts.get(step, self.state)
+        rollouts.start_next(step, self.state, last)
+        self.state, metrics = self.agent.update(
+            self.state, batch, self.teacher_params, update_key)
+        rollouts.prefetch()
+        losses.append(metrics["loss/total"])
+        lengths.append(info["rollout/length"])
+      jax.block_until_ready((self.state, losses))
+      seconds = (time.perf_counter() - start) / steps
+    finally:
+      rollouts.close()
+    self.step_count = last
+    assert all(float(n) == self.new_tokens for n in lengths), lengths
+    assert all(np.isfinite(float(x)) for x in losses), losses
+    return seconds
+
 
 def run_trl(student_dir, teacher_dir, prompts, args, workdir) -> dict:
   """Runs GKDTrainer for warm-up + timed steps; returns their times."""
@@ -277,8 +322,16 @@ def run_ours(student_dir, teacher_dir, prompts, args) -> dict:
   for _ in range(args.warmup):
     ours.step()  # the first compiles the sampler and the update
   seconds = [ours.step() for _ in range(args.steps)]
-  return dict(seconds=seconds, sampling=ours.act_seconds[args.warmup:],
-              loss0=ours.losses[0])
+  result = dict(seconds=seconds, sampling=ours.act_seconds[args.warmup:],
+                loss0=ours.losses[0])
+  for mode, ahead in LOOP_MODES.items():
+    ours.loop_seconds(1, ahead)  # compiles the state copies of `ahead`
+    result[mode] = ours.loop_seconds(args.steps, ahead)
+  return result
+
+
+# Rows of gkdrl stepped as the training loop does (`Ours.loop_seconds`).
+LOOP_MODES = {"loop": False, "async": True}
 
 
 def weight_check(student_dir, prompts) -> float:
@@ -326,7 +379,6 @@ def roofline(args) -> dict:
   (`bound_seconds`).
   """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import timing  # pylint: disable=g-import-not-at-top  # beside this script
   spec = SIZES[args.size]
   b, p, t = args.batch_size, args.prompt_length, args.new_tokens
   d, n, h, kv, ff = spec["student"]
@@ -372,8 +424,7 @@ def measure(side: str, directory: str, argv: list[str]) -> dict:
       [sys.executable, __file__, f"--worker={side}",
        f"--model_dir={directory}", *argv], capture_output=True, text=True)
   if result.returncode != 0:
-    lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
-    return {"error": " | ".join(lines[-2:])[-300:]}
+    return {"error": timing.error_line(result.stderr)}
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -473,29 +524,40 @@ def main():
         sampling_s=statistics.median([t for r in done for t in r["sampling"]]),
         loss0=done[0]["loss0"],
         rounds=[round(statistics.median(r["seconds"]), 3) for r in done]))
+    if side == "ours":
+      for mode in LOOP_MODES:
+        seconds = statistics.median([r[mode] for r in done])
+        rows.append(dict(impl=f"gkdrl/{mode}", seconds=seconds,
+                         steps_per_s=1 / seconds, sampling_s=None,
+                         loss0=None,
+                         rounds=[round(r[mode], 3) for r in done]))
   trl_s = rows[-1]["seconds"] if rows and rows[-1]["impl"] == "trl" else None
-  print(f"{'impl':<8}{'s/step':>9}{'steps/s':>9}{'tok/s':>9}{'vs trl':>9}"
+  print(f"{'impl':<12}{'s/step':>9}{'steps/s':>9}{'tok/s':>9}{'vs trl':>9}"
         f"{'sampling s':>12}{'rest s':>9}{'loss 1':>9}")
   tokens = args.batch_size * args.new_tokens
   for row in rows:
     row["ratio"] = trl_s / row["seconds"] if trl_s else None
     ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-    print(f"{row['impl']:<8}{row['seconds']:>9.3f}{row['steps_per_s']:>9.3f}"
-          f"{tokens / row['seconds']:>9.1f}{ratio:>9}"
-          f"{row['sampling_s']:>12.3f}"
-          f"{row['seconds'] - row['sampling_s']:>9.3f}{row['loss0']:>9.4f}")
+    split = (f"{'-':>12}{'-':>9}{'-':>9}" if row["sampling_s"] is None else
+             f"{row['sampling_s']:>12.3f}"
+             f"{row['seconds'] - row['sampling_s']:>9.3f}"
+             f"{row['loss0']:>9.4f}")
+    print(f"{row['impl']:<12}{row['seconds']:>9.3f}"
+          f"{row['steps_per_s']:>9.3f}{tokens / row['seconds']:>9.1f}"
+          f"{ratio:>9}{split}")
   bound = bound_seconds(first_bound, roofline(args))
   print(f"# roofline here, now: {bound['flop_rate'] / 1e9:.0f} GFLOP/s "
         f"(float32 product), {bound['bandwidth'] / 1e9:.1f} GB/s (weight "
         f"streaming); update {bound['update_flops'] / 1e9:.1f} GFLOP >= "
         f"{bound['update_s']:.3f} s, sampling >= {bound['sampling_s']:.3f} s")
+  bound_s = bound["update_s"] + bound["sampling_s"]
   for row in rows:
-    bound_s = bound["update_s"] + bound["sampling_s"]
     row["of_bound"] = bound_s / row["seconds"]
+    split = "" if row["sampling_s"] is None else (
+        f"; sampling {bound['sampling_s'] / row['sampling_s']:.0%}, rest "
+        f"{bound['update_s'] / (row['seconds'] - row['sampling_s']):.0%}")
     print(f"# {row['impl']}: step at {row['of_bound']:.0%} of the bound "
-          f"({bound_s:.3f} s); sampling "
-          f"{bound['sampling_s'] / row['sampling_s']:.0%}, rest "
-          f"{bound['update_s'] / (row['seconds'] - row['sampling_s']):.0%}")
+          f"({bound_s:.3f} s){split}")
   print("# median s/step of each round: " + ", ".join(
       f"{row['impl']} {row['rounds']}" for row in rows) +
         f"; load average {os.getloadavg()[0]:.1f}", flush=True)

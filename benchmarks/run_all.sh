@@ -13,7 +13,7 @@
 #                    Hugging Face generate on CUDA (when torch has CUDA)
 #   gkd_step         one on-policy GKD step against TRL's GKDTrainer
 #                    (torch on CUDA), small models, then SmolLM2 shapes if
-#                    the time budget allows
+#                    the time budget allows (not with --quick)
 #   sampling.py and loss_memory.py are skipped there: their torch side runs
 #   on the CPU and loss_memory reports host memory.
 # On a CPU: sampling (SmolLM2 rows only when the asset is installed),
@@ -111,7 +111,7 @@ Q=()
 if [ "$BACKEND" = "gpu" ] || [ "$BACKEND" = "tpu" ] || [ "$BACKEND" = "cuda" ]; then
   bench gpu_throughput 240 benchmarks/gpu_throughput.py --hf "${Q[@]}"
   bench gkd_step 120 benchmarks/gkd_step.py --rounds=1 "${Q[@]}"
-  bench gkd_step_smollm2 150 benchmarks/gkd_step.py --size=smollm2 --rounds=1 --warmup=1 --steps=3
+  [ "$QUICK" = 1 ] || bench gkd_step_smollm2 150 benchmarks/gkd_step.py --size=smollm2 --rounds=1 --warmup=1 --steps=3
 else
   MODELS=random
   "$PY" -c "from gkdrl import assets; assets.locate('smollm2')" 2>/dev/null \

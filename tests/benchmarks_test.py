@@ -1,0 +1,128 @@
+"""The benchmark scripts meant for a GPU, run on the CPU in their quick form.
+
+A GPU machine is lent for minutes, so its scripts must run there the first
+time: each test runs one as a user does, in a subprocess, and checks what it
+prints (the tables' rows and columns, the parity check and losses it
+reports, what the memory rows must show). How fast anything runs is for
+the scripts to measure, not for these tests.
+"""
+
+import math
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests import shared_programs
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:e[-+]\d+)?"
+
+
+def _run(command: list[str], **variables: str) -> str:
+  result = subprocess.run(
+      command, cwd=REPO, capture_output=True, text=True, timeout=900,
+      env=shared_programs.subprocess_env(PYTHON=sys.executable,
+                                         **variables))
+  assert result.returncode == 0, (
+      f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n"
+      f"{result.stderr[-3000:]}")
+  return result.stdout
+
+
+def _row(text: str, first: str) -> list[str]:
+  """The fields of the one line of `text` that starts with `first`."""
+  rows = [line.split() for line in text.splitlines()
+          if line.split()[:1] == [first]]
+  assert len(rows) == 1, f"expected one {first!r} row in:\n{text}"
+  return rows[0]
+
+
+def _markdown_rows(text: str) -> dict[str, list[str]]:
+  """The body rows of the Markdown table in `text`, by their first cell."""
+  lines = [line.strip().strip("|") for line in text.splitlines()
+           if line.startswith("|")]
+  cells = [[c.strip() for c in line.split("|")] for line in lines]
+  separator = next(i for i, row in enumerate(cells)
+                   if all(set(c) <= set("-: ") for c in row))
+  return {row[0]: row[1:] for row in cells[separator + 1:]}
+
+
+def _float(cell: str) -> float:
+  return float(cell.replace(",", ""))
+
+
+@pytest.mark.slow
+def test_run_all_runs_the_accelerator_suite_quick(tmp_path):
+  """The GPU branch of run_all.sh (forced on the CPU): gpu_throughput.py
+  --hf and gkd_step.py, each in its quick form, tables to stdout and to
+  <out>/<name>.txt; no SmolLM2-sized step in the quick suite."""
+  out = tmp_path / "results"
+  stdout = _run(["bash", "benchmarks/run_all.sh", "--quick", "--out",
+                 str(out)], RUN_ALL_BACKEND="gpu")
+  assert "== backend: gpu, quick=1, budget 400s" in stdout
+  assert "FAILED" not in stdout and "skipped" not in stdout
+  assert "gkd_step_smollm2" not in stdout
+  assert re.search(r"== done in \d+s", stdout)
+  assert sorted(p.name for p in out.iterdir()) == [
+      "env.txt", "gkd_step.txt", "gpu_throughput.txt", "stderr.log"]
+  env = (out / "env.txt").read_text()
+  assert "gkdrl imports: ok" in env and "jax devices:" in env
+
+  throughput = (out / "gpu_throughput.txt").read_text()
+  assert re.search(r"^what\s+impl\s+dtype\s+remat\s+s/call\s+tokens/s\s+MFU",
+                   throughput, re.MULTILINE)
+  for what in ("sample", "update"):
+    for dtype in ("bfloat16", "float32"):
+      row = re.search(rf"^{what}\s+gkdrl\s+{dtype}\s+\S+\s+({NUMBER})\s+"
+                      rf"({NUMBER})\s", throughput, re.MULTILINE)
+      assert row, f"no {what} {dtype} row in:\n{throughput}"
+      assert _float(row.group(1)) > 0 and _float(row.group(2)) > 0
+
+  step = (out / "gkd_step.txt").read_text()
+  difference = re.search(rf"max \|diff\| ({NUMBER})", step)
+  assert difference and float(difference.group(1)) < 1e-4, step
+  header = _row(step, "impl")
+  assert header == ["impl", "s/step", "steps/s", "tok/s", "vs", "trl",
+                    "sampling", "s", "rest", "s", "loss", "1"]
+  ours = _row(step, "gkdrl")
+  seconds, steps_per_s, sampling, rest, loss = (
+      float(ours[1]), float(ours[2]), float(ours[5]), float(ours[6]),
+      float(ours[7]))
+  assert steps_per_s == pytest.approx(1 / seconds, rel=2e-3, abs=2e-3)
+  assert sampling + rest == pytest.approx(seconds, abs=2e-3)
+  assert math.isfinite(loss) and loss > 0
+  for mode in ("gkdrl/loop", "gkdrl/async"):
+    # Whole-loop rows time steps only, without the per-step breakdown.
+    row = _row(step, mode)
+    assert float(row[2]) == pytest.approx(1 / float(row[1]), rel=2e-3,
+                                          abs=2e-3)
+    assert row[5:] == ["-", "-", "-"], row
+  assert re.search(rf"# roofline here, now: {NUMBER} GFLOP/s", step)
+  for mode in ("gkdrl", "gkdrl/loop", "gkdrl/async"):
+    assert re.search(rf"# {mode}: step at \d+% of the bound", step), mode
+
+
+@pytest.mark.slow
+def test_memory_real_pairs_quick_rows():
+  """Accumulation and LoRA lower what their rows say they lower."""
+  rows = _markdown_rows(_run([sys.executable,
+                              "benchmarks/memory_real_pairs.py", "--quick"]))
+  assert {"full", "accum 4", "lora 16", "lora 16 bf16"} <= set(rows)
+  full, accum, lora = ([None if c == "-" else _float(c) for c in rows[name]]
+                       for name in ("full", "accum 4", "lora 16"))
+  # Columns: trainable, state, optimizer, arguments, temp, peak, measured.
+  assert accum[0] == full[0] and accum[4] < full[4]
+  assert lora[0] < full[0] / 10 and lora[2] < full[2]
+
+
+@pytest.mark.slow
+def test_accumulation_memory_reduced_rows():
+  """Four micro-batches need less scratch memory than one whole batch."""
+  rows = _markdown_rows(_run([sys.executable,
+                              "benchmarks/accumulation_memory.py"]))
+  assert set(rows) == {"1", "4"}
+  temp = {steps: _float(cells[0]) for steps, cells in rows.items()}
+  assert 0 < temp["4"] < temp["1"]
