@@ -39,6 +39,7 @@ from gkdrl.agents import optimizer as optimizer_lib
 from gkdrl.agents import rollout_config
 from gkdrl import validation
 from gkdrl.losses import reductions
+from gkdrl.networks import layers
 from gkdrl.networks import lora
 from gkdrl.networks import model as model_lib
 
@@ -272,8 +273,7 @@ def completion_logits(model, params: Params, batch: types.Batch, *,
   """
   hidden = completion_hidden(model, params, batch, remat=remat)  # [B, T, D]
   unembedding = model.unembedding(params)  # [D, V]
-  return jnp.einsum("btd,dv->btv", hidden, unembedding,
-                    preferred_element_type=jnp.float32)  # [B, T, V]
+  return layers.unembed(hidden, unembedding)  # [B, T, V]
 
 
 def student_logits(student, params: Params, batch: types.Batch,
@@ -299,9 +299,8 @@ def teacher_logits(teacher, teacher_params: Params, batch: types.Batch,
   if batch.teacher_hidden is None:
     logits = completion_logits(teacher, teacher_params, batch)
   else:
-    logits = jnp.einsum("btd,dv->btv", batch.teacher_hidden,
-                        teacher.unembedding(teacher_params),
-                        preferred_element_type=jnp.float32)  # [B, T, V]
+    logits = layers.unembed(batch.teacher_hidden,
+                            teacher.unembedding(teacher_params))  # [B, T, V]
   return jax.lax.stop_gradient(logits)
 
 

@@ -94,8 +94,40 @@ def rotary(x: Array, positions: Array, theta: float) -> Array:
   return out.astype(x.dtype)
 
 
-def _linear(size: int, bias: bool, name: str) -> hk.Linear:
-  return hk.Linear(size, with_bias=bias, name=name)
+class Linear(hk.Linear):
+  """`hk.Linear` (same parameters, same `x @ w + b`) on a 2-D view.
+
+  The leading axes of `x` [..., D_in] are merged into one before the
+  product, so the weight's gradient in the backward pass is one plain
+  `[D_in, rows] x [rows, D_out]` product. Left 3-D, XLA's CPU backend
+  contracts over two batch axes there and writes transposed copies around
+  the product (benchmarks/README.md, "Where the time goes"); the values
+  are the same.
+  """
+
+  def __call__(self, x: Array, **kwargs) -> Array:
+    out = super().__call__(as_rows(x), **kwargs)  # [R, D_out]
+    return out.reshape(*x.shape[:-1], self.output_size)
+
+
+def as_rows(x: Array) -> Array:
+  """`x` [..., D] as a matrix [prod(...), D] (a free reshape)."""
+  return x.reshape(-1, x.shape[-1])
+
+
+def unembed(hidden: Array, unembedding: Array) -> Array:
+  """Float32 logits `[..., V]` of `hidden [..., D] @ unembedding [D, V]`.
+
+  On a 2-D view of `hidden`, as `Linear`: the unembedding's gradient is then
+  one plain product, not a contraction over two batch axes.
+  """
+  logits = jnp.matmul(as_rows(hidden), unembedding,
+                      preferred_element_type=jnp.float32)  # [R, V]
+  return logits.reshape(*hidden.shape[:-1], unembedding.shape[-1])
+
+
+def _linear(size: int, bias: bool, name: str) -> Linear:
+  return Linear(size, with_bias=bias, name=name)
 
 
 def attention(

@@ -266,9 +266,6 @@ def make_model(config: ModelConfig) -> LanguageModel:
       return params[EMBED]["embeddings"].T
     return params[UNEMBED]["w"]
 
-  def _logits(h: Array, w: Array) -> Array:
-    return jnp.einsum("...d,dv->...v", h, w,
-                      preferred_element_type=jnp.float32)
 
   def apply(params: Params, tokens: Array, mask: Array | None = None, *,
             remat: str = "none") -> Array:
@@ -279,7 +276,7 @@ def make_model(config: ModelConfig) -> LanguageModel:
     _check_remat(remat)
     mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
     h, _, _, w = _run(params, tokens, _positions(mask), mask, None, remat)
-    return _logits(h, w)
+    return layers.unembed(h, w)
 
   def init_cache(batch_size: int, max_length: int,
                  dtype: Any = jnp.float32) -> KVCache:
@@ -331,7 +328,7 @@ def make_model(config: ModelConfig) -> LanguageModel:
         index=start + tokens.shape[1],
         next_positions=cache.next_positions + jnp.sum(mask, axis=-1,
                                                       dtype=jnp.int32))
-    return _logits(h, w), new_cache
+    return layers.unembed(h, w), new_cache
 
   def decode(params: Params, tokens: Array,
              cache: KVCache) -> tuple[Array, KVCache]:

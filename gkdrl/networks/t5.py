@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from gkdrl import validation
+from gkdrl.networks import layers
 from gkdrl.networks import model as model_lib
 from gkdrl.networks import t5_decoding
 from gkdrl.networks import t5_layers as tl
@@ -328,8 +329,7 @@ def make_t5(config: T5Config) -> EncoderDecoderModel:
     return params[UNEMBED]["w"]
 
   def _logits(h: Array, params: Params) -> Array:
-    return jnp.einsum("...d,dv->...v", h, unembedding(params),
-                      preferred_element_type=jnp.float32)
+    return layers.unembed(h, unembedding(params))
 
   def apply(params: Params, src_tokens: Array, src_mask: Array | None,
             tokens: Array, mask: Array | None = None, *,

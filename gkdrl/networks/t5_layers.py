@@ -105,8 +105,8 @@ def position_bias(config: T5Config, query_positions: Array,
   return jnp.transpose(table[buckets].astype(jnp.float32), (2, 0, 1))
 
 
-def _linear(size: int, name: str) -> hk.Linear:
-  return hk.Linear(size, with_bias=False, name=name)
+def _linear(size: int, name: str) -> layers.Linear:
+  return layers.Linear(size, with_bias=False, name=name)
 
 
 def project_kv(config: T5Config, x: Array) -> tuple[Array, Array]:

@@ -1,6 +1,7 @@
 """Tests for gkdrl.networks.layers against float64 NumPy references."""
 
 import haiku as hk
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -59,3 +60,59 @@ def test_norm_matches_float64_reference(norm):
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
   bf16 = f.apply(params, jnp.asarray(x, jnp.bfloat16))
   assert bf16.dtype == jnp.bfloat16
+
+
+def _dot_operand_ranks(fn, *args):
+  """Ranks of the operands of every dot_general in `fn`'s jaxpr."""
+  ranks = []
+
+  def visit(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "dot_general":
+        ranks.append(tuple(v.aval.ndim for v in eqn.invars))
+      for sub in jax.core.jaxprs_in_params(eqn.params):
+        visit(sub)
+
+  visit(jax.make_jaxpr(fn)(*args).jaxpr)
+  return ranks
+
+
+def test_linear_is_x_w_plus_b_with_2d_weight_gradients():
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(2, 3, 4, 5))  # two batch axes and a length axis
+  w, b = rng.normal(size=(5, 6)), rng.normal(size=6)
+  dy = rng.normal(size=(2, 3, 4, 6))
+  f = hk.without_apply_rng(hk.transform(
+      lambda x: layers.Linear(6, name="proj")(x)))
+  params = f.init(jax.random.key(0), jnp.zeros((2, 3, 4, 5)))
+  assert jax.tree.map(jnp.shape, params) == {"proj": {"w": (5, 6), "b": (6,)}}
+  params = {"proj": {"w": jnp.asarray(w, jnp.float32),
+                     "b": jnp.asarray(b, jnp.float32)}}
+  xs = jnp.asarray(x, jnp.float32)
+  np.testing.assert_allclose(f.apply(params, xs), x @ w + b, rtol=1e-5,
+                             atol=1e-5)
+
+  def loss(params, xs):
+    return jnp.sum(f.apply(params, xs) * jnp.asarray(dy, jnp.float32))
+
+  grads, dx = jax.grad(loss, (0, 1))(params, xs)
+  np.testing.assert_allclose(grads["proj"]["w"],
+                             x.reshape(-1, 5).T @ dy.reshape(-1, 6), rtol=1e-5,
+                             atol=1e-4)
+  np.testing.assert_allclose(grads["proj"]["b"], dy.sum((0, 1, 2)),
+                             rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(dx, dy @ w.T, rtol=1e-5, atol=1e-4)
+  # Forward and backward products are all plain matrix products.
+  assert set(_dot_operand_ranks(jax.grad(loss), params, xs)) == {(2, 2)}
+
+
+def test_unembed_gives_float32_logits_from_2d_products():
+  rng = np.random.default_rng(3)
+  h, w = rng.normal(size=(2, 3, 4)), rng.normal(size=(4, 7))
+  got = layers.unembed(jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16))
+  assert got.shape == (2, 3, 7) and got.dtype == jnp.float32
+  exact = layers.unembed(jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32))
+  np.testing.assert_allclose(exact, h @ w, rtol=1e-5, atol=1e-5)
+  grad = jax.grad(lambda w: jnp.sum(layers.unembed(jnp.asarray(h, jnp.float32),
+                                                   w) ** 2))
+  assert set(_dot_operand_ranks(grad, jnp.asarray(w, jnp.float32))) == {(2, 2)}
