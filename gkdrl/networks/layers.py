@@ -99,10 +99,10 @@ class Linear(hk.Linear):
 
   The leading axes of `x` [..., D_in] are merged into one before the
   product, so the weight's gradient in the backward pass is one plain
-  `[D_in, rows] x [rows, D_out]` product. Left 3-D, XLA's CPU backend
-  contracts over two batch axes there and writes transposed copies around
-  the product (benchmarks/README.md, "Where the time goes"); the values
-  are the same.
+  `[D_in, rows] x [rows, D_out]` product. Left 3-D, that gradient
+  contracts over two batch axes, and XLA's CPU backend writes a transposed
+  copy of the output's gradient for it (benchmarks/README.md, "Weight
+  gradients as plain products"). The forward values are the same.
   """
 
   def __call__(self, x: Array, **kwargs) -> Array:
