@@ -13,6 +13,7 @@ from gkdrl.losses import chunked
 from gkdrl.losses import row_chunks
 
 MAX_NEW = 8
+LEARNING_RATE = 3e-2
 
 
 class CountingReward:
@@ -33,7 +34,8 @@ def make(name, models, task, reward=None, **kwargs):
   student, _, teacher, _ = models
   config = agents.make_config(
       name, max_new_tokens=MAX_NEW,
-      optimizer=agents.OptimizerConfig(learning_rate=3e-2, warmup_steps=0),
+      optimizer=agents.OptimizerConfig(learning_rate=LEARNING_RATE,
+                                       warmup_steps=0),
       **kwargs)
   return agents.make_agent(config, student=student, teacher=teacher,
                            tokenizer=task.tokenizer,
@@ -233,8 +235,12 @@ def test_chunked_loss_path_matches_the_logits_path(name, tiny_models,
   (m0, p0), (m1, p1) = results
   np.testing.assert_allclose(m0["loss/total"], m1["loss/total"], rtol=1e-5)
   np.testing.assert_allclose(m0["kl/teacher"], m1["kl/teacher"], rtol=1e-5)
+  # Adam's first step moves each parameter by lr * g / (|g| + 1e-8): where
+  # a gradient element is near 1e-8, the paths' different rounding of it
+  # moves the update by a fraction of a percent of lr (0.26% seen, on an
+  # Intel CPU). A wrong gradient moves most elements by about lr.
   for a, b in zip(jax.tree.leaves(p0), jax.tree.leaves(p1)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-2 * LEARNING_RATE)
 
 
 @pytest.mark.parametrize("kl_mode", ["analytic", "sampled"])

@@ -75,20 +75,23 @@ def test_adaptive_alpha_moves_to_correct_the_teacher_kl(
 def test_adaptive_alpha_holds_the_teacher_kl_near_the_target(
     tiny_models, facts_task, fixed_batch):
   """The facts task, the tiny models and a length reward, 60 updates at
-  learning rate 3e-2; the teacher KL over steps 20 to 59, as measured: a
-  fixed alpha of 0.99 holds it at 0.0036 (mean), 0.01 lets it drift to a
-  mean of 0.47 (0.29 to 0.68, still rising); the adaptive schedule with
-  target 0.1 keeps it between 0.078 and 0.215, mean 0.136 (the KL lags
-  alpha by several updates, so the proportional controller overshoots).
-  The bounds below (mean within a factor 2 of the target, no step above 3
-  times it) pass that run and fail both fixed alphas."""
+  learning rate 3e-2; the teacher KL over steps 20 to 59, as measured on
+  an AMD EPYC CPU: a fixed alpha of 0.99 holds it at 0.0036 (mean), 0.01
+  lets it drift to a mean of 0.47 (0.29 to 0.68, still rising); the
+  adaptive schedule with target 0.1 keeps it between 0.078 and 0.215, mean
+  0.136 (the KL lags alpha by several updates, so the proportional
+  controller overshoots). XLA's rounding differs between CPUs, and the
+  trajectory with it: on an Intel Xeon the adaptive run peaked at 0.349
+  before settling near 0.22. The bounds below (mean within a factor 2 of
+  the target, no step above 5 times it) pass both runs and fail both fixed
+  alphas."""
   target = 0.1
   _, logged = _run(dict(alpha=0.5, alpha_schedule="adaptive",
                         target_teacher_kl=target, alpha_gain=1.0),
                    tiny_models, facts_task, fixed_batch, 60)
   kls = np.asarray([kl for _, kl in logged[20:]])
   assert 0.5 * target < kls.mean() < 2 * target, kls
-  assert kls.max() < 3 * target, kls
+  assert kls.max() < 5 * target, kls
   alphas = np.asarray([alpha for alpha, _ in logged[20:]])
   assert alphas.min() < 0.1 and alphas.max() > 0.2, alphas  # it acted
 
