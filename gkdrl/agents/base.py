@@ -216,7 +216,7 @@ def cast_params(params: Params, compute_dtype: str) -> Params:
 
 
 def completion_hidden(model, params: Params, batch: types.Batch, *,
-                      remat: str = "none") -> Array:
+                      remat: str = "none", unroll: bool = False) -> Array:
   """Final hidden states `[B, T, D]` at the positions predicting completions.
 
   The one place where the two model kinds differ in an update:
@@ -230,19 +230,21 @@ def completion_hidden(model, params: Params, batch: types.Batch, *,
     part of the forward pass, so it is differentiated too.
 
   `remat` (a `REMAT_MODES` name) goes to `model.hidden`: what a backward
-  pass through this call stores per layer.
+  pass through this call stores per layer; so does `unroll`: the layers
+  run unrolled rather than in a scan (`student_unroll`).
   """
   if model.is_encoder_decoder:
     tokens, mask = teacher_forcing_inputs(model, batch)  # [B, T]
     return model.hidden(params, batch.prompt_tokens, batch.prompt_mask,
-                        tokens, mask, remat=remat)  # [B, T, D]
+                        tokens, mask, remat=remat, unroll=unroll)  # [B, T, D]
   prompt_len = batch.prompt_tokens.shape[1]
   completion_len = batch.completion_tokens.shape[1]
   tokens = jnp.concatenate(
       [batch.prompt_tokens, batch.completion_tokens], axis=1)  # [B, L]
   mask = jnp.concatenate(
       [batch.prompt_mask, batch.completion_mask], axis=1)  # [B, L]
-  hidden = model.hidden(params, tokens, mask, remat=remat)  # [B, L, D]
+  hidden = model.hidden(params, tokens, mask, remat=remat,
+                        unroll=unroll)  # [B, L, D]
   return hidden[:, prompt_len - 1:prompt_len - 1 + completion_len]
 
 
@@ -264,14 +266,15 @@ def teacher_forcing_inputs(model, batch: types.Batch) -> tuple[Array, Array]:
 
 
 def completion_logits(model, params: Params, batch: types.Batch, *,
-                      remat: str = "none") -> Array:
+                      remat: str = "none", unroll: bool = False) -> Array:
   """Logits `[B, T, V]` (float32) predicting each completion token.
 
   Only the T completion-predicting hidden states are unembedded, so no
-  `[B, L, V]` array is built for the prompt positions. `remat` as in
-  `completion_hidden`.
+  `[B, L, V]` array is built for the prompt positions. `remat` and
+  `unroll` as in `completion_hidden`.
   """
-  hidden = completion_hidden(model, params, batch, remat=remat)  # [B, T, D]
+  hidden = completion_hidden(model, params, batch, remat=remat,
+                             unroll=unroll)  # [B, T, D]
   unembedding = model.unembedding(params)  # [D, V]
   return layers.unembed(hidden, unembedding)  # [B, T, V]
 
@@ -282,10 +285,26 @@ def student_logits(student, params: Params, batch: types.Batch,
 
   The parameters are cast to `config.compute_dtype`; only the student's
   forward passes are differentiated, so only they rematerialise
-  (`config.remat`); the teacher's and the reference's keep nothing.
+  (`config.remat`) and run unrolled (`student_unroll`); the teacher's and
+  the reference's keep nothing.
   """
   return completion_logits(student, cast_params(params, config.compute_dtype),
-                           batch, remat=config.remat)
+                           batch, remat=config.remat,
+                           unroll=student_unroll(config))
+
+
+def student_unroll(config: AgentConfig) -> bool:
+  """Whether the student's differentiated forward pass runs unrolled.
+
+  Unless it rematerialises: a backward pass through the layers' scan keeps
+  each layer's intermediates in stacked buffers, zero-filled and written and
+  read by dynamic slices, which unrolled layers do not need (the default
+  size of benchmarks/gkd_step.py: the student's forward and backward 15%
+  faster on 2 CPU cores). A forward pass alone (the teacher's, sampling)
+  keeps the scan, which is faster there, and so do the remat modes, which
+  save memory only in the scan.
+  """
+  return config.remat == "none"
 
 
 def teacher_logits(teacher, teacher_params: Params, batch: types.Batch,

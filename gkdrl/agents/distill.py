@@ -266,8 +266,9 @@ def make_distillation_loss(config: DistillationConfig,
     params = base.cast_params(params, dtype)
     teacher_params = base.cast_params(teacher_params, dtype)
     return losses.chunked_distillation_loss(
-        base.completion_hidden(student, params, batch,
-                               remat=config.remat),  # [B, T, D_s]
+        base.completion_hidden(
+            student, params, batch, remat=config.remat,
+            unroll=base.student_unroll(config)),  # [B, T, D_s]
         student.unembedding(params),  # [D_s, V]
         base.completion_hidden(teacher, teacher_params, batch),  # [B, T, D_t]
         teacher.unembedding(teacher_params), batch.completion_mask,

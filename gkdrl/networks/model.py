@@ -19,6 +19,16 @@ Layers are stacked (`hk.layer_stack`): every per-layer parameter has a
 leading [n_layers] axis and the layers run in a `lax.scan`, so compile time
 does not grow with depth.
 
+Unrolled layers (`unroll`, a static argument of `hidden` and `apply`). A
+backward pass through the scan keeps each layer's intermediates in stacked
+buffers, which XLA zero-fills and writes and reads by dynamic slices;
+`unroll=True` runs the same layers as straight-line code (same parameters,
+same values) and needs none of that: the agents use it for the student's
+differentiated pass (`gkdrl.agents.base.student_unroll`). It compiles in
+time growing with depth, and a forward pass alone is no faster unrolled,
+so the scan stays the default. It needs `remat="none"`: unrolled, XLA
+keeps the recomputed activations alive and remat saves nothing.
+
 Rematerialisation (`remat`, a static argument of `hidden` and `apply`, one
 of REMAT_MODES). Without it the backward pass keeps every layer's
 intermediates, the [B, H, L, L] attention scores and probabilities
@@ -133,9 +143,19 @@ def _check_remat(remat: str) -> None:
                      f"{', '.join(repr(m) for m in REMAT_MODES)}.")
 
 
+def check_unroll(unroll: bool, remat: str) -> None:
+  if not isinstance(unroll, bool):
+    raise ValueError(f"unroll must be True or False, got {unroll!r}")
+  if unroll and remat != "none":
+    # Measured: unrolled, XLA keeps the recomputed activations alive as long
+    # as the scan's "none" does, CSE barriers or not.
+    raise ValueError(f"unroll=True needs remat='none' (got remat={remat!r}): "
+                     "rematerialisation saves memory only in the scan")
+
+
 def _decoder(config: ModelConfig, tokens: Array, positions: Array,
              mask: Array, past: tuple[Array, Array, Array] | None,
-             remat: str = "none"):
+             remat: str = "none", unroll: bool = False):
   """Haiku body: final-normed hidden states and the new keys/values.
 
   Args:
@@ -146,6 +166,8 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     past: None or `(keys [N, B, K, S, Dh], values [N, B, K, S, Dh],
       mask [B, S])`.
     remat: one of REMAT_MODES (see the module docstring).
+    unroll: run the layers unrolled instead of in a scan (see the module
+      docstring).
 
   Returns:
     `(hidden [B, L, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
@@ -176,6 +198,7 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
       layer = hk.remat(layer, policy=REMAT_POLICIES[remat],
                        prevent_cse=False)
     stack = hk.layer_stack(config.n_layers, with_per_layer_inputs=True,
+                           unroll=config.n_layers if unroll else 1,
                            name="layers")
     past_layers = () if past is None else (past[0], past[1])
     x, (keys, values) = stack(layer)(x, *past_layers)
@@ -243,21 +266,25 @@ def make_model(config: ModelConfig) -> LanguageModel:
         values.append(draw * leaf.shape[-2] ** -0.5)
     return jax.tree.unflatten(treedef, values)
 
-  def _run(params, tokens, positions, mask, past, remat="none"):
+  def _run(params, tokens, positions, mask, past, remat="none",
+           unroll=False):
     chex.assert_rank(tokens, 2)
     chex.assert_equal_shape([tokens, mask, positions])
     return transformed.apply(params, tokens, positions, mask.astype(bool), past,
-                             remat=remat)
+                             remat=remat, unroll=unroll)
 
   def hidden(params: Params, tokens: Array, mask: Array | None = None, *,
-             remat: str = "none") -> Array:
+             remat: str = "none", unroll: bool = False) -> Array:
     """Final-normed hidden states [B, L, D] of tokens [B, L] (left-padded).
 
-    `remat` (REMAT_MODES) sets what a backward pass stores per layer.
+    `remat` (REMAT_MODES) sets what a backward pass stores per layer;
+    `unroll` runs the layers unrolled (see the module docstring).
     """
     _check_remat(remat)
+    check_unroll(unroll, remat)
     mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
-    h, _, _, _ = _run(params, tokens, _positions(mask), mask, None, remat)
+    h, _, _, _ = _run(params, tokens, _positions(mask), mask, None, remat,
+                      unroll)
     return h
 
   def unembedding(params: Params) -> Array:
@@ -268,14 +295,16 @@ def make_model(config: ModelConfig) -> LanguageModel:
 
 
   def apply(params: Params, tokens: Array, mask: Array | None = None, *,
-            remat: str = "none") -> Array:
+            remat: str = "none", unroll: bool = False) -> Array:
     """Float32 logits [B, L, V] of tokens [B, L] with optional mask [B, L].
 
-    `remat` as in `hidden`.
+    `remat` and `unroll` as in `hidden`.
     """
     _check_remat(remat)
+    check_unroll(unroll, remat)
     mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
-    h, _, _, w = _run(params, tokens, _positions(mask), mask, None, remat)
+    h, _, _, w = _run(params, tokens, _positions(mask), mask, None, remat,
+                      unroll)
     return layers.unembed(h, w)
 
   def init_cache(batch_size: int, max_length: int,

@@ -20,8 +20,9 @@ real positions equal those of the same row without padding. For tied
 scaling, so `hidden @ unembedding` is always the logits.
 
 Layers are stacked (`hk.layer_stack`, a leading [N] axis on every per-layer
-parameter) and `remat` (REMAT_MODES, a static argument of `encode`,
-`decoder_hidden`, `hidden` and `apply`) works as for `LanguageModel`.
+parameter) and `remat` (REMAT_MODES) and `unroll`, static arguments of
+`encode`, `decoder_hidden`, `hidden` and `apply`, work as for
+`LanguageModel`.
 
 Sampling keeps the encoder output's cross-attention keys/values, computed
 once, and a decoder self-attention cache in one fixed-shape pytree:
@@ -117,8 +118,13 @@ def _remat(layer, remat: str):
   return hk.remat(layer, policy=policy, prevent_cse=False)
 
 
+def _stack(n_layers: int, unroll: bool, **kwargs):
+  return hk.layer_stack(n_layers, unroll=n_layers if unroll else 1,
+                        name="layers", **kwargs)
+
+
 def _encoder(config: T5Config, src_tokens: Array, src_mask: Array,
-             remat: str) -> Array:
+             remat: str, unroll: bool = False) -> Array:
   """Haiku body: the final-normed encoder output [B, S, D]."""
   with hk.name_scope("t5"):
     x = tl.embedding_table(config)[src_tokens]  # [B, S, D]
@@ -135,14 +141,14 @@ def _encoder(config: T5Config, src_tokens: Array, src_mask: Array,
           x = x + tl.attend(config, tl.query(config, h), k, v, bias, allowed)
         return x + tl.mlp(config, tl.norm(config, x, "mlp_norm"))
 
-      x = hk.layer_stack(config.n_layers, name="layers")(
-          _remat(layer, remat))(x)
+      x = _stack(config.n_layers, unroll)(_remat(layer, remat))(x)
       return tl.norm(config, x, "final_norm")
 
 
 def _decoder(config: T5Config, tokens: Array, mask: Array,
              encoder_out: Array | None, src_mask: Array,
-             cache: T5Cache | None, remat: str = "none"):
+             cache: T5Cache | None, remat: str = "none",
+             unroll: bool = False):
   """Haiku body: decoder hidden states and what the cache needs.
 
   Without `cache` the decoder attends causally over `tokens` (training).
@@ -206,8 +212,8 @@ def _decoder(config: T5Config, tokens: Array, mask: Array,
       per_layer = () if cache is None else (cache.keys, cache.values)
       if cache is not None and encoder_out is None:
         per_layer = per_layer + (cache.cross_keys, cache.cross_values)
-      stack = hk.layer_stack(config.n_decoder_layers,
-                             with_per_layer_inputs=True, name="layers")
+      stack = _stack(config.n_decoder_layers, unroll,
+                     with_per_layer_inputs=True)
       x, outputs = stack(_remat(layer, remat))(x, *per_layer)
       x = tl.norm(config, x, "final_norm")
     if config.scale_decoder_outputs:
@@ -297,30 +303,33 @@ def make_t5(config: T5Config) -> EncoderDecoderModel:
   init = _init_values(config, shapes)
 
   def encode(params: Params, src_tokens: Array, src_mask: Array | None = None,
-             *, remat: str = "none") -> Array:
+             *, remat: str = "none", unroll: bool = False) -> Array:
     """Encoder output [B, S, D] of source tokens [B, S] (mask [B, S])."""
     _check_remat(remat)
+    model_lib.check_unroll(unroll, remat)
     return encoder.apply(params, src_tokens, _mask(src_tokens, src_mask),
-                         remat)
+                         remat, unroll)
 
   def decoder_hidden(params: Params, encoder_out: Array, src_mask: Array,
                      tokens: Array, mask: Array | None = None, *,
-                     remat: str = "none") -> Array:
+                     remat: str = "none", unroll: bool = False) -> Array:
     """Decoder hidden states [B, T, D] (scaled for tied models) of decoder
     tokens [B, T] attending to `encoder_out` [B, S, D] (src_mask [B, S])."""
     _check_remat(remat)
+    model_lib.check_unroll(unroll, remat)
     chex.assert_rank(encoder_out, 3)
     h, _ = decoder.apply(params, tokens, _mask(tokens, mask), encoder_out,
-                         src_mask.astype(bool), None, remat)
+                         src_mask.astype(bool), None, remat, unroll)
     return h
 
   def hidden(params: Params, src_tokens: Array, src_mask: Array | None,
              tokens: Array, mask: Array | None = None, *,
-             remat: str = "none") -> Array:
+             remat: str = "none", unroll: bool = False) -> Array:
     """Decoder hidden states [B, T, D]: `encode` then `decoder_hidden`."""
     src_mask = _mask(src_tokens, src_mask)
-    enc = encode(params, src_tokens, src_mask, remat=remat)
-    return decoder_hidden(params, enc, src_mask, tokens, mask, remat=remat)
+    enc = encode(params, src_tokens, src_mask, remat=remat, unroll=unroll)
+    return decoder_hidden(params, enc, src_mask, tokens, mask, remat=remat,
+                          unroll=unroll)
 
   def unembedding(params: Params) -> Array:
     """The [D, V] matrix with logits = hidden @ unembedding."""
@@ -333,10 +342,10 @@ def make_t5(config: T5Config) -> EncoderDecoderModel:
 
   def apply(params: Params, src_tokens: Array, src_mask: Array | None,
             tokens: Array, mask: Array | None = None, *,
-            remat: str = "none") -> Array:
+            remat: str = "none", unroll: bool = False) -> Array:
     """Float32 logits [B, T, V] of decoder tokens [B, T] given the source."""
     return _logits(hidden(params, src_tokens, src_mask, tokens, mask,
-                          remat=remat), params)
+                          remat=remat, unroll=unroll), params)
 
   def init_cache(batch_size: int, max_length: int, source_length: int,
                  dtype: Any = jnp.float32) -> T5Cache:

@@ -154,6 +154,13 @@ def _inverse_cdf(key: types.PRNGKey,
   Gumbel variable per logit: with a vocabulary of 50k tokens generating those
   random bits costs ten times more than this whole function on CPU.
 
+  The CDF is inverted in two levels: the vocabulary is cut into blocks of
+  the power of two at or above sqrt(V) tokens, the uniform picks a block from
+  the prefix sums of the blocks' weights, then a token from the prefix sums
+  within that block. Only the [B, sqrt(V)]-sized sums are scanned, never
+  the whole [B, V] row: per token of a [8, 8192] decode loop on 2 CPU
+  cores, 85 us against 360 us for a prefix sum over the vocabulary.
+
   Args:
     key: PRNG key.
     logits: [B, V] float32 logits, -inf for excluded tokens (at least one
@@ -162,18 +169,44 @@ def _inverse_cdf(key: types.PRNGKey,
   Returns:
     tokens [B] int32, and the log normaliser logsumexp(logits) [B].
   """
+  rows, vocab_size = logits.shape
+  # A power of two >= sqrt(V): no padding for the usual vocabulary sizes.
+  block = 1 << math.isqrt(vocab_size - 1).bit_length()
+  n_blocks = -(-vocab_size // block)
   peak = jnp.max(logits, axis=-1, keepdims=True)  # [B, 1]
   weights = jnp.exp(logits - peak)  # [B, V], 0 for excluded tokens
-  cdf = jax.lax.associative_scan(jnp.add, weights, axis=-1)  # [B, V]
-  total = cdf[:, -1:]  # [B, 1]
+  if n_blocks * block > vocab_size:
+    # Zero weights pad the last block; a zero-weight token is never drawn.
+    weights = jnp.pad(weights, ((0, 0), (0, n_blocks * block - vocab_size)))
+  blocks = weights.reshape(rows, n_blocks, block)
+  block_sums = jnp.sum(blocks, axis=-1)  # [B, N]
+  block_cdf = jnp.cumsum(block_sums, axis=-1)  # [B, N]
+  total = block_cdf[:, -1:]  # [B, 1]
   u = jax.random.uniform(key, total.shape, jnp.float32) * total
-  # The first token whose CDF exceeds u: a zero-weight token never is, as its
-  # CDF equals its predecessor's.
-  tokens = jnp.sum(cdf <= u, axis=-1)  # [B]
-  # u can round up to `total`; fall back to the last token with weight then.
-  last = logits.shape[-1] - 1 - jnp.argmax(weights[:, ::-1] > 0, axis=-1)
-  tokens = jnp.minimum(tokens, last).astype(jnp.int32)
+  # The first block, then the first token in it, whose CDF exceeds u: a
+  # zero-weight block or token never is, as its CDF equals its
+  # predecessor's. u can round up to `total`, and the sums within a block
+  # can round below u's offset into it; the last block, and the last token
+  # in the block, with weight catch both.
+  index = _first_above(block_cdf, u, block_sums)  # [B]
+  # u's offset into the block from the CDF before it, kept >= 0 so that a
+  # zero-weight first token of the block is passed over too.
+  block_starts = jnp.pad(block_cdf[:, :-1], ((0, 0), (1, 0)))  # [B, N]
+  before = jnp.take_along_axis(block_starts, index[:, None], axis=-1)
+  inner = jnp.take_along_axis(blocks, index[:, None, None],
+                              axis=1)[:, 0]  # [B, block]
+  offset = _first_above(jnp.cumsum(inner, axis=-1),
+                        jnp.maximum(u - before, 0.0), inner)
+  tokens = (index * block + offset).astype(jnp.int32)
   return tokens, (peak + jnp.log(total))[:, 0]
+
+
+def _first_above(cdf: Array, u: Array, weights: Array) -> Array:
+  """Per row, the first index whose `cdf` [B, N] exceeds `u` [B, 1], at
+  most the last index whose `weights` [B, N] are positive."""
+  n = cdf.shape[-1]
+  last = n - 1 - jnp.argmax(weights[:, ::-1] > 0, axis=-1)
+  return jnp.minimum(jnp.sum(cdf <= u, axis=-1), last)
 
 
 def sample_token(key: types.PRNGKey, logits: Array,

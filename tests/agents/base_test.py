@@ -237,9 +237,9 @@ def test_remat_reaches_only_the_student_loss_and_changes_no_update(
   calls = []
 
   def spy(model, role):
-    def hidden(*args, remat="none", **kw):
-      calls.append((role, remat))
-      return model.hidden(*args, remat=remat, **kw)
+    def hidden(*args, remat="none", unroll=False, **kw):
+      calls.append((role, remat, unroll))
+      return model.hidden(*args, remat=remat, unroll=unroll, **kw)
     return model._replace(hidden=hidden)
 
   batch = acting.dataset_batch(fixed_batch)
@@ -257,13 +257,14 @@ def test_remat_reaches_only_the_student_loss_and_changes_no_update(
     results[remat] = agent.update(agent.init(sp), batch, tp,
                                   jax.random.key(0))
     traced[remat] = sorted(calls)
-  # The student's differentiated forward pass rematerialises; the teacher
-  # and the frozen reference (gkd_rl) run without.
-  reference = [("student", "none")] if name == "gkd_rl" else []
+  # The student's differentiated forward pass rematerialises, or without
+  # remat runs its layers unrolled; the teacher and the frozen reference
+  # (gkd_rl) run neither way.
+  reference = [("student", "none", False)] if name == "gkd_rl" else []
   assert traced["full"] == sorted(
-      [("student", "full"), ("teacher", "none")] + reference)
+      [("student", "full", False), ("teacher", "none", False)] + reference)
   assert traced["none"] == sorted(
-      [("student", "none"), ("teacher", "none")] + reference)
+      [("student", "none", True), ("teacher", "none", False)] + reference)
   (state, metrics), (want_state, want_metrics) = (results["full"],
                                                   results["none"])
   assert float(metrics["train/skipped"]) == 0.0

@@ -1,4 +1,5 @@
-"""Rematerialisation of the decoder layers (`remat` of hidden and apply)."""
+"""Rematerialisation (`remat`) and unrolling (`unroll`) of the decoder
+layers, static arguments of hidden and apply."""
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,8 @@ CONFIG = networks.ModelConfig(
 
 
 class Compiled:
-  """One model, and `value_and_grad` of a masked NLL compiled per mode."""
+  """One model, and `value_and_grad` of a masked NLL compiled per mode (and
+  per `unroll`, compiled when first asked for)."""
 
   def __init__(self):
     self.model = networks.make_model(CONFIG)
@@ -24,24 +26,29 @@ class Compiled:
                                      CONFIG.vocab_size)
     self.mask = np.ones((B, L), bool)
     self.mask[1, :PAD] = False
-    self.executables = {
-        mode: jax.jit(jax.value_and_grad(self._loss(mode))).lower(
-            self.params, self.tokens, self.mask).compile()
-        for mode in networks.REMAT_MODES}
+    self.executables = {}
 
-  def _loss(self, mode):
+  def executable(self, mode, unroll=False):
+    if (mode, unroll) not in self.executables:
+      self.executables[mode, unroll] = jax.jit(jax.value_and_grad(
+          self._loss(mode, unroll))).lower(
+              self.params, self.tokens, self.mask).compile()
+    return self.executables[mode, unroll]
+
+  def _loss(self, mode, unroll):
     def loss(params, tokens, mask):
-      logits = self.model.apply(params, tokens, mask, remat=mode)
+      logits = self.model.apply(params, tokens, mask, remat=mode,
+                                unroll=unroll)
       log_probs = jax.nn.log_softmax(logits[:, :-1])  # [B, L - 1, V]
       logp = jnp.take_along_axis(log_probs, tokens[:, 1:, None], -1)[..., 0]
       return -jnp.sum(logp * mask[:, 1:]) / jnp.sum(mask[:, 1:])
     return loss
 
-  def value_and_grad(self, mode):
-    return self.executables[mode](self.params, self.tokens, self.mask)
+  def value_and_grad(self, mode, unroll=False):
+    return self.executable(mode, unroll)(self.params, self.tokens, self.mask)
 
-  def temp_bytes(self, mode):
-    return self.executables[mode].memory_analysis().temp_size_in_bytes
+  def temp_bytes(self, mode, unroll=False):
+    return self.executable(mode, unroll).memory_analysis().temp_size_in_bytes
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +56,11 @@ def compiled():
   return Compiled()
 
 
-@pytest.mark.parametrize("mode", ["dots", "full"])
-def test_remat_gives_the_same_loss_and_gradients(compiled, mode):
-  loss, grads = compiled.value_and_grad(mode)
+@pytest.mark.parametrize("mode, unroll", [("dots", False), ("full", False),
+                                         ("none", True)])
+def test_remat_and_unroll_give_the_same_loss_and_gradients(compiled, mode,
+                                                           unroll):
+  loss, grads = compiled.value_and_grad(mode, unroll)
   want_loss, want_grads = compiled.value_and_grad("none")
   np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
   assert jax.tree.structure(grads) == jax.tree.structure(want_grads)
@@ -80,3 +89,27 @@ def test_bad_remat_is_rejected(compiled):
       fn(params, compiled.tokens[:, :4], remat="layers")
   with pytest.raises(ValueError, match="remat=None"):
     model.hidden(params, compiled.tokens[:, :4], remat=None)
+
+
+def test_unrolled_layers_run_without_a_loop(compiled):
+  """The point of `unroll`: no scan, so no stacked buffers for the
+  backward pass (see `gkdrl.agents.base.student_unroll`)."""
+  assert "while" in compiled.executable("none").as_text()
+  assert "while" not in compiled.executable("none", True).as_text()
+
+
+def test_unrolled_layers_need_no_more_memory_than_the_scan(compiled):
+  # The scan's stacked buffers for the backward pass are gone; the same
+  # activations are kept.
+  assert compiled.temp_bytes("none", True) <= compiled.temp_bytes("none")
+
+
+def test_bad_unroll_is_rejected(compiled):
+  model, params = compiled.model, compiled.params
+  for fn in (model.hidden, model.apply):
+    with pytest.raises(ValueError, match="unroll must be True or False.*1"):
+      fn(params, compiled.tokens[:, :4], unroll=1)
+    # Unrolled, rematerialisation would save nothing.
+    with pytest.raises(ValueError, match="unroll=True needs remat='none'.*"
+                       "remat='full'"):
+      fn(params, compiled.tokens[:, :4], remat="full", unroll=True)

@@ -1,5 +1,5 @@
-"""Tests of gkdrl.networks' T5 that need no PyTorch: cache, padding, remat,
-config, loading errors and the tokenizer."""
+"""Tests of gkdrl.networks' T5 that need no PyTorch: cache, padding, remat
+and unroll, config, loading errors and the tokenizer."""
 
 import importlib.util
 import json
@@ -84,15 +84,17 @@ def test_remat_keeps_values_and_gradients(model_and_params):
   model, params = model_and_params
 
   def loss(params, remat):
-    logits = model.apply(params, SRC, SRC_MASK, DEC, DEC_MASK, remat=remat)
+    logits = model.apply(params, SRC, SRC_MASK, DEC, DEC_MASK,
+                         remat=remat or "none", unroll=remat is None)
     return jnp.sum(jnp.where(DEC_MASK[..., None], logits, 0) ** 2)
 
   grad = jax.jit(jax.grad(loss), static_argnums=1)
-  grads = {m: grad(params, m) for m in networks.REMAT_MODES}
+  # None: no remat, encoder and decoder layers unrolled.
+  grads = {m: grad(params, m) for m in networks.REMAT_MODES + (None,)}
   # The encoder is differentiated through the cross-attention.
   encoder_grad = grads["none"]["t5/encoder/layers/self_attention/query"]["w"]
   assert np.abs(encoder_grad).max() > 0
-  for mode in ("dots", "full"):
+  for mode in ("dots", "full", None):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                          atol=1e-5),
                  grads[mode], grads["none"])

@@ -172,3 +172,43 @@ def test_without_ties_the_set_equals_transformers(torch, top_k, top_p):
   np.testing.assert_array_equal(np.isfinite(np.asarray(filtered)),
                                 _transformers_kept(torch, logits, top_k,
                                                    top_p))
+
+
+def test_draws_follow_the_distribution_across_blocks():
+  """`sample_token` inverts the CDF block by block (blocks of 32 tokens for
+  V = 1000, the last one padded): 24 finite logits spread over the blocks,
+  the first and last token among them, are drawn at their float64
+  softmax frequencies, and excluded tokens never are. Bound as in
+  sampler_test._assert_frequencies: with 24 possible tokens and N = 32768
+  draws, E[TV] <= 0.5 sqrt(24 / N) = 0.0135, and TV exceeds that by 0.015
+  with probability below 1e-6."""
+  vocab_size, n = 1000, 32768
+  rng = np.random.default_rng(0)
+  kept = np.concatenate([[0, 999], rng.choice(np.arange(1, 999), 22,
+                                                replace=False)])
+  logits = np.full((vocab_size,), -np.inf, np.float32)
+  logits[kept] = 1.5 * rng.standard_normal(kept.size)
+  config = sampling.SamplingConfig()
+  tokens, _ = jax.vmap(lambda key: sampling.sample_token(
+      key, jnp.asarray(logits)[None], config))(
+          jax.random.split(jax.random.key(3), n))
+  tokens = np.asarray(tokens)[:, 0]
+  assert np.isin(tokens, kept).all()
+  _, probs = allowed_set(logits[np.isfinite(logits)])
+  counts = np.bincount(tokens, minlength=vocab_size)[np.isfinite(logits)]
+  tv = 0.5 * np.abs(counts / n - probs).sum()
+  assert tv < 0.03, tv
+
+
+@pytest.mark.parametrize("vocab_size", [1, 2, 7, 1000, 8192])
+def test_a_single_allowed_token_is_always_drawn(vocab_size):
+  """Whatever block it sits in, the first, a middle or the last one (u can
+  round up to the total, sums within a block can round down)."""
+  rows = sorted({0, vocab_size // 2, vocab_size - 1})
+  logits = np.full((len(rows), vocab_size), -np.inf, np.float32)
+  logits[np.arange(len(rows)), rows] = 5.0
+  for seed in range(3):
+    action, logp_a = sampling.sample_token(
+        jax.random.key(seed), jnp.asarray(logits), sampling.SamplingConfig())
+    np.testing.assert_array_equal(action, rows)
+    np.testing.assert_allclose(logp_a, 0.0, atol=1e-6)
