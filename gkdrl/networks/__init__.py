@@ -15,7 +15,8 @@
                   stack_cache); see gkdrl/networks/t5.py.
   T5Cache         its decoding cache (self-attention keys/values and the
                   encoder output's cross-attention keys/values).
-  REMAT_MODES     the `remat` settings of `hidden` and `apply`.
+  REMAT_MODES     the `remat` settings of `hidden` and `apply` (which also
+                  take `unroll`: the layers unrolled, not in a scan).
   from_pretrained HF directory (safetensors; decoder-only, T5 or mT5) or
                   GGUF file -> (model, params).
   save_pretrained (model, params) -> HF directory that transformers loads.
