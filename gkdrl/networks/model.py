@@ -153,6 +153,13 @@ def check_unroll(unroll: bool, remat: str) -> None:
                      "rematerialisation saves memory only in the scan")
 
 
+def layer_stack(n_layers: int, unroll: bool, **kwargs):
+  """`hk.layer_stack` named "layers": a scan, or with `unroll` the layers
+  as straight-line code (shared with gkdrl/networks/t5.py)."""
+  return hk.layer_stack(n_layers, unroll=n_layers if unroll else 1,
+                        name="layers", **kwargs)
+
+
 def _decoder(config: ModelConfig, tokens: Array, positions: Array,
              mask: Array, past: tuple[Array, Array, Array] | None,
              remat: str = "none", unroll: bool = False):
@@ -197,9 +204,7 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
       # jax.checkpoint's CSE barriers are not needed (they slow GPU code).
       layer = hk.remat(layer, policy=REMAT_POLICIES[remat],
                        prevent_cse=False)
-    stack = hk.layer_stack(config.n_layers, with_per_layer_inputs=True,
-                           unroll=config.n_layers if unroll else 1,
-                           name="layers")
+    stack = layer_stack(config.n_layers, unroll, with_per_layer_inputs=True)
     past_layers = () if past is None else (past[0], past[1])
     x, (keys, values) = stack(layer)(x, *past_layers)
     x = layers.Norm(config, name="final_norm")(x)

@@ -118,11 +118,6 @@ def _remat(layer, remat: str):
   return hk.remat(layer, policy=policy, prevent_cse=False)
 
 
-def _stack(n_layers: int, unroll: bool, **kwargs):
-  return hk.layer_stack(n_layers, unroll=n_layers if unroll else 1,
-                        name="layers", **kwargs)
-
-
 def _encoder(config: T5Config, src_tokens: Array, src_mask: Array,
              remat: str, unroll: bool = False) -> Array:
   """Haiku body: the final-normed encoder output [B, S, D]."""
@@ -141,7 +136,8 @@ def _encoder(config: T5Config, src_tokens: Array, src_mask: Array,
           x = x + tl.attend(config, tl.query(config, h), k, v, bias, allowed)
         return x + tl.mlp(config, tl.norm(config, x, "mlp_norm"))
 
-      x = _stack(config.n_layers, unroll)(_remat(layer, remat))(x)
+      stack = model_lib.layer_stack(config.n_layers, unroll)
+      x = stack(_remat(layer, remat))(x)
       return tl.norm(config, x, "final_norm")
 
 
@@ -212,8 +208,8 @@ def _decoder(config: T5Config, tokens: Array, mask: Array,
       per_layer = () if cache is None else (cache.keys, cache.values)
       if cache is not None and encoder_out is None:
         per_layer = per_layer + (cache.cross_keys, cache.cross_values)
-      stack = _stack(config.n_decoder_layers, unroll,
-                     with_per_layer_inputs=True)
+      stack = model_lib.layer_stack(config.n_decoder_layers, unroll,
+                                    with_per_layer_inputs=True)
       x, outputs = stack(_remat(layer, remat))(x, *per_layer)
       x = tl.norm(config, x, "final_norm")
     if config.scale_decoder_outputs:
