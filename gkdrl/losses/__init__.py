@@ -11,6 +11,7 @@ from gkdrl.losses.cross_tokenizer import uld
 from gkdrl.losses.divergences import DIVERGENCE_PARAMETERS
 from gkdrl.losses.divergences import DIVERGENCES
 from gkdrl.losses.divergences import divergence
+from gkdrl.losses.divergences import divergence_and_gradient
 from gkdrl.losses.divergences import forward_kl
 from gkdrl.losses.divergences import generalized_jsd
 from gkdrl.losses.divergences import reverse_kl
@@ -47,6 +48,7 @@ __all__ = [
     "bucket_log_probs",
     "distillation_loss",
     "divergence",
+    "divergence_and_gradient",
     "forward_kl",
     "generalized_jsd",
     "gkd_rl_loss",

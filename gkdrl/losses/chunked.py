@@ -60,12 +60,13 @@ def _vocab_slices(vocab: int, target: int = 16_384) -> int:
   return 1
 
 
-def _chunked_values(fn, student_hidden, student_unembedding, teacher_hidden,
-                    teacher_unembedding, chunk_size):
+def _chunked_values(fn, with_gradient, student_hidden, student_unembedding,
+                    teacher_hidden, teacher_unembedding, chunk_size):
   """Per-position `fn(student_logits, teacher_logits)`, by chunks.
 
   `fn` returns `(div, kl)`, two `[B, C]` arrays for a chunk of C positions;
-  the result is the matching `[B, T]` arrays. Only `div` is differentiable
+  the result is the matching `[B, T]` arrays. `with_gradient` returns them
+  with d div / d student_logits `[B, C, V]`. Only `div` is differentiable
   (the gradient of `kl` is taken as zero), with respect to the student's
   hidden states and unembedding. The backward pass rebuilds each chunk's
   logits and accumulates the unembedding's gradient in place, one slice of
@@ -98,10 +99,9 @@ def _chunked_values(fn, student_hidden, student_unembedding, teacher_hidden,
 
     def body(d_unembed, chunk):
       s_h, t_h, g = chunk  # [B, C, D_s], [B, C, D_t], [B, C]
-      t_logits = _logits(t_h, t_unembed)
-      _, vjp = jax.vjp(lambda s: fn(s, t_logits)[0],
-                       _logits(s_h, s_unembed))
-      (d_logits,) = vjp(g)  # [B, C, V]
+      _, _, grad = with_gradient(_logits(s_h, s_unembed),
+                                 _logits(t_h, t_unembed))
+      d_logits = grad * g[..., None]  # [B, C, V]
       d_hidden = jnp.einsum("bcv,dv->bcd", d_logits,
                             s_unembed.astype(d_logits.dtype))  # [B, C, D_s]
 
@@ -178,7 +178,9 @@ def chunked_distillation_loss(student_hidden: Array,
   # The logging metric shares each chunk's logits, without a gradient.
   div_and_kl = objectives.divergence_and_teacher_kl(divergence,
                                                     divergence_kwargs)
-  values, kl = _chunked_values(div_and_kl, student_hidden,
+  with_gradient = objectives.divergence_kl_and_gradient(divergence,
+                                                       divergence_kwargs)
+  values, kl = _chunked_values(div_and_kl, with_gradient, student_hidden,
                                student_unembedding, teacher_hidden,
                                teacher_unembedding, chunk_size)
   loss = reductions.masked_reduce(values, mask, reduction=reduction)

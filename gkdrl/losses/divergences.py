@@ -285,6 +285,70 @@ def divergence(name: str, student_logits: Array, teacher_logits: Array,
   return DIVERGENCES[name](student_logits, teacher_logits, **kwargs)
 
 
+def _closed_form_gradient(name: str, kwargs: dict) -> bool:
+  """Whether `divergence_and_gradient` has a closed form for these settings:
+  forward KL, and JSD with a Python-number beta (beta = 0 is forward KL)."""
+  if name == "forward_kl":
+    return True
+  beta = kwargs.get("beta")
+  return (name == "jsd" and validation.is_static_number(beta)
+          and beta < 1.0)
+
+
+def divergence_and_gradient(name: str, student_logits: Array,
+                            teacher_logits: Array,
+                            **kwargs) -> tuple[Array, Array]:
+  """`divergence(name, ...)` and its gradient with respect to the student.
+
+  Returns `(values [...], grad [..., V])` with grad[..., v] = d values[...] /
+  d student_logits[..., v] (each position's value depends on its own logits
+  only). With z = student_logits / T_s and q = softmax(z), the chain rule
+  through the softmax gives d D / d z_v = q_v (G_v - sum_u q_u G_u) for
+  G_v = d D / d q_v taken with q free; in closed form
+
+      forward KL   G_v = -p_v / q_v           grad = (q - p) / T_s
+      JSD(beta)    G_v = (1 - beta) (log q_v - log m_v)
+
+  (the terms in d m / d q cancel: beta p_v / m_v + (1 - beta) q_v / m_v = 1).
+  These need one pass over the vocabulary and a few elementwise operations
+  instead of autodiff's replay of every log-space step (about 1.6x faster
+  on CPU, benchmarks/README.md); a token with no student mass gets a zero
+  gradient, as with autodiff. Other divergences, and JSD with beta = 1 or a
+  traced beta, take `jax.vjp` of `divergence`.
+
+  Args:
+    name: one of `DIVERGENCES`.
+    student_logits: `[..., V]` student (Q) logits.
+    teacher_logits: `[..., V]` teacher (P) logits (no gradient is returned).
+    **kwargs: as `divergence`.
+
+  Returns:
+    `(values [...], grad [..., V])`, float32.
+  """
+  if not _closed_form_gradient(name, kwargs):
+    values, vjp = jax.vjp(
+        lambda s: divergence(name, s, teacher_logits, **kwargs),
+        student_logits)
+    (grad,) = vjp(jnp.ones_like(values))
+    return values, grad.astype(jnp.float32)
+  values = divergence(name, student_logits, teacher_logits, **kwargs)
+  temperature = kwargs.get("student_temperature", 1.0)
+  log_q, log_p = _log_probs(student_logits, teacher_logits, temperature,
+                            kwargs.get("teacher_temperature", 1.0))
+  beta = kwargs.get("beta", 0.0)
+  if beta == 0.0:  # forward KL, JSD's beta = 0 limit
+    return values, (jnp.exp(log_q) - jnp.exp(log_p)) / temperature
+  # The same expressions as `generalized_jsd`, so XLA shares them.
+  log_m = _log_mixture(log_p, log_q, beta)
+  q = jnp.exp(log_q)
+  term = jnp.where(log_q == -jnp.inf, 0.0, log_q - log_m)  # G / (1 - beta)
+  kl_qm = jnp.sum(q * term, axis=-1, keepdims=True)  # sum_u q_u term_u
+  scale = (1.0 - beta) / temperature
+  if kwargs.get("normalized", False):
+    scale = scale / max(beta * (1.0 - beta), 1e-12)  # as generalized_jsd
+  return values, scale * q * (term - kl_qm)
+
+
 def sampled_kl(student_logp_a: Array, teacher_logp_a: Array, *,
                estimator: str = "k1") -> Array:
   """Per-token estimates of KL(Q || P) from sampled tokens a ~ Q.

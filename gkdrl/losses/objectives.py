@@ -65,6 +65,25 @@ def divergence_and_teacher_kl(divergence: str, divergence_kwargs: dict):
   return fn
 
 
+def divergence_kl_and_gradient(divergence: str, divergence_kwargs: dict):
+  """`fn(student_logits, teacher_logits) -> (div, kl, grad)`.
+
+  `div` and `kl` as `divergence_and_teacher_kl`; `grad` `[..., V]` is the
+  gradient of `div` with respect to the student's logits
+  (`divergences.divergence_and_gradient`, in closed form where it has one).
+  """
+  temperatures = temperature_kwargs(divergence_kwargs)
+
+  def fn(student_logits, teacher_logits):
+    div, grad = divergences.divergence_and_gradient(
+        divergence, student_logits, teacher_logits, **divergence_kwargs)
+    kl = divergences.reverse_kl(jax.lax.stop_gradient(student_logits),
+                                teacher_logits, **temperatures)
+    return div, kl, grad
+
+  return fn
+
+
 def distillation_loss(student_logits: Array, teacher_logits: Array,
                       mask: Array, *, divergence: str = "jsd",
                       reduction: str = "sequence",
@@ -129,7 +148,9 @@ def _divergence_values(student_logits, teacher_logits, divergence,
   static = all(map(validation.is_static_number, divergence_kwargs.values()))
   if chunk_size and static and batch * length > chunk_size:
     return row_chunks.per_position_values(
-        fn, student_logits, teacher_logits, chunk_size)
+        fn, student_logits, teacher_logits, chunk_size,
+        with_gradient=divergence_kl_and_gradient(divergence,
+                                                 divergence_kwargs))
   return fn(student_logits, teacher_logits)
 
 

@@ -6,8 +6,9 @@ JSD, the exponentials, and, for the backward pass, what autodiff saves of
 each. Here the divergence and its gradient with respect to the student's
 logits are computed together, one chunk of C positions at a time: the
 gradient is exact because each position's value depends on that position's
-logits alone, so a vector-Jacobian product with a cotangent of ones gives
-every row's gradient at once. The forward pass keeps that gradient (one
+logits alone, so a vector-Jacobian product with a cotangent of ones (or a
+closed form, `divergences.divergence_and_gradient`) gives every row's
+gradient at once. The forward pass keeps that gradient (one
 `[B, T, V]` array) for the backward pass, which only scales it by the
 incoming per-position cotangents. Besides the inputs and that array, no
 buffer larger than a chunk's `[C, V]` is alive.
@@ -34,7 +35,10 @@ def default_chunk_rows(vocab_size: int) -> int:
 
 def per_position_values(fn: Callable[[Array, Array], tuple[Array, Array]],
                         student_logits: Array, teacher_logits: Array,
-                        chunk_rows: int) -> tuple[Array, Array]:
+                        chunk_rows: int, *,
+                        with_gradient: Callable[[Array, Array],
+                                                tuple[Array, Array, Array]]
+                        | None = None) -> tuple[Array, Array]:
   """`fn` applied to every position of `[B, T, V]` logits, by chunks.
 
   Args:
@@ -45,6 +49,9 @@ def per_position_values(fn: Callable[[Array, Array], tuple[Array, Array]],
     student_logits: `[B, T, V]` student logits.
     teacher_logits: `[B, T, V]` teacher logits (no gradient is returned).
     chunk_rows: positions per chunk, >= 1.
+    with_gradient: `(student [C, V], teacher [C, V]) -> (div, kl, d div / d
+      student [C, V])`, `fn` with its gradient (a closed form, say); None
+      takes `jax.vjp` of `fn`.
 
   Returns:
     `(div [B, T], kl [B, T])`, float32.
@@ -68,6 +75,12 @@ def per_position_values(fn: Callable[[Array, Array], tuple[Array, Array]],
   def put(buffer, part, i):
     return jax.lax.dynamic_update_slice_in_dim(buffer, part, start(i), axis=0)
 
+  if with_gradient is None:
+    def with_gradient(s_chunk, t_chunk):
+      (div, kl), vjp = jax.vjp(lambda x: fn(x, t_chunk), s_chunk)
+      (grad,) = vjp((jnp.ones_like(div), jnp.zeros_like(kl)))
+      return div, kl, grad
+
   def run(s, t, with_grad: bool):
     """(div, kl) [B, T] and, with_grad, d div / d s as [R, V] rows."""
     s_rows, t_rows = flat(s), flat(t)
@@ -75,8 +88,7 @@ def per_position_values(fn: Callable[[Array, Array], tuple[Array, Array]],
     def body(i, carry):
       s_chunk, t_chunk = rows_of(s_rows, i), rows_of(t_rows, i)
       if with_grad:
-        (div, kl), vjp = jax.vjp(lambda x: fn(x, t_chunk), s_chunk)
-        (grad,) = vjp((jnp.ones_like(div), jnp.zeros_like(kl)))  # [C, V]
+        div, kl, grad = with_gradient(s_chunk, t_chunk)  # grad: [C, V]
         parts = (div, kl, grad.astype(s.dtype))
       else:
         parts = fn(s_chunk, t_chunk)
