@@ -310,9 +310,10 @@ def divergence_and_gradient(name: str, student_logits: Array,
       JSD(beta)    G_v = (1 - beta) (log q_v - log m_v)
 
   (the terms in d m / d q cancel: beta p_v / m_v + (1 - beta) q_v / m_v = 1).
-  These need one pass over the vocabulary and a few elementwise operations
-  instead of autodiff's replay of every log-space step (about 1.6x faster
-  on CPU, benchmarks/README.md); a token with no student mass gets a zero
+  These take a few elementwise operations on what the value already
+  computes, instead of autodiff's replay of every log-space step (JSD's
+  loss and gradient on `[8, 64, 8192]` logits: 27 against 35 ms on two CPU
+  cores, benchmarks/README.md); a token without student mass gets a zero
   gradient, as with autodiff. Other divergences, and JSD with beta = 1 or a
   traced beta, take `jax.vjp` of `divergence`.
 
