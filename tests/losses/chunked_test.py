@@ -21,6 +21,8 @@ def inputs():
 @pytest.mark.parametrize("chunk_size", [1, 4, 11, 64])
 @pytest.mark.parametrize("divergence,kwargs", [
     ("jsd", {"beta": 0.9}), ("forward_kl", {"teacher_temperature": 0.5}),
+    ("jsd", {"beta": 0.3, "normalized": True, "student_temperature": 2.0}),
+    ("forward_kl", {"student_temperature": 0.7}),
     ("skew_reverse_kl", {"skew": 0.2})])
 def test_values_and_gradients_match_the_logits_path(inputs, chunk_size,
                                                     divergence, kwargs):

@@ -30,7 +30,9 @@ def _value_and_grad(inputs, chunk_size, **kwargs):
 @pytest.mark.parametrize("chunk_size", [1, 4, 6, 20])  # 21 rows in all
 @pytest.mark.parametrize("divergence,kwargs", [
     ("jsd", {"beta": 0.9}), ("jsd", {"beta": 0.5, "normalized": True}),
+    ("jsd", {"beta": 0.2, "student_temperature": 0.5}),
     ("forward_kl", {"teacher_temperature": 0.5}),
+    ("forward_kl", {"student_temperature": 2.0}),
     ("reverse_kl", {"student_temperature": 2.0}),
     ("skew_forward_kl", {"skew": 0.1}), ("tvd", {})])
 @pytest.mark.parametrize("reduction", ["sequence", "token", "sum"])
