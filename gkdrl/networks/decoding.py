@@ -137,7 +137,7 @@ def _attention(config: ModelConfig, h_t: Array, layer: dict[str, Any],
     h_t: normed inputs [D, B].
     layer: the layer's `DecodeParams.layers` entry.
     positions: [B] int32 positions of the new tokens.
-    keys: this layer's cached keys [B, K, S, Dh].
+    keys: this layer's cached keys [B, K, Dh, S].
     values: this layer's cached values [B, K, S, Dh].
     mask: [B, S] bool valid slots, slot `index` (the new token's) included.
     index: [] int32, the slot the new token is written to.
@@ -159,14 +159,14 @@ def _attention(config: ModelConfig, h_t: Array, layer: dict[str, Any],
   if config.position == "rope":
     q = layers.rotary(q, positions[:, None], config.rope_theta)
     k = layers.rotary(k, positions[:, None], config.rope_theta)
-  k = k.reshape(b, n_k, 1, dh)
+  k = k.reshape(b, n_k, dh, 1)
   keys = jax.lax.dynamic_update_slice(keys, k.astype(keys.dtype),
-                                      (0, 0, index, 0))
+                                      (0, 0, 0, index))
   values = jax.lax.dynamic_update_slice(values, v.astype(values.dtype),
                                         (0, 0, index, 0))
   # q head j * G + g reads key/value head j (HF's repeat_kv layout).
   q = q.reshape(b, n_k, n_h // n_k, dh)  # [B, K, G, Dh]
-  scores = jnp.einsum("bkgd,bksd->bkgs", q, keys.astype(q.dtype),
+  scores = jnp.einsum("bkgd,bkds->bkgs", q, keys.astype(q.dtype),
                       preferred_element_type=jnp.float32)  # [B, K, G, S]
   scale = np.float32(1.0 / np.sqrt(dh))
   scores = jnp.where(mask[:, None, None, :], scores * scale, layers.MASKED)
@@ -232,14 +232,16 @@ def decode(config: ModelConfig, params: DecodeParams, tokens: Array,
 
 
 def unstack_cache(cache: Any) -> Any:
-  """The cache with keys and values as tuples of N arrays [B, K, S, Dh]."""
+  """The cache with keys and values as tuples of N arrays ([B, K, Dh, S]
+  keys, [B, K, S, Dh] values)."""
   if isinstance(cache.keys, (tuple, list)):
     return cache
   return cache._replace(keys=tuple(cache.keys), values=tuple(cache.values))
 
 
 def stack_cache(cache: Any) -> Any:
-  """The cache with keys and values stacked, [N, B, K, S, Dh]."""
+  """The cache with keys and values stacked ([N, B, K, Dh, S] keys,
+  [N, B, K, S, Dh] values)."""
   if not isinstance(cache.keys, (tuple, list)):
     return cache
   return cache._replace(keys=jnp.stack(cache.keys),

@@ -144,7 +144,7 @@ def attention(
     x: normed inputs [B, L, D] of the L new tokens.
     positions: positions of the new tokens [B, L] (rotary models).
     mask: [B, L] bool, which new tokens are real (False = padding).
-    past: None, or `(keys [B, K, S, Dh], values [B, K, S, Dh], mask [B, S])`
+    past: None, or `(keys [B, K, Dh, S], values [B, K, S, Dh], mask [B, S])`
       of earlier tokens; every valid slot precedes all new tokens.
 
   Returns:
@@ -171,12 +171,13 @@ def attention(
                         preferred_element_type=jnp.float32)  # [B, K, G, L, L]
     scores = jnp.where(allowed[:, None, None], scores * scale, MASKED)
     if past is not None:
-      # The cache is head-major [B, K, S, Dh], so these products read it in
-      # place: scoring cached slots and new tokens separately and joining
-      # the (small) scores avoids copying the whole cache every step.
+      # The cache is head-major ([B, K, Dh, S] keys, [B, K, S, Dh] values),
+      # so these products read it in place: scoring cached slots and new
+      # tokens separately and joining the (small) scores avoids copying the
+      # whole cache every step.
       past_k, past_v, past_mask = past
       past_scores = jnp.einsum(
-          "blkgd,bksd->bkgls", q, past_k.astype(q.dtype),
+          "blkgd,bkds->bkgls", q, past_k.astype(q.dtype),
           preferred_element_type=jnp.float32)  # [B, K, G, L, S]
       past_scores = jnp.where(past_mask[:, None, None, None, :],
                               past_scores * scale, MASKED)

@@ -107,10 +107,14 @@ class KVCache(NamedTuple):
 
   N layers, B rows, S = max_length slots, K key/value heads, Dh head width.
   `keys` and `values` are stacked arrays, or in the per-layer form of
-  `LanguageModel.unstack_cache` tuples of N arrays [B, K, S, Dh].
+  `LanguageModel.unstack_cache` tuples of N arrays ([B, K, Dh, S] keys,
+  [B, K, S, Dh] values). The keys are stored features-first, so that the
+  decode step's scores `q [G, Dh] x keys [Dh, S]` and its output `probs
+  [G, S] x values [S, Dh]` are both plain products per head
+  (benchmarks/README.md, "The keys cached features-first").
   """
 
-  keys: Any  # [N, B, K, S, Dh] in the cache dtype (head-major)
+  keys: Any  # [N, B, K, Dh, S] in the cache dtype (head-major)
   values: Any  # [N, B, K, S, Dh] in the cache dtype (head-major)
   mask: Array  # [B, S] bool, slot holds a real (non-padding) token
   index: Array  # [] int32, next slot to write (same for every row)
@@ -170,7 +174,7 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     tokens: [B, L] int32 token ids.
     positions: [B, L] int32 positions.
     mask: [B, L] bool, real tokens.
-    past: None or `(keys [N, B, K, S, Dh], values [N, B, K, S, Dh],
+    past: None or `(keys [N, B, K, Dh, S], values [N, B, K, S, Dh],
       mask [B, S])`.
     remat: one of REMAT_MODES (see the module docstring).
     unroll: run the layers unrolled instead of in a scan (see the module
@@ -320,8 +324,9 @@ def make_model(config: ModelConfig) -> LanguageModel:
                        "must be positive.")
     shape = (config.n_layers, batch_size, config.n_kv_heads, max_length,
              config.head_dim)
+    keys_shape = shape[:3] + (config.head_dim, max_length)
     cache = KVCache(
-        keys=jnp.zeros(shape, dtype), values=jnp.zeros(shape, dtype),
+        keys=jnp.zeros(keys_shape, dtype), values=jnp.zeros(shape, dtype),
         mask=jnp.zeros((batch_size, max_length), bool),
         index=jnp.zeros((), jnp.int32),
         next_positions=jnp.zeros((batch_size,), jnp.int32))
@@ -350,12 +355,12 @@ def make_model(config: ModelConfig) -> LanguageModel:
     h, keys, values, w = _run(params, tokens, positions, mask,
                               (cache.keys, cache.values, cache.mask))
     start = cache.index
-    # [N, B, P, K, Dh] -> the cache's head-major [N, B, K, P, Dh].
-    keys = jnp.swapaxes(keys, 2, 3).astype(cache.keys.dtype)
+    # [N, B, P, K, Dh] -> the cache's [N, B, K, Dh, P] and [N, B, K, P, Dh].
+    keys = jnp.transpose(keys, (0, 1, 3, 4, 2)).astype(cache.keys.dtype)
     values = jnp.swapaxes(values, 2, 3).astype(cache.values.dtype)
     new_cache = KVCache(
         keys=jax.lax.dynamic_update_slice(cache.keys, keys,
-                                          (0, 0, 0, start, 0)),
+                                          (0, 0, 0, 0, start)),
         values=jax.lax.dynamic_update_slice(cache.values, values,
                                             (0, 0, 0, start, 0)),
         mask=jax.lax.dynamic_update_slice(cache.mask, mask, (0, start)),

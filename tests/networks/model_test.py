@@ -155,7 +155,8 @@ def test_init_cache_shapes(model_and_params):
   model, _ = model_and_params
   c = model.config
   cache = model.init_cache(2, 7)
-  chex.assert_shape([cache.keys, cache.values],
+  chex.assert_shape(cache.keys, (c.n_layers, 2, c.n_kv_heads, c.head_dim, 7))
+  chex.assert_shape(cache.values,
                     (c.n_layers, 2, c.n_kv_heads, 7, c.head_dim))
   chex.assert_shape(cache.mask, (2, 7))
   chex.assert_shape(cache.next_positions, (2,))
