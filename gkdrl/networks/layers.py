@@ -176,8 +176,13 @@ def attention(
       # tokens separately and joining the (small) scores avoids copying the
       # whole cache every step.
       past_k, past_v, past_mask = past
+      # Queries heads-first, [B, K, G, L, Dh], so that per head the product
+      # is a plain [G L, Dh] x [Dh, S]. Left [B, L, K, G, Dh], XLA's CPU
+      # backend contracts both operands' middle axis instead, a product
+      # without a bfloat16 x bfloat16 -> float32 kernel there.
       past_scores = jnp.einsum(
-          "blkgd,bkds->bkgls", q, past_k.astype(q.dtype),
+          "bkgld,bkds->bkgls", jnp.transpose(q, (0, 2, 3, 1, 4)),
+          past_k.astype(q.dtype),
           preferred_element_type=jnp.float32)  # [B, K, G, L, S]
       past_scores = jnp.where(past_mask[:, None, None, None, :],
                               past_scores * scale, MASKED)
