@@ -166,11 +166,17 @@ def generalized_jsd(student_logits: Array, teacher_logits: Array, *,
   log_m = _log_mixture(log_p, log_q, beta)
   jsd = beta * _kl(log_p, log_m) + (1.0 - beta) * _kl(log_q, log_m)
   if normalized:
-    jsd = jsd / jnp.maximum(beta * (1.0 - beta), 1e-12)
+    jsd = jsd / _jsd_normalizer(beta)
   if validation.is_static_number(beta):
     return jsd
   jsd = jnp.where(beta == 0.0, _kl(log_p, log_q), jsd)
   return jnp.where(beta == 1.0, _kl(log_q, log_p), jsd)
+
+
+def _jsd_normalizer(beta) -> Array:
+  """beta (1 - beta), what `normalized=True` divides JSD(beta) by (floored
+  so that it never divides by 0)."""
+  return jnp.maximum(beta * (1.0 - beta), 1e-12)
 
 
 def skew_forward_kl(student_logits: Array, teacher_logits: Array, *,
@@ -346,7 +352,7 @@ def divergence_and_gradient(name: str, student_logits: Array,
   kl_qm = jnp.sum(q * term, axis=-1, keepdims=True)  # sum_u q_u term_u
   scale = (1.0 - beta) / temperature
   if kwargs.get("normalized", False):
-    scale = scale / max(beta * (1.0 - beta), 1e-12)  # as generalized_jsd
+    scale = scale / _jsd_normalizer(beta)
   return values, scale * q * (term - kl_qm)
 
 

@@ -58,9 +58,7 @@ def divergence_and_teacher_kl(divergence: str, divergence_kwargs: dict):
   def fn(student_logits, teacher_logits):
     div = divergences.divergence(divergence, student_logits, teacher_logits,
                                  **divergence_kwargs)
-    kl = divergences.reverse_kl(jax.lax.stop_gradient(student_logits),
-                                teacher_logits, **temperatures)
-    return div, kl
+    return div, _teacher_kl(student_logits, teacher_logits, temperatures)
 
   return fn
 
@@ -77,8 +75,7 @@ def divergence_kl_and_gradient(divergence: str, divergence_kwargs: dict):
   def fn(student_logits, teacher_logits):
     div, grad = divergences.divergence_and_gradient(
         divergence, student_logits, teacher_logits, **divergence_kwargs)
-    kl = divergences.reverse_kl(jax.lax.stop_gradient(student_logits),
-                                teacher_logits, **temperatures)
+    kl = _teacher_kl(student_logits, teacher_logits, temperatures)
     return div, kl, grad
 
   return fn
