@@ -162,37 +162,44 @@ def attention(
     if config.position == "rope":
       q = rotary(q, positions, config.rope_theta)
       k = rotary(k, positions, config.rope_theta)
+    g = h // k_heads
+    # Heads first: query head j * G + g reads key/value head j (HF's
+    # repeat_kv layout), and every product below is a plain one per head,
+    # [G L, Dh] x [Dh, L] or [G L, L] x [L, Dh]. (Left [B, L, K, G, Dh],
+    # XLA's CPU backend transposed the scores, and for the cached keys
+    # picked a product with no bfloat16 x bfloat16 -> float32 kernel.)
+    q = jnp.transpose(q.reshape(b, l, k_heads, g, dh), (0, 2, 3, 1, 4))
+    q = q.reshape(b, k_heads, g * l, dh)  # [B, K, G L, Dh]
     causal = jnp.tril(jnp.ones((l, l), dtype=bool))  # [L, L]
     allowed = causal[None] & mask[:, None, :]  # [B, L, L]
+    # The mask as an additive bias: s * scale + MASKED rounds to MASKED, so
+    # the values are those of a select, and the backward pass needs no mask
+    # of the scores' size.
+    bias = jnp.where(allowed, np.float32(0.0), np.float32(MASKED))
+    bias = jnp.tile(bias, (1, g, 1))[:, None]  # [B, 1, G L, L]
     scale = np.float32(1.0 / np.sqrt(dh))
-    # q head j * G + g reads key/value head j (HF's repeat_kv layout).
-    q = q.reshape(b, l, k_heads, h // k_heads, dh)  # [B, L, K, G, Dh]
-    scores = jnp.einsum("blkgd,bmkd->bkglm", q, k,
-                        preferred_element_type=jnp.float32)  # [B, K, G, L, L]
-    scores = jnp.where(allowed[:, None, None], scores * scale, MASKED)
+    scores = jnp.einsum("bkid,bkjd->bkij", q, jnp.transpose(k, (0, 2, 1, 3)),
+                        preferred_element_type=jnp.float32)  # [B, K, G L, L]
+    scores = scores * scale + bias
     if past is not None:
       # The cache is head-major ([B, K, Dh, S] keys, [B, K, S, Dh] values),
       # so these products read it in place: scoring cached slots and new
       # tokens separately and joining the (small) scores avoids copying the
       # whole cache every step.
       past_k, past_v, past_mask = past
-      # Queries heads-first, [B, K, G, L, Dh], so that per head the product
-      # is a plain [G L, Dh] x [Dh, S]. Left [B, L, K, G, Dh], XLA's CPU
-      # backend contracts both operands' middle axis instead, a product
-      # without a bfloat16 x bfloat16 -> float32 kernel there.
-      past_scores = jnp.einsum(
-          "bkgld,bkds->bkgls", jnp.transpose(q, (0, 2, 3, 1, 4)),
-          past_k.astype(q.dtype),
-          preferred_element_type=jnp.float32)  # [B, K, G, L, S]
-      past_scores = jnp.where(past_mask[:, None, None, None, :],
-                              past_scores * scale, MASKED)
+      past_scores = jnp.einsum("bkid,bkds->bkis", q, past_k.astype(q.dtype),
+                               preferred_element_type=jnp.float32)
+      past_scores = jnp.where(past_mask[:, None, None, :],
+                              past_scores * scale, MASKED)  # [B, K, G L, S]
       scores = jnp.concatenate([past_scores, scores], axis=-1)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [.., S+L]
     s_past = scores.shape[-1] - l
-    out = jnp.einsum("bkglm,bmkd->blkgd", probs[..., s_past:], v)
+    out = jnp.einsum("bkij,bkjd->bkid", probs[..., s_past:],
+                     jnp.transpose(v, (0, 2, 1, 3)))  # [B, K, G L, Dh]
     if past is not None:
-      out = out + jnp.einsum("bkgls,bksd->blkgd", probs[..., :s_past],
-                             past_v.astype(v.dtype))  # [B, L, K, G, Dh]
+      out = out + jnp.einsum("bkis,bksd->bkid", probs[..., :s_past],
+                             past_v.astype(v.dtype))
+    out = jnp.transpose(out.reshape(b, k_heads, g, l, dh), (0, 3, 1, 2, 4))
     out = _linear(config.d_model, config.out_bias, "out")(
         out.reshape(b, l, h * dh))
   return out, k, v
