@@ -128,15 +128,15 @@ def _linear(x_t: Array, layer: dict[str, Any], name: str) -> Array:
 
 
 def _attention(config: ModelConfig, h_t: Array, layer: dict[str, Any],
-               positions: Array, keys: Array, values: Array, mask: Array,
-               index: Array) -> tuple[Array, Array, Array]:
+               rope: tuple[Array, Array] | None, keys: Array, values: Array,
+               mask: Array, index: Array) -> tuple[Array, Array, Array]:
   """One layer's attention for one new token per row.
 
   Args:
     config: the model configuration.
     h_t: normed inputs [D, B].
     layer: the layer's `DecodeParams.layers` entry.
-    positions: [B] int32 positions of the new tokens.
+    rope: the new tokens' `layers.rotary_tables` (rotary models), else None.
     keys: this layer's cached keys [B, K, Dh, S].
     values: this layer's cached values [B, K, S, Dh].
     mask: [B, S] bool valid slots, slot `index` (the new token's) included.
@@ -156,9 +156,8 @@ def _attention(config: ModelConfig, h_t: Array, layer: dict[str, Any],
   q = q.T.reshape(b, 1, n_h, dh)
   k = k.T.reshape(b, 1, n_k, dh)
   v = v.T.reshape(b, n_k, 1, dh)
-  if config.position == "rope":
-    q = layers.rotary(q, positions[:, None], config.rope_theta)
-    k = layers.rotary(k, positions[:, None], config.rope_theta)
+  if rope is not None:
+    q, k = layers.apply_rotary(q, rope), layers.apply_rotary(k, rope)
   k = k.reshape(b, n_k, dh, 1)
   keys = jax.lax.dynamic_update_slice(keys, k.astype(keys.dtype),
                                       (0, 0, 0, index))
@@ -207,11 +206,14 @@ def decode(config: ModelConfig, params: DecodeParams, tokens: Array,
   mask = jax.lax.dynamic_update_slice(
       cache.mask, jnp.ones((tokens.shape[0], 1), bool), (0, cache.index))
   act = layers.ACTIVATIONS[config.activation]
+  rope = (layers.rotary_tables(positions[:, None], config.head_dim,
+                               config.rope_theta)
+          if config.position == "rope" else None)
   keys, values = list(cache.keys), list(cache.values)
   for i, layer in enumerate(params.layers):
     h_t = layers.normalize(config, x_t, **layer["attn_norm"], axis=0)
     out, keys[i], values[i] = _attention(
-        config, h_t, layer, positions, keys[i], values[i], mask, cache.index)
+        config, h_t, layer, rope, keys[i], values[i], mask, cache.index)
     x_t = x_t + out
     h_t = layers.normalize(config, x_t, **layer["mlp_norm"], axis=0)
     if config.gated_mlp:

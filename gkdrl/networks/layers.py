@@ -67,6 +67,50 @@ def normalize(config: ModelConfig, x: Array, scale: Array,
   return y.astype(x.dtype)
 
 
+def rotary_tables(positions: Array, head_dim: int, theta: float,
+                  max_position: int | None = None) -> tuple[Array, Array]:
+  """The cosines and sines of `rotary`'s angles, `[B, L, 1, Dh/2]` each.
+
+  A forward pass makes them once for all its layers (`apply_rotary`).
+  With `max_position`, a static bound on the positions, the angles of
+  positions 0 .. max_position - 1 are tabulated (a constant, which XLA
+  folds at compile time) and each position picks its row: computed from
+  the positions instead, XLA fused the cosine and sine into every layer's
+  rotations and recomputed them for every head (about 2% of the update of
+  benchmarks/gkd_step.py on a CPU).
+
+  Args:
+    positions: integer positions [B, L].
+    head_dim: Dh, even.
+    theta: base frequency (`rope_theta`).
+    max_position: None, or an int above every position (a position out of
+      range gets NaN).
+
+  Returns:
+    `(cos, sin)`, float32 `[B, L, 1, Dh/2]`.
+  """
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32)
+                              / head_dim))
+  if max_position is None:
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    cos, sin = jnp.cos(angles), jnp.sin(angles)  # [B, L, Dh/2]
+  else:
+    angles = jnp.arange(max_position, dtype=jnp.float32)[:, None] * inv_freq
+    cos, sin = (jnp.take(table, positions, axis=0, mode="fill")
+                for table in (jnp.cos(angles), jnp.sin(angles)))
+  return cos[:, :, None, :], sin[:, :, None, :]
+
+
+def apply_rotary(x: Array, tables: tuple[Array, Array]) -> Array:
+  """`rotary` with the angles' `rotary_tables` given, [B, L, heads, Dh]."""
+  cos, sin = tables
+  dh = x.shape[-1]
+  x1 = x[..., : dh // 2].astype(jnp.float32)
+  x2 = x[..., dh // 2:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
 def rotary(x: Array, positions: Array, theta: float) -> Array:
   """Rotary position embedding in Hugging Face's `rotate_half` layout.
 
@@ -83,15 +127,7 @@ def rotary(x: Array, positions: Array, theta: float) -> Array:
   Returns:
     Rotated `x` [B, L, heads, Dh] in the dtype of `x`.
   """
-  dh = x.shape[-1]
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
-  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, L, Dh/2]
-  cos = jnp.cos(angles)[:, :, None, :]  # [B, L, 1, Dh/2]
-  sin = jnp.sin(angles)[:, :, None, :]
-  x1 = x[..., : dh // 2].astype(jnp.float32)
-  x2 = x[..., dh // 2:].astype(jnp.float32)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x.dtype)
+  return apply_rotary(x, rotary_tables(positions, x.shape[-1], theta))
 
 
 class Linear(hk.Linear):
@@ -152,7 +188,7 @@ def _softmax_jvp(primals, tangents):
 def attention(
     config: ModelConfig,
     x: Array,
-    positions: Array,
+    rope: tuple[Array, Array] | None,
     mask: Array,
     past: tuple[Array, Array, Array] | None,
 ) -> tuple[Array, Array, Array]:
@@ -161,7 +197,7 @@ def attention(
   Args:
     config: the model configuration.
     x: normed inputs [B, L, D] of the L new tokens.
-    positions: positions of the new tokens [B, L] (rotary models).
+    rope: the new tokens' `rotary_tables` (rotary models), else None.
     mask: [B, L] bool, which new tokens are real (False = padding).
     past: None, or `(keys [B, K, Dh, S], values [B, K, S, Dh], mask [B, S])`
       of earlier tokens; every valid slot precedes all new tokens.
@@ -178,9 +214,8 @@ def attention(
     v = _linear(k_heads * dh, config.qkv_bias, "value")(x)
     k = k.reshape(b, l, k_heads, dh)
     v = v.reshape(b, l, k_heads, dh)
-    if config.position == "rope":
-      q = rotary(q, positions, config.rope_theta)
-      k = rotary(k, positions, config.rope_theta)
+    if rope is not None:
+      q, k = apply_rotary(q, rope), apply_rotary(k, rope)
     g = h // k_heads
     # Heads first: query head j * G + g reads key/value head j (HF's
     # repeat_kv layout), and every product below is a plain one per head,

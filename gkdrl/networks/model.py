@@ -172,7 +172,8 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
   Args:
     config: the model configuration.
     tokens: [B, L] int32 token ids.
-    positions: [B, L] int32 positions.
+    positions: [B, L] int32 positions; without `past`, each below L (as
+      `_positions` makes them).
     mask: [B, L] bool, real tokens.
     past: None or `(keys [N, B, K, Dh, S], values [N, B, K, S, Dh],
       mask [B, S])`.
@@ -192,10 +193,15 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
       x = x + hk.Embed(config.max_positions, config.d_model,
                        name="position_embed")(positions)
 
+    # Once for all layers; without a cache, positions are below L.
+    rope = (layers.rotary_tables(positions, config.head_dim, config.rope_theta,
+                                 tokens.shape[1] if past is None else None)
+            if config.position == "rope" else None)
+
     def layer(x, *past_layer):
       past_kv = (past_layer[0], past_layer[1], past[2]) if past_layer else None
       h = layers.Norm(config, name="attn_norm")(x)
-      attn_out, k, v = layers.attention(config, h, positions, mask, past_kv)
+      attn_out, k, v = layers.attention(config, h, rope, mask, past_kv)
       x = x + attn_out
       x = x + layers.mlp(config, layers.Norm(config, name="mlp_norm")(x))
       return x, (k, v)

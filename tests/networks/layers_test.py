@@ -38,6 +38,24 @@ def test_rotary_matches_reference_and_is_relative():
   assert dots[0] == pytest.approx(dots[1], rel=1e-4)
 
 
+
+def test_tabulated_rotary_matches_reference_and_fills_out_of_range_with_nan():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(2, 6, 3, 8))
+  positions = np.array([[0, 0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5]])
+  tables = jax.jit(layers.rotary_tables, static_argnums=(1, 2, 3))(
+      positions, 8, 500.0, 6)
+  got = layers.apply_rotary(jnp.asarray(x, jnp.float32), tables)
+  np.testing.assert_allclose(got, _rotary_reference(x, positions, 500.0),
+                             atol=1e-5)
+  np.testing.assert_allclose(
+      got, layers.rotary(jnp.asarray(x, jnp.float32), positions, 500.0),
+      atol=1e-6)
+  # A position the table does not hold cannot pass silently.
+  cos, sin = layers.rotary_tables(np.array([[0, 6]]), 8, 500.0, 6)
+  assert np.isfinite(cos[0, 0]).all() and np.isnan(cos[0, 1]).all()
+  assert np.isnan(sin[0, 1]).all()
+
 @pytest.mark.parametrize("norm", ["layer", "rms"])
 def test_norm_matches_float64_reference(norm):
   config = networks.ModelConfig(vocab_size=10, d_model=6, n_layers=1,
