@@ -126,3 +126,26 @@ def test_accumulation_memory_reduced_rows():
   assert set(rows) == {"1", "4"}
   temp = {steps: _float(cells[0]) for steps, cells in rows.items()}
   assert 0 < temp["4"] < temp["1"]
+
+
+@pytest.mark.slow
+def test_host_memory_quick_has_a_row_per_environment():
+  """The default environment and each --env get a row of 8 measurements."""
+  setting = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+  text = _run([sys.executable, "benchmarks/host_memory.py", "--quick",
+               "--env", setting])
+  for first in ("(default)", setting):
+    cells = [_float(c) for c in _row(text, first)[1:]]
+    assert len(cells) == 8, text
+    update_wall, act_wall = cells[0], cells[4]
+    assert update_wall > 0 and act_wall > 0, text
+    assert min(cells) >= 0, text
+
+
+def test_host_memory_refuses_a_setting_that_is_not_name_value():
+  result = subprocess.run(
+      [sys.executable, "benchmarks/host_memory.py", "--env", "A=1 B"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=shared_programs.subprocess_env(PYTHON=sys.executable))
+  assert result.returncode != 0
+  assert "--env='A=1 B': 'B' is not NAME=VALUE" in result.stderr

@@ -74,17 +74,18 @@ def rotary_tables(positions: Array, head_dim: int, theta: float,
   A forward pass makes them once for all its layers (`apply_rotary`).
   With `max_position`, a static bound on the positions, the angles of
   positions 0 .. max_position - 1 are tabulated (a constant, which XLA
-  folds at compile time) and each position picks its row: computed from
-  the positions instead, XLA fused the cosine and sine into every layer's
-  rotations and recomputed them for every head (about 2% of the update of
-  benchmarks/gkd_step.py on a CPU).
+  folds at compile time) and each position picks its row. Computed from
+  the positions (without `max_position`), they may be fused by XLA into
+  every layer's rotations and recomputed for every head, as they were
+  before the table (about 2% of the update of benchmarks/gkd_step.py on a
+  CPU).
 
   Args:
     positions: integer positions [B, L].
     head_dim: Dh, even.
     theta: base frequency (`rope_theta`).
-    max_position: None, or an int above every position (a position out of
-      range gets NaN).
+    max_position: None, or an int above every position (a position at or
+      above it gets NaN; positions are never negative).
 
   Returns:
     `(cos, sin)`, float32 `[B, L, 1, Dh/2]`.

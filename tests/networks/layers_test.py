@@ -38,7 +38,6 @@ def test_rotary_matches_reference_and_is_relative():
   assert dots[0] == pytest.approx(dots[1], rel=1e-4)
 
 
-
 def test_tabulated_rotary_matches_reference_and_fills_out_of_range_with_nan():
   rng = np.random.default_rng(3)
   x = rng.normal(size=(2, 6, 3, 8))
@@ -55,6 +54,7 @@ def test_tabulated_rotary_matches_reference_and_fills_out_of_range_with_nan():
   cos, sin = layers.rotary_tables(np.array([[0, 6]]), 8, 500.0, 6)
   assert np.isfinite(cos[0, 0]).all() and np.isnan(cos[0, 1]).all()
   assert np.isnan(sin[0, 1]).all()
+
 
 @pytest.mark.parametrize("norm", ["layer", "rms"])
 def test_norm_matches_float64_reference(norm):
