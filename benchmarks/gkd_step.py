@@ -30,6 +30,11 @@ tokens; each step asserts that.
   gkdrl/async  the same with `--async_rollouts`: the batch of step t + 1 is
          sampled while update t runs, from the parameters update t starts
          from (one step of policy lag).
+  (gkdrl's worker first calls `runners.cpu_memory.keep_scratch_memory()`,
+  as the runners do: on a Linux CPU its programs then reuse their scratch
+  memory and run on the calling thread, so on the CPU the loop's host work
+  no longer overlaps the computation; `--no-cpu_scratch_reuse` leaves it
+  out.)
   trl    `trl.experimental.gkd.GKDTrainer(lmbda=1)`.train(): a step is the
          time from the Trainer's `on_step_begin` to `on_step_end` callbacks
          (generation, student and teacher forward, loss, backward,
@@ -77,6 +82,7 @@ import numpy as np
 
 from gkdrl import agents
 from gkdrl import networks
+from gkdrl.runners import cpu_memory
 from gkdrl.runners import rollouts as rollouts_lib
 import timing  # benchmarks/timing.py, beside this script
 
@@ -323,7 +329,7 @@ def run_ours(student_dir, teacher_dir, prompts, args) -> dict:
     ours.step()  # the first compiles the sampler and the update
   seconds = [ours.step() for _ in range(args.steps)]
   result = dict(seconds=seconds, sampling=ours.act_seconds[args.warmup:],
-                loss0=ours.losses[0])
+                loss0=ours.losses[0], scratch=cpu_memory.summary())
   for mode, ahead in LOOP_MODES.items():
     ours.loop_seconds(1, ahead)  # compiles the state copies of `ahead`
     result[mode] = ours.loop_seconds(args.steps, ahead)
@@ -452,6 +458,11 @@ def main():
       "--trl_gradient_checkpointing", action="store_true",
       help="TRL's SFTConfig default (True) recomputes activations in the "
       "backward pass and generates without a KV cache; off by default here")
+  parser.add_argument(
+      "--cpu_scratch_reuse", action=argparse.BooleanOptionalAction,
+      default=True, help="gkdrl's worker calls gkdrl.runners.cpu_memory."
+      "keep_scratch_memory() first, as the runners do (a no-op off a Linux "
+      "CPU); --no-cpu_scratch_reuse leaves it out")
   parser.add_argument("--json", default="", help="also write rows here")
   parser.add_argument("--quick", action="store_true",
                       help="1 round of 1 warm-up step and 3 timed steps")
@@ -464,6 +475,8 @@ def main():
   argv = [f"--{name}={getattr(args, name)}" for name in (
       "size", "batch_size", "prompt_length", "new_tokens", "beta", "warmup",
       "steps", "compute_dtype", "torch_threads")]
+  if not args.cpu_scratch_reuse:
+    argv.append("--no-cpu_scratch_reuse")
   if args.trl_gradient_checkpointing:
     argv.append("--trl_gradient_checkpointing")
   import torch  # pylint: disable=g-import-not-at-top
@@ -474,6 +487,7 @@ def main():
     student_dir, teacher_dir = (os.path.join(args.model_dir, role)
                                 for role in ("student", "teacher"))
     if args.worker == "ours":
+      cpu_memory.keep_scratch_memory(args.cpu_scratch_reuse)
       result = run_ours(student_dir, teacher_dir, prompts, args)
     else:
       result = run_trl(student_dir, teacher_dir, prompts, args,
@@ -513,6 +527,9 @@ def main():
   errors = [r["error"] for r in runs["trl"] + runs["ours"] if "error" in r]
   for error in errors:
     print(f"# a side failed: {error}")
+  scratch = {r["scratch"] for r in runs["ours"] if "error" not in r}
+  for line in sorted(scratch):
+    print(f"# gkdrl: {line}")
   rows = []
   for side, impl in (("ours", "gkdrl"), ("trl", "trl")):
     done = [r for r in runs[side] if "error" not in r]

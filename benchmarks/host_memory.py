@@ -7,16 +7,21 @@ r"""Host costs of a GKD update and `act` on a CPU, per process environment.
 The agent is `gkd_step.py`'s (`--size`, random weights written once by
 gkdrl, float32, JSD(0.5), 64 + 64 tokens for 8 rows). Every setting runs in
 a process of its own, since glibc and others read such variables when a
-process starts: the default environment first, then one process per
-`--env` (space-separated `NAME=VALUE` pairs added to the environment).
+process starts: the default environment first, then the default
+environment with `gkdrl.runners.cpu_memory.keep_scratch_memory()` called
+first (as the runners do unless `--cpu_scratch_reuse=false`), then one
+process per `--env` (space-separated `NAME=VALUE` pairs added to the
+environment).
 After two warm-up steps each process times `--calls` updates and then
 `--calls` calls of `act`, and prints per call: wall time, the process's
-user and system CPU time and its minor page faults (`resource.getrusage`).
+user and system CPU time and its minor page faults (`resource.getrusage`),
+and the process's peak resident memory at the end.
 
 On Linux, XLA takes a compiled program's scratch buffer from glibc on every
 call, and glibc maps one larger than 32 MB afresh each time: the kernel
 zero-fills it page by page, which shows here as system time and page
-faults (benchmarks/README.md, "Fresh scratch memory every call").
+faults (benchmarks/README.md, "Fresh scratch memory every call");
+`keep_scratch_memory` has the block reused instead.
 """
 
 import argparse
@@ -34,12 +39,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import jax  # pylint: disable=g-import-not-at-top
 
 from gkdrl import networks
+from gkdrl.runners import cpu_memory
 import gkd_step  # benchmarks/gkd_step.py, beside this script
 import timing  # benchmarks/timing.py, beside this script
 
+# The row of the default environment with keep_scratch_memory() called.
+KEPT = "keep_scratch_memory()"
 COLUMNS = ("update_wall_ms", "update_user_ms", "update_system_ms",
            "update_faults", "act_wall_ms", "act_user_ms", "act_system_ms",
-           "act_faults")
+           "act_faults", "peak_rss_mib")
 
 
 def write_models(size: str, directory: str) -> tuple[str, str]:
@@ -75,6 +83,8 @@ def _per_call(fn, calls: int) -> dict:
 
 def worker(args) -> dict:
   """Times `args.calls` updates and acts of gkd_step.py's agent."""
+  if args.keep_scratch and not cpu_memory.keep_scratch_memory():
+    raise SystemExit(f"error: {cpu_memory.summary()}")
   ours = gkd_step.Ours(os.path.join(args.model_dir, "student"),
                        os.path.join(args.model_dir, "teacher"),
                        gkd_step.prompts_of(args), args)
@@ -96,6 +106,9 @@ def worker(args) -> dict:
 
   row = {f"update_{k}": v for k, v in _per_call(update, args.calls).items()}
   row.update({f"act_{k}": v for k, v in _per_call(act, args.calls).items()})
+  # ru_maxrss is in KiB on Linux.
+  row["peak_rss_mib"] = resource.getrusage(
+      resource.RUSAGE_SELF).ru_maxrss / 1024
   return row
 
 
@@ -111,10 +124,13 @@ def parse_env(setting: str) -> dict[str, str]:
   return pairs
 
 
-def measure(setting: str, args, model_dir: str) -> dict:
-  """Runs the worker in a fresh process with `setting` added."""
+def measure(setting: str, args, model_dir: str, keep: bool = False) -> dict:
+  """Runs the worker in a fresh process with `setting` added (and
+  `keep_scratch_memory()` called first with `keep`)."""
   argv = [sys.executable, __file__, "--worker", f"--model_dir={model_dir}",
           f"--size={args.size}", f"--calls={args.calls}"]
+  if keep:
+    argv.append("--keep_scratch")
   env = {**os.environ, **parse_env(setting)}
   result = subprocess.run(argv, capture_output=True, text=True, env=env)
   if result.returncode != 0:
@@ -133,6 +149,8 @@ def main():
                       help="--size=tiny --calls=3")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--model_dir", help=argparse.SUPPRESS)
+  parser.add_argument("--keep_scratch", action="store_true",
+                      help=argparse.SUPPRESS)
   args = parser.parse_args()
   # gkd_step.Ours and prompts_of read these; the step is gkd_step's default.
   args.batch_size, args.prompt_length, args.new_tokens = 8, 64, 64
@@ -141,8 +159,7 @@ def main():
     args.size, args.calls = "tiny", 3
   if args.calls < 1:
     parser.error(f"--calls={args.calls}: at least 1")
-  settings = [""] + list(args.env)
-  for setting in settings[1:]:
+  for setting in args.env:
     parse_env(setting)  # refuse a malformed one before any work
   if args.worker:
     print(json.dumps(worker(args)))
@@ -155,11 +172,13 @@ def main():
   rows = []
   with tempfile.TemporaryDirectory() as model_dir:
     write_models(args.size, model_dir)
-    for setting in settings:
-      result = measure(setting, args, model_dir)
-      name = setting or "(default)"
+    runs = [("(default)", "", False), (KEPT, "", True)]
+    runs += [(setting, setting, False) for setting in args.env]
+    for name, setting, keep in runs:
+      result = measure(setting, args, model_dir, keep)
       if "error" in result:
-        rows.append((name, f"error: {result['error']}") + ("",) * 7)
+        rows.append((name, f"error: {result['error']}")
+                    + ("",) * (len(COLUMNS) - 1))
         continue
       rows.append((name,) + tuple(
           f"{result[c]:.0f}" if c.endswith("faults") else f"{result[c]:.1f}"

@@ -130,15 +130,16 @@ def test_accumulation_memory_reduced_rows():
 
 @pytest.mark.slow
 def test_host_memory_quick_has_a_row_per_environment():
-  """The default environment and each --env get a row of 8 measurements."""
+  """The default environment, it with gkdrl's keep_scratch_memory(), and
+  each --env get a row of 9 measurements."""
   setting = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
   text = _run([sys.executable, "benchmarks/host_memory.py", "--quick",
                "--env", setting])
-  for first in ("(default)", setting):
+  for first in ("(default)", "keep_scratch_memory()", setting):
     cells = [_float(c) for c in _row(text, first)[1:]]
-    assert len(cells) == 8, text
-    update_wall, act_wall = cells[0], cells[4]
-    assert update_wall > 0 and act_wall > 0, text
+    assert len(cells) == 9, text
+    update_wall, act_wall, peak_rss = cells[0], cells[4], cells[8]
+    assert update_wall > 0 and act_wall > 0 and peak_rss > 0, text
     assert min(cells) >= 0, text
 
 

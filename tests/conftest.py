@@ -134,6 +134,11 @@ def pytest_configure(config):
   runners' subprocesses.
   """
   del config
+  # A test that runs a runner in-process must not switch its worker to
+  # kept scratch memory and synchronous CPU dispatch for the tests after
+  # it; the runners' subprocesses decide for themselves, as users' runs do.
+  from gkdrl.runners import cpu_memory  # pylint: disable=g-import-not-at-top
+  cpu_memory.keep_scratch_memory(False)
   cache_dir = os.environ.get("GKDRL_TEST_COMPILATION_CACHE")
   if not cache_dir:
     os.environ["GKDRL_COMPILATION_CACHE"] = "0"

@@ -179,7 +179,9 @@ def with_teacher_hidden(teacher, teacher_params, batch: types.Batch, *,
   """The batch with the teacher's hidden states `[B, T, D]`, dispatched now.
 
   JAX returns before the device finishes, so host work that follows (host
-  rewards) overlaps the teacher's forward pass; the update then only
+  rewards) overlaps the teacher's forward pass (not where CPU computations
+  run on the calling thread, as `runners.cpu_memory.keep_scratch_memory`
+  has them: there the pass ends first); the update then only
   unembeds them (`base.teacher_logits`), one micro-batch at a time. The
   forward pass itself runs `micro_batches` micro-batches of rows at a time,
   so its activations are those of B / N rows; its result is `[B, T, D]`

@@ -131,6 +131,10 @@ class RunConfig:
       gkdrl cache, as for the built-in models), so a second run of the
       same configuration starts faster; false leaves JAX's settings as
       they are (see `gkdrl.runners.compilation`).
+    cpu_scratch_reuse: on JAX's CPU backend under Linux, let compiled
+      programs reuse their scratch memory between calls instead of
+      mapping it afresh (CPU programs then run on the calling thread); a
+      no-op elsewhere (see `gkdrl.runners.cpu_memory`).
   """
 
   agent: agents.AgentConfig = dataclasses.field(
@@ -144,6 +148,7 @@ class RunConfig:
   mesh: str | None = None
   force_new_run: bool = False
   compilation_cache: bool = True
+  cpu_scratch_reuse: bool = True
 
   def __post_init__(self):
     # The learning-rate schedule spans the run unless set otherwise.

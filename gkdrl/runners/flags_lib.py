@@ -88,7 +88,8 @@ def define_agent_flags():
   _define_fields(config_lib.RewardConfig)
   _define_fields(loop.LoopConfig, exclude=("seed",))
   _define_fields(config_lib.RunConfig,
-                 only=("mesh", "force_new_run", "compilation_cache"))
+                 only=("mesh", "force_new_run", "compilation_cache",
+                       "cpu_scratch_reuse"))
 
 
 def define_workdir_flag():

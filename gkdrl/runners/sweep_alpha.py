@@ -43,6 +43,7 @@ from gkdrl import validation
 from gkdrl.agents import stacked
 from gkdrl.runners import checkpointing
 from gkdrl.runners import compilation
+from gkdrl.runners import cpu_memory
 from gkdrl.runners import flags_lib
 from gkdrl.runners import loggers
 from gkdrl.runners import loop
@@ -185,6 +186,7 @@ def train_vectorized(values: dict, alphas: list[float], *,
     validation.fail("--log_to", "wandb", "--vectorized logs to jsonl and "
                     "tensorboard (one W&B run per alpha needs the "
                     "sequential sweep)")
+  cpu_memory.keep_scratch_memory(values.get("cpu_scratch_reuse", True))
   compilation.use_cache(values.get("compilation_cache", True),
                         values["cache_dir"])
   task_seed = values.get("task_seed")
@@ -325,6 +327,7 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(compilation.summary(), file=sys.stderr)
+  print(cpu_memory.summary(), file=sys.stderr)
   columns = ["alpha", "reward", "factuality", "rouge2", "teacher_kl",
              "length"]
   columns = [c for c in columns if c in rows[0]]

@@ -40,6 +40,7 @@ from gkdrl import validation
 from gkdrl.runners import checkpointing
 from gkdrl.runners import compilation
 from gkdrl.runners import config as config_lib
+from gkdrl.runners import cpu_memory
 from gkdrl.runners import flags_lib
 from gkdrl.runners import loggers
 from gkdrl.runners import loop
@@ -168,6 +169,7 @@ def run(config: RunConfig | dict[str, Any], *, progress: bool = True,
   """
   shared = {} if shared is None else shared
   config, task = resolve(config, shared)
+  cpu_memory.keep_scratch_memory(config.cpu_scratch_reuse)
   compilation.use_cache(config.compilation_cache, config.inputs.cache_dir)
   mesh = _mesh(config)
   reward = setup.make_reward(config.reward.reward, task,
@@ -316,6 +318,7 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(compilation.summary(), file=sys.stderr)
+  print(cpu_memory.summary(), file=sys.stderr)
   for mode in summary["final"]:
     print(f"\n{mode} decoding ({FLAGS.workdir}):")
     print(summary_table(summary, mode))

@@ -38,7 +38,7 @@ SAFE_TO_CHANGE = frozenset({
     "steps", "agent_config.optimizer.decay_steps", "log_every",
     "eval_every", "save_every", "eval_examples", "eval_samples_per_prompt",
     "mesh", "workdir", "force_new_run", "cache_dir", "log_to",
-    "compilation_cache"})
+    "compilation_cache", "cpu_scratch_reuse"})
 # What a previous run leaves in its workdir (moved by `start_new_run`).
 RUN_OUTPUTS = ("config.json", "metrics.jsonl", "checkpoints", "eval",
                "student_hf", "plots.png", "tensorboard", "wandb")

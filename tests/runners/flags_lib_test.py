@@ -40,7 +40,8 @@ def test_every_config_field_is_a_flag_with_its_documentation():
       config_lib.RewardConfig, loop.LoopConfig)))
   expected = agent_fields | run_fields | {"agent", "workdir", "mesh",
                                           "force_new_run",
-                                          "compilation_cache"}
+                                          "compilation_cache",
+                                          "cpu_scratch_reuse"}
   assert set(train.RUN_FLAGS) == expected
   assert {"learning_rate", "warmup_steps", "max_new_tokens", "top_p",
           "loss_chunk_size", "ppo_epsilon", "skew"} <= agent_fields
