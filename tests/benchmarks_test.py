@@ -134,7 +134,7 @@ def test_host_memory_quick_has_a_row_per_environment():
   each --env get a row of 9 measurements."""
   setting = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
   text = _run([sys.executable, "benchmarks/host_memory.py", "--quick",
-               "--env", setting])
+               "--env", setting], JAX_PLATFORMS="cpu")
   for first in ("(default)", "keep_scratch_memory()", setting):
     cells = [_float(c) for c in _row(text, first)[1:]]
     assert len(cells) == 9, text

@@ -5,7 +5,9 @@ One step, top to bottom:
   1. act: each prompt repeated `samples_per_prompt` times; the student
      samples a completion per row (on-policy, as GKD with lmbda = 1); with
      alpha > 0 and a host reward model, the teacher's forward pass is
-     dispatched first so that it overlaps the host rewards; with alpha < 1
+     dispatched first so that it overlaps the host rewards (where JAX
+     dispatches asynchronously: not on a CPU after
+     `runners.cpu_memory.keep_scratch_memory`); with alpha < 1
      the reward model scores the completions.
   2. update (jitted, `base.make_update`): the teacher's and the student's
      logits on the samples, and `gkdrl.losses.gkd_rl_loss`:
@@ -192,7 +194,8 @@ def make_act(config: GKDRLConfig, parts: registry.Parts):
     batch, task_batch = rl.sample_rollout(config, parts, state, task_batch,
                                           key)
     if teacher_ahead:
-      # Dispatched before the host rewards, so the two overlap.
+      # Dispatched before the host rewards, so the two overlap (unless CPU
+      # computations run on the calling thread; acting.with_teacher_hidden).
       batch = acting.with_teacher_hidden(
           parts.teacher, teacher_params, batch,
           compute_dtype=config.compute_dtype,

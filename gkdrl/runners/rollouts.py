@@ -9,7 +9,8 @@
 Synchronous (`ahead=False`): `get` acts with the state it is given, the
 result of update `step - 1` (what Algorithm 1 of the GKD paper does).
 `prefetch` reads the next task batch (tokenization on the host) while the
-device runs the update just dispatched.
+device runs the update just dispatched (after it, where CPU computations
+run on the calling thread: `runners.cpu_memory`).
 
 Asynchronous (`ahead=True`, `--async_rollouts`): `start_next(step, state)`
 starts acting for step + 1 in a worker thread, with a copy of the state

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
+from gkdrl.runners import cpu_memory
 from gkdrl.runners import sweep_alpha
 from gkdrl.runners import train
 from tests import shared_programs
@@ -302,6 +303,10 @@ def test_train_on_a_device_mesh_matches_one_device(model_dirs, tmp_path,
        "--eval_samples_per_prompt=2", *args],
       capture_output=True, text=True, env=env, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
+  # A runner's own process on the CPU keeps its scratch memory by default.
+  if cpu_memory._glibc():  # pylint: disable=protected-access
+    assert ("CPU programs reuse their scratch memory between calls."
+            in result.stderr), result.stderr[-3000:]
   one, mesh = _metrics(tmp_path / "one"), _metrics(tmp_path / "mesh")
   assert [r["step"] for r in mesh] == [1, 2, 3]
   for a, b in zip(one, mesh):
