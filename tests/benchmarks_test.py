@@ -101,6 +101,11 @@ def test_run_all_runs_the_accelerator_suite_quick(tmp_path):
                                           abs=2e-3)
     assert row[5:] == ["-", "-", "-"], row
   assert re.search(rf"# roofline here, now: {NUMBER} GFLOP/s", step)
+  streaming = re.search(
+      rf"# not in the bound: the student's ({NUMBER}) MB of weights read "
+      rf"once a token .*: ({NUMBER}) GB/s, sampling >= ({NUMBER}) s", step)
+  assert streaming, step
+  assert all(_float(streaming.group(i)) > 0 for i in (1, 2, 3)), step
   for mode in ("gkdrl", "gkdrl/loop", "gkdrl/async"):
     assert re.search(rf"# {mode}: step at \d+% of the bound", step), mode
 
