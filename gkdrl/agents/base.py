@@ -223,7 +223,10 @@ def completion_hidden(model, params: Params, batch: types.Batch, *,
 
   - decoder-only (`LanguageModel`): the model reads the left-padded prompt
     followed by the right-padded completion; the hidden state at position
-    P - 1 + t predicts completion token t.
+    P - 1 + t predicts completion token t. The completion's last token is
+    not read (it predicts nothing), and the last layer runs at the T
+    positions alone (`hidden(..., last=T)`): the prompt's rows of that
+    layer feed nothing the loss reads.
   - encoder-decoder (`model.is_encoder_decoder`): the prompt is the encoder
     input and the decoder reads [decoder start, completion[:-1]] (teacher
     forcing); its hidden state t predicts completion token t. The encoder is
@@ -237,15 +240,16 @@ def completion_hidden(model, params: Params, batch: types.Batch, *,
     tokens, mask = teacher_forcing_inputs(model, batch)  # [B, T]
     return model.hidden(params, batch.prompt_tokens, batch.prompt_mask,
                         tokens, mask, remat=remat, unroll=unroll)  # [B, T, D]
-  prompt_len = batch.prompt_tokens.shape[1]
   completion_len = batch.completion_tokens.shape[1]
+  # The last completion token predicts nothing: it is left out, and the
+  # positions wanted are then the last T (`last`: the model's last layer
+  # works on those alone).
   tokens = jnp.concatenate(
-      [batch.prompt_tokens, batch.completion_tokens], axis=1)  # [B, L]
+      [batch.prompt_tokens, batch.completion_tokens[:, :-1]], axis=1)
   mask = jnp.concatenate(
-      [batch.prompt_mask, batch.completion_mask], axis=1)  # [B, L]
-  hidden = model.hidden(params, tokens, mask, remat=remat,
-                        unroll=unroll)  # [B, L, D]
-  return hidden[:, prompt_len - 1:prompt_len - 1 + completion_len]
+      [batch.prompt_mask, batch.completion_mask[:, :-1]], axis=1)
+  return model.hidden(params, tokens, mask, remat=remat, unroll=unroll,
+                      last=completion_len)  # [B, T, D]
 
 
 def teacher_forcing_inputs(model, batch: types.Batch) -> tuple[Array, Array]:

@@ -192,6 +192,7 @@ def attention(
     rope: tuple[Array, Array] | None,
     mask: Array,
     past: tuple[Array, Array, Array] | None,
+    queries: int | None = None,
 ) -> tuple[Array, Array, Array]:
   """Causal grouped-query self-attention over cached slots and new tokens.
 
@@ -202,39 +203,49 @@ def attention(
     mask: [B, L] bool, which new tokens are real (False = padding).
     past: None, or `(keys [B, K, Dh, S], values [B, K, S, Dh], mask [B, S])`
       of earlier tokens; every valid slot precedes all new tokens.
+    queries: None (every new token queries), or Q in [1, L] without `past`:
+      only the last Q tokens query, over the keys of all L, and `out` is
+      theirs alone (each row's output is that of the full call).
 
   Returns:
-    `(out [B, L, D], keys [B, L, K, Dh], values [B, L, K, Dh])`, the keys and
-    values being those of the new tokens, for the cache.
+    `(out [B, Q, D], keys [B, L, K, Dh], values [B, L, K, Dh])` (Q = L
+    unless `queries` is set), the keys and values being those of the new
+    tokens, for the cache.
   """
   b, l, _ = x.shape
+  n = l if queries is None else queries
+  if past is not None and n != l:
+    raise ValueError(f"queries={queries} needs past=None")
   h, k_heads, dh = config.n_heads, config.n_kv_heads, config.head_dim
   with hk.name_scope("attention"):
-    q = _linear(h * dh, config.qkv_bias, "query")(x).reshape(b, l, h, dh)
+    q = _linear(h * dh, config.qkv_bias, "query")(x[:, l - n:])
+    q = q.reshape(b, n, h, dh)
     k = _linear(k_heads * dh, config.qkv_bias, "key")(x)
     v = _linear(k_heads * dh, config.qkv_bias, "value")(x)
     k = k.reshape(b, l, k_heads, dh)
     v = v.reshape(b, l, k_heads, dh)
     if rope is not None:
-      q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+      q = apply_rotary(q, tuple(t[:, l - n:] for t in rope))
+      k = apply_rotary(k, rope)
     g = h // k_heads
     # Heads first: query head j * G + g reads key/value head j (HF's
     # repeat_kv layout), and every product below is a plain one per head,
     # [G L, Dh] x [Dh, L] or [G L, L] x [L, Dh]. (Left [B, L, K, G, Dh],
     # XLA's CPU backend transposed the scores, and for the cached keys
     # picked a product with no bfloat16 x bfloat16 -> float32 kernel.)
-    q = jnp.transpose(q.reshape(b, l, k_heads, g, dh), (0, 2, 3, 1, 4))
-    q = q.reshape(b, k_heads, g * l, dh)  # [B, K, G L, Dh]
-    causal = jnp.tril(jnp.ones((l, l), dtype=bool))  # [L, L]
-    allowed = causal[None] & mask[:, None, :]  # [B, L, L]
+    q = jnp.transpose(q.reshape(b, n, k_heads, g, dh), (0, 2, 3, 1, 4))
+    q = q.reshape(b, k_heads, g * n, dh)  # [B, K, G Q, Dh]
+    # Query i is token L - Q + i: it sees the keys of tokens 0 .. L - Q + i.
+    causal = jnp.tril(jnp.ones((n, l), dtype=bool), k=l - n)  # [Q, L]
+    allowed = causal[None] & mask[:, None, :]  # [B, Q, L]
     # The mask as an additive bias: s * scale + MASKED rounds to MASKED, so
     # the values are those of a select, and the backward pass needs no mask
     # of the scores' size.
     bias = jnp.where(allowed, np.float32(0.0), np.float32(MASKED))
-    bias = jnp.tile(bias, (1, g, 1))[:, None]  # [B, 1, G L, L]
+    bias = jnp.tile(bias, (1, g, 1))[:, None]  # [B, 1, G Q, L]
     scale = np.float32(1.0 / np.sqrt(dh))
     scores = jnp.einsum("bkid,bkjd->bkij", q, jnp.transpose(k, (0, 2, 1, 3)),
-                        preferred_element_type=jnp.float32)  # [B, K, G L, L]
+                        preferred_element_type=jnp.float32)  # [B, K, G Q, L]
     scores = scores * scale + bias
     if past is not None:
       # The cache is head-major ([B, K, Dh, S] keys, [B, K, S, Dh] values),
@@ -250,13 +261,13 @@ def attention(
     probs = softmax(scores).astype(v.dtype)  # [.., S+L]
     s_past = scores.shape[-1] - l
     out = jnp.einsum("bkij,bkjd->bkid", probs[..., s_past:],
-                     jnp.transpose(v, (0, 2, 1, 3)))  # [B, K, G L, Dh]
+                     jnp.transpose(v, (0, 2, 1, 3)))  # [B, K, G Q, Dh]
     if past is not None:
       out = out + jnp.einsum("bkis,bksd->bkid", probs[..., :s_past],
                              past_v.astype(v.dtype))
-    out = jnp.transpose(out.reshape(b, k_heads, g, l, dh), (0, 3, 1, 2, 4))
+    out = jnp.transpose(out.reshape(b, k_heads, g, n, dh), (0, 3, 1, 2, 4))
     out = _linear(config.d_model, config.out_bias, "out")(
-        out.reshape(b, l, h * dh))
+        out.reshape(b, n, h * dh))
   return out, k, v
 
 

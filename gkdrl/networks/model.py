@@ -39,6 +39,14 @@ Values and gradients do not change; the README ("Runners") gives the
 memory each mode saves in a GKD update.
 Sampling (`prefill`, `decode`) never rematerialises.
 
+The last positions only (`last`, a static argument of `hidden` and
+`apply`). `hidden(params, tokens, mask, last=Q)` returns the rows of the
+last Q tokens alone, `hidden(params, tokens, mask)[:, -Q:]` up to float
+rounding, with less work: the last layer computes keys and values for
+every token but queries, attention output and MLP for those Q only (the
+update reads the hidden states at the completion positions, so the
+prompt's share of that layer is never needed).
+
 KV cache (used by gkdrl.sampling):
 
     cache = model.init_cache(batch_size=B, max_length=S, dtype=jnp.float32)
@@ -92,6 +100,9 @@ POSITION_EMBED = "lm/position_embed"
 FINAL_NORM = "lm/final_norm"
 UNEMBED = "lm/unembed"
 LAYERS = "lm/layers"
+# The last layer's parameters while `hidden`/`apply` run with `last` (its
+# rows of the LAYERS arrays, moved here by `_split_last_layer`).
+LAST_LAYER = "lm/last_layer"
 
 # `remat` mode -> the `jax.checkpoint` policy of each layer (None: no remat).
 REMAT_POLICIES = {
@@ -166,7 +177,8 @@ def layer_stack(n_layers: int, unroll: bool, **kwargs):
 
 def _decoder(config: ModelConfig, tokens: Array, positions: Array,
              mask: Array, past: tuple[Array, Array, Array] | None,
-             remat: str = "none", unroll: bool = False):
+             remat: str = "none", unroll: bool = False,
+             last: int | None = None):
   """Haiku body: final-normed hidden states and the new keys/values.
 
   Args:
@@ -180,9 +192,12 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     remat: one of REMAT_MODES (see the module docstring).
     unroll: run the layers unrolled instead of in a scan (see the module
       docstring).
+    last: None, or Q in [1, L) without `past`: the first N - 1 layers run in
+      LAYERS and the last one in LAST_LAYER (`_split_last_layer`), for the
+      last Q tokens only; keys and values are then not returned (None).
 
   Returns:
-    `(hidden [B, L, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
+    `(hidden [B, L or Q, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
     unembedding [D, V])`.
   """
   # Haiku's initializers only give the structure; see `init` below.
@@ -198,25 +213,38 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
                                  tokens.shape[1] if past is None else None)
             if config.position == "rope" else None)
 
-    def layer(x, *past_layer):
+    def layer(x, *past_layer, queries=None):
       past_kv = (past_layer[0], past_layer[1], past[2]) if past_layer else None
       h = layers.Norm(config, name="attn_norm")(x)
-      attn_out, k, v = layers.attention(config, h, rope, mask, past_kv)
-      x = x + attn_out
+      attn_out, k, v = layers.attention(config, h, rope, mask, past_kv,
+                                        queries)
+      x = x[:, x.shape[1] - attn_out.shape[1]:] + attn_out
       x = x + layers.mlp(config, layers.Norm(config, name="mlp_norm")(x))
       return x, (k, v)
 
-    if REMAT_POLICIES[remat] is not None:
+    def remat_layer(fn):
+      if REMAT_POLICIES[remat] is None:
+        return fn
       # Checkpointing the scan's body (not the whole stack) makes the
       # backward pass store only what the policy saves per layer and
       # rebuild one layer's intermediates at a time. Under a scan, XLA's CSE
       # cannot merge the recomputation back into the forward pass, so
       # jax.checkpoint's CSE barriers are not needed (they slow GPU code).
-      layer = hk.remat(layer, policy=REMAT_POLICIES[remat],
-                       prevent_cse=False)
-    stack = layer_stack(config.n_layers, unroll, with_per_layer_inputs=True)
-    past_layers = () if past is None else (past[0], past[1])
-    x, (keys, values) = stack(layer)(x, *past_layers)
+      return hk.remat(fn, policy=REMAT_POLICIES[remat], prevent_cse=False)
+
+    if last is None:
+      stack = layer_stack(config.n_layers, unroll, with_per_layer_inputs=True)
+      past_layers = () if past is None else (past[0], past[1])
+      x, (keys, values) = stack(remat_layer(layer))(x, *past_layers)
+    else:
+      if config.n_layers > 1:
+        stack = layer_stack(config.n_layers - 1, unroll,
+                            with_per_layer_inputs=True)
+        x, _ = stack(remat_layer(layer))(x)
+      # Not a stack: the last layer changes the carry's shape.
+      with hk.name_scope(LAST_LAYER.split("/")[-1]):
+        x, _ = remat_layer(functools.partial(layer, queries=last))(x)
+      keys = values = None
     x = layers.Norm(config, name="final_norm")(x)
     if config.tie_embeddings:
       unembedding = embed.embeddings.T
@@ -226,6 +254,33 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
             "w", [config.d_model, config.vocab_size], x.dtype,
             init=jnp.zeros)
   return x, keys, values, unembedding
+
+
+def _split_last_layer(params: Params) -> Params:
+  """`params` with the last row of every LAYERS array moved to LAST_LAYER
+  (as `_decoder` reads them with `last`); a model of one layer keeps no
+  LAYERS entries."""
+  split = {}
+  for name, module in params.items():
+    if not name.startswith(LAYERS + "/"):
+      split[name] = module
+      continue
+    rest = name[len(LAYERS):]
+    split[LAST_LAYER + rest] = {k: w[-1] for k, w in module.items()}
+    if any(w.shape[0] > 1 for w in module.values()):
+      split[name] = {k: w[:-1] for k, w in module.items()}
+  return split
+
+
+def check_last(last: int | None, length: int) -> None:
+  """`last` of `hidden`/`apply`: None or an int in [1, length]."""
+  if last is None:
+    return
+  if isinstance(last, bool) or not isinstance(last, int):
+    raise ValueError(f"last must be None or an int, got {last!r}")
+  if not 1 <= last <= length:
+    raise ValueError(f"last must be in [1, {length}] (the number of "
+                     f"tokens), got {last}")
 
 
 def _positions(mask: Array, start: Array | int = 0) -> Array:
@@ -282,24 +337,32 @@ def make_model(config: ModelConfig) -> LanguageModel:
     return jax.tree.unflatten(treedef, values)
 
   def _run(params, tokens, positions, mask, past, remat="none",
-           unroll=False):
+           unroll=False, last=None):
     chex.assert_rank(tokens, 2)
     chex.assert_equal_shape([tokens, mask, positions])
+    check_last(last, tokens.shape[1])
+    if last == tokens.shape[1]:
+      last = None  # every token: the plain pass
+    if last is not None:
+      params = _split_last_layer(params)
     return transformed.apply(params, tokens, positions, mask.astype(bool), past,
-                             remat=remat, unroll=unroll)
+                             remat=remat, unroll=unroll, last=last)
 
   def hidden(params: Params, tokens: Array, mask: Array | None = None, *,
-             remat: str = "none", unroll: bool = False) -> Array:
+             remat: str = "none", unroll: bool = False,
+             last: int | None = None) -> Array:
     """Final-normed hidden states [B, L, D] of tokens [B, L] (left-padded).
 
     `remat` (REMAT_MODES) sets what a backward pass stores per layer;
-    `unroll` runs the layers unrolled (see the module docstring).
+    `unroll` runs the layers unrolled; `last` = Q in [1, L] returns the last
+    Q tokens' rows [B, Q, D] only, with less work (see the module
+    docstring).
     """
     _check_remat(remat)
     check_unroll(unroll, remat)
     mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
     h, _, _, _ = _run(params, tokens, _positions(mask), mask, None, remat,
-                      unroll)
+                      unroll, last)
     return h
 
   def unembedding(params: Params) -> Array:
@@ -310,16 +373,17 @@ def make_model(config: ModelConfig) -> LanguageModel:
 
 
   def apply(params: Params, tokens: Array, mask: Array | None = None, *,
-            remat: str = "none", unroll: bool = False) -> Array:
+            remat: str = "none", unroll: bool = False,
+            last: int | None = None) -> Array:
     """Float32 logits [B, L, V] of tokens [B, L] with optional mask [B, L].
 
-    `remat` and `unroll` as in `hidden`.
+    `remat`, `unroll` and `last` ([B, Q, V]) as in `hidden`.
     """
     _check_remat(remat)
     check_unroll(unroll, remat)
     mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
     h, _, _, w = _run(params, tokens, _positions(mask), mask, None, remat,
-                      unroll)
+                      unroll, last)
     return layers.unembed(h, w)
 
   def init_cache(batch_size: int, max_length: int,

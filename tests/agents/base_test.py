@@ -135,6 +135,21 @@ def _forward_kl_sequence(student_logits, teacher_logits, mask):
   return float(((kl * mask).sum(1) / mask.sum(1)).mean())
 
 
+def test_completion_hidden_is_the_full_pass_at_the_predicting_positions(
+    tiny_models, facts_task, fixed_batch):
+  student, sp, _, _ = tiny_models
+  agent = agents.make_agent(agents.SupervisedKDConfig(), student=student,
+                            teacher=student, tokenizer=facts_task.tokenizer)
+  batch, _ = agent.act(None, fixed_batch, jax.random.key(0))
+  p, t = batch.prompt_tokens.shape[1], batch.completion_tokens.shape[1]
+  tokens = jnp.concatenate([batch.prompt_tokens, batch.completion_tokens], 1)
+  mask = jnp.concatenate([batch.prompt_mask, batch.completion_mask], 1)
+  # Position P - 1 + t predicts completion token t.
+  expected = student.hidden(sp, tokens, mask)[:, p - 1:p - 1 + t]
+  np.testing.assert_allclose(base.completion_hidden(student, sp, batch),
+                             expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("chunk", [0, 3])
 def test_bfloat16_compute_keeps_the_divergence_in_float32(
     chunk, tiny_models, facts_task, fixed_batch):
@@ -144,9 +159,12 @@ def test_bfloat16_compute_keeps_the_divergence_in_float32(
   agent = agents.make_agent(config, student=student, teacher=teacher,
                             tokenizer=facts_task.tokenizer)
   batch, _ = agent.act(None, fixed_batch, jax.random.key(0))
-  # The logits a bfloat16 forward pass gives (float32 accumulation).
+  # The logits a bfloat16 forward pass gives (float32 accumulation), jitted
+  # as in the update: where XLA fuses bfloat16 operations it rounds only
+  # their results, so an unjitted pass differs in the last bits.
+  logits = jax.jit(base.completion_logits, static_argnums=0)
   s_logits, t_logits = (
-      base.completion_logits(m, base.cast_params(p, "bfloat16"), batch)
+      logits(m, base.cast_params(p, "bfloat16"), batch)
       for m, p in ((student, sp), (teacher, tp)))
   f32_logits = base.completion_logits(student, sp, batch)
   assert s_logits.dtype == jnp.float32

@@ -1,5 +1,6 @@
 """Tests for gkdrl.networks.model: padding, KV cache, dtypes, compile-once."""
 
+import dataclasses
 from typing import Callable, NamedTuple
 
 import chex
@@ -75,6 +76,68 @@ def test_hidden_times_unembedding_is_logits(model_and_params, jitted):
   np.testing.assert_allclose(hidden @ unembedding,
                              jitted.apply(params, tokens, PROMPT_MASK),
                              atol=1e-5, rtol=1e-5)
+
+
+# Prompt then completion, each row's completion right-padded.
+COMPLETION_MASK = np.array([[1] * T, [1, 1, 0, 0], [1, 0, 0, 0]], bool)
+FULL_MASK = np.concatenate([PROMPT_MASK, COMPLETION_MASK], axis=1)
+
+
+def test_last_positions_match_the_full_pass(model_and_params):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P + T)
+  hidden = jax.jit(model.hidden, static_argnames="last")
+  full = hidden(params, tokens, FULL_MASK)
+  for last in (1, T + 1, P + T):
+    part = hidden(params, tokens, FULL_MASK, last=last)
+    chex.assert_shape(part, (B, last, model.config.d_model))
+    np.testing.assert_allclose(part, full[:, -last:], atol=1e-5, rtol=1e-5)
+  logits = jax.jit(model.apply, static_argnames="last")(
+      params, tokens, FULL_MASK, last=T)
+  np.testing.assert_allclose(logits, full[:, -T:] @ model.unembedding(params),
+                             atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("remat, unroll", [("none", True), ("full", False)])
+def test_last_positions_give_the_full_pass_gradient(model_and_params, remat,
+                                                    unroll):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P + T)
+  weights = jax.random.normal(jax.random.key(2), (B, T, model.config.d_model))
+
+  def objective(p, last):
+    kwargs = dict(remat=remat, unroll=unroll)
+    h = (model.hidden(p, tokens, FULL_MASK, last=T, **kwargs) if last
+         else model.hidden(p, tokens, FULL_MASK, **kwargs)[:, -T:])
+    return jnp.sum(h * weights)
+
+  grads = [jax.jit(jax.grad(objective), static_argnums=1)(params, last)
+           for last in (False, True)]
+  flat = [jax.tree_util.tree_leaves_with_path(g) for g in grads]
+  assert [path for path, _ in flat[0]] == [path for path, _ in flat[1]]
+  for (path, full), (_, part) in zip(*flat):
+    scale = float(jnp.max(jnp.abs(full))) + 1e-6
+    np.testing.assert_allclose(part, full, atol=1e-5 * scale, rtol=1e-4,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_last_positions_of_a_one_layer_model():
+  config = hf_models.jax_config("llama_gqa_untied")
+  model = networks.make_model(dataclasses.replace(config, n_layers=1))
+  params = model.init(jax.random.key(0))
+  tokens = _tokens(config.vocab_size, P + T)
+  hidden = jax.jit(model.hidden, static_argnames="last")
+  np.testing.assert_allclose(hidden(params, tokens, FULL_MASK, last=T),
+                             hidden(params, tokens, FULL_MASK)[:, -T:],
+                             atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("last", [0, P + T + 1, True, 2.0])
+def test_last_outside_the_tokens_is_refused(model_and_params, last):
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P + T)
+  with pytest.raises(ValueError, match="last must be"):
+    model.hidden(params, tokens, FULL_MASK, last=last)
 
 
 def test_prefill_and_decode_match_apply(model_and_params, jitted):
