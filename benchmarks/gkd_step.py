@@ -41,10 +41,10 @@ tokens; each step asserts that.
          clipping, optimizer and scheduler step).
 
 The script also prints a bound no implementation of the step can beat on
-this machine (`roofline`: the step's matrix-product FLOPs at a measured
-float32 product rate, the sampler's weight streaming at a measured
-bandwidth, both measured in the same run, under the same load) and each
-side's fraction of it. Beside the bound, as context only, it prints how
+this machine (`roofline`: the matrix-product FLOPs the step's outputs
+need, `forward_flops`, at a measured float32 product rate, the sampler's
+weight streaming at a measured bandwidth, both measured in the same run,
+under the same load) and each side's fraction of it. Beside the bound, as context only, it prints how
 fast a loop of T decode-like steps reads all of the student's weights
 (`streaming_loop_seconds`): the bound's weight streaming is timed on the
 unembedding alone, which may stay in the caches, while the sampler reads
@@ -358,19 +358,28 @@ def weight_check(student_dir, prompts) -> float:
 
 
 def forward_flops(spec, role: str, batch: int, length: int,
-                  unembedded: int) -> float:
-  """Matrix-product FLOPs of one forward pass of a `SIZES` model.
+                  outputs: int) -> float:
+  """Matrix-product FLOPs of one forward pass of a `SIZES` model, counting
+  only what its outputs need.
 
-  `length` tokens per row through the layers (projections, MLP and the two
-  attention products), `unembedded` of them through the unembedding.
+  `length` tokens per row give keys and values in every layer; the
+  outputs are the final hidden states and logits of the last `outputs`
+  tokens. So every layer but the last runs its projections, MLP and the
+  two attention products (full [L, L] scores) for all `length` tokens, and
+  the last layer its queries, attention output and MLP for the `outputs`
+  alone (its keys and values for all), as does the unembedding.
   """
   d, n, h, kv, ff = spec[role]
   head = d // h
-  per_token = 2 * n * (d * h * head + 2 * d * kv * head + h * head * d
-                       + 3 * d * ff)
-  attention = n * 2 * 2 * batch * h * length * length * head
-  return (batch * length * per_token + attention
-          + 2 * batch * unembedded * d * spec["vocab"])
+  queries_out_mlp = d * h * head + h * head * d + 3 * d * ff
+  keys_values = 2 * d * kv * head
+  full_layer = (2 * batch * length * (queries_out_mlp + keys_values)
+                + 2 * 2 * batch * h * length * length * head)
+  last_layer = (2 * batch * length * keys_values
+                + 2 * batch * outputs * queries_out_mlp
+                + 2 * 2 * batch * h * outputs * length * head)
+  return ((n - 1) * full_layer + last_layer
+          + 2 * batch * outputs * d * spec["vocab"])
 
 
 def roofline(args) -> dict:
@@ -378,9 +387,12 @@ def roofline(args) -> dict:
 
   Counted on this machine's measured rates, in this process, so under the
   load both sides see: the FLOPs of the update (the student's forward and
-  backward pass, three times its forward; the teacher's forward pass; the
-  unembedding only at the T completion positions) and of the sampler's
-  prefill at the rate of a `[B (P + T), D] x [D, F]` float32 product of the
+  backward pass, three times its forward; the teacher's forward pass; both
+  over the P + T - 1 tokens before the completion's last, with the last
+  layer's queries, attention output and MLP and the unembedding at the T
+  completion positions only, `forward_flops`) and of the sampler's prefill
+  (P tokens, one output) at the rate of a `[B (P + T), D] x [D, F]`
+  float32 product of the
   student's shapes, and the sampler's T decode steps streaming the
   student's float32 weights at the bandwidth of a `[V, D] x [D, B]` product
   (its unembedding). Attention over the cache and the loss are left out.
@@ -412,8 +424,10 @@ def roofline(args) -> dict:
   head = d // h
   student_bytes = 4 * (spec["vocab"] * d + n * (
       d * h * head + 2 * d * kv * head + h * head * d + 3 * d * ff + 2 * d))
-  update = (3 * forward_flops(spec, "student", b, p + t, t)
-            + forward_flops(spec, "teacher", b, p + t, t))
+  # The completion's last token predicts nothing: the update needs the
+  # hidden states of the T tokens before it (the last prompt token on).
+  update = (3 * forward_flops(spec, "student", b, p + t - 1, t)
+            + forward_flops(spec, "teacher", b, p + t - 1, t))
   prefill = forward_flops(spec, "student", b, p, 1)
   return dict(flop_rate=flop_rate, bandwidth=bandwidth, update_flops=update,
               prefill_flops=prefill, streamed_bytes=t * student_bytes,
