@@ -42,10 +42,13 @@ Sampling (`prefill`, `decode`) never rematerialises.
 The last positions only (`last`, a static argument of `hidden` and
 `apply`). `hidden(params, tokens, mask, last=Q)` returns the rows of the
 last Q tokens alone, `hidden(params, tokens, mask)[:, -Q:]` up to float
-rounding, with less work: the last layer computes keys and values for
-every token but queries, attention output and MLP for those Q only (the
-update reads the hidden states at the completion positions, so the
-prompt's share of that layer is never needed).
+rounding. With `unroll`, with less work: the last layer computes keys and
+values for every token but queries, attention output and MLP for those Q
+only (the update reads the hidden states at the completion positions, so
+the prompt's share of that layer is never needed). In the scan the last
+layer runs in full: taking it out of the stack would copy the other
+layers' weights (measured: a forward pass's scratch memory grew by the
+size of the weights).
 
 KV cache (used by gkdrl.sampling):
 
@@ -192,9 +195,10 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     remat: one of REMAT_MODES (see the module docstring).
     unroll: run the layers unrolled instead of in a scan (see the module
       docstring).
-    last: None, or Q in [1, L) without `past`: the first N - 1 layers run in
-      LAYERS and the last one in LAST_LAYER (`_split_last_layer`), for the
-      last Q tokens only; keys and values are then not returned (None).
+    last: None, or Q in [1, L) without `past`, with `_split_last_layer`'s
+      parameters: the first N - 1 layers run in LAYERS and the last one in
+      LAST_LAYER, for the last Q tokens only; keys and values are then not
+      returned (None).
 
   Returns:
     `(hidden [B, L or Q, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
@@ -273,13 +277,13 @@ def _split_last_layer(params: Params) -> Params:
 
 
 def check_last(last: int | None, length: int) -> None:
-  """`last` of `hidden`/`apply`: None or an int in [1, length]."""
+  """`last` of `hidden`/`apply`: None or an int in [0, length]."""
   if last is None:
     return
   if isinstance(last, bool) or not isinstance(last, int):
     raise ValueError(f"last must be None or an int, got {last!r}")
-  if not 1 <= last <= length:
-    raise ValueError(f"last must be in [1, {length}] (the number of "
+  if not 0 <= last <= length:
+    raise ValueError(f"last must be in [0, {length}] (the number of "
                      f"tokens), got {last}")
 
 
@@ -341,12 +345,22 @@ def make_model(config: ModelConfig) -> LanguageModel:
     chex.assert_rank(tokens, 2)
     chex.assert_equal_shape([tokens, mask, positions])
     check_last(last, tokens.shape[1])
-    if last == tokens.shape[1]:
-      last = None  # every token: the plain pass
-    if last is not None:
-      params = _split_last_layer(params)
-    return transformed.apply(params, tokens, positions, mask.astype(bool), past,
-                             remat=remat, unroll=unroll, last=last)
+    if last is None:
+      return transformed.apply(params, tokens, positions, mask.astype(bool),
+                               past, remat=remat, unroll=unroll)
+    if unroll and 0 < last < tokens.shape[1]:
+      # Unrolled, each layer's weights are sliced out of the stack anyway,
+      # so moving the last layer's costs nothing. In the scan, slicing off
+      # the first N - 1 layers' weights would copy them: there the last
+      # layer runs in full and its rows are sliced below.
+      out = transformed.apply(_split_last_layer(params), tokens, positions,
+                              mask.astype(bool), past, remat=remat,
+                              unroll=unroll, last=last)
+    else:
+      out = transformed.apply(params, tokens, positions, mask.astype(bool),
+                              past, remat=remat, unroll=unroll)
+    h, keys, values, w = out
+    return h[:, h.shape[1] - last:], keys, values, w
 
   def hidden(params: Params, tokens: Array, mask: Array | None = None, *,
              remat: str = "none", unroll: bool = False,
@@ -354,8 +368,8 @@ def make_model(config: ModelConfig) -> LanguageModel:
     """Final-normed hidden states [B, L, D] of tokens [B, L] (left-padded).
 
     `remat` (REMAT_MODES) sets what a backward pass stores per layer;
-    `unroll` runs the layers unrolled; `last` = Q in [1, L] returns the last
-    Q tokens' rows [B, Q, D] only, with less work (see the module
+    `unroll` runs the layers unrolled; `last` = Q in [0, L] returns the last
+    Q tokens' rows [B, Q, D] only, unrolled with less work (see the module
     docstring).
     """
     _check_remat(remat)

@@ -83,19 +83,41 @@ COMPLETION_MASK = np.array([[1] * T, [1, 1, 0, 0], [1, 0, 0, 0]], bool)
 FULL_MASK = np.concatenate([PROMPT_MASK, COMPLETION_MASK], axis=1)
 
 
-def test_last_positions_match_the_full_pass(model_and_params):
+@pytest.mark.parametrize("unroll", [False, True])
+def test_last_positions_match_the_full_pass(model_and_params, unroll):
   model, params = model_and_params
   tokens = _tokens(model.config.vocab_size, P + T)
-  hidden = jax.jit(model.hidden, static_argnames="last")
+  hidden = jax.jit(model.hidden, static_argnames=("last", "unroll"))
   full = hidden(params, tokens, FULL_MASK)
-  for last in (1, T + 1, P + T):
-    part = hidden(params, tokens, FULL_MASK, last=last)
+  for last in (0, 1, T + 1, P + T):
+    part = hidden(params, tokens, FULL_MASK, last=last, unroll=unroll)
     chex.assert_shape(part, (B, last, model.config.d_model))
-    np.testing.assert_allclose(part, full[:, -last:], atol=1e-5, rtol=1e-5)
-  logits = jax.jit(model.apply, static_argnames="last")(
-      params, tokens, FULL_MASK, last=T)
+    np.testing.assert_allclose(part, full[:, P + T - last:], atol=1e-5,
+                               rtol=1e-5)
+  logits = jax.jit(model.apply, static_argnames=("last", "unroll"))(
+      params, tokens, FULL_MASK, last=T, unroll=unroll)
   np.testing.assert_allclose(logits, full[:, -T:] @ model.unembedding(params),
                              atol=1e-5, rtol=1e-5)
+
+
+def test_last_positions_copy_no_weights_in_the_scan():
+  # Taking the last layer out of the stack would copy the other layers'
+  # weights into the scan's input: about 3/4 of them here.
+  config = networks.ModelConfig(vocab_size=256, d_model=128, n_layers=4,
+                                n_heads=4, n_kv_heads=2, d_ff=256)
+  model = networks.make_model(config)
+  params = jax.eval_shape(model.init, jax.random.key(0))
+  layer_bytes = sum(x.size * x.dtype.itemsize for name, module in
+                    params.items() if name.startswith(networks.model.LAYERS)
+                    for x in module.values())
+  tokens = jax.ShapeDtypeStruct((B, P + T), jnp.int32)
+
+  def scratch(last):
+    fn = jax.jit(lambda p, t: model.hidden(p, t, last=last))
+    return fn.lower(params, tokens).compile().memory_analysis(
+    ).temp_size_in_bytes
+
+  assert scratch(T) <= scratch(None) + layer_bytes // 4
 
 
 @pytest.mark.parametrize("remat, unroll", [("none", True), ("full", False)])
@@ -126,13 +148,13 @@ def test_last_positions_of_a_one_layer_model():
   model = networks.make_model(dataclasses.replace(config, n_layers=1))
   params = model.init(jax.random.key(0))
   tokens = _tokens(config.vocab_size, P + T)
-  hidden = jax.jit(model.hidden, static_argnames="last")
-  np.testing.assert_allclose(hidden(params, tokens, FULL_MASK, last=T),
-                             hidden(params, tokens, FULL_MASK)[:, -T:],
-                             atol=1e-5, rtol=1e-5)
+  hidden = jax.jit(model.hidden, static_argnames=("last", "unroll"))
+  np.testing.assert_allclose(
+      hidden(params, tokens, FULL_MASK, last=T, unroll=True),
+      hidden(params, tokens, FULL_MASK)[:, -T:], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("last", [0, P + T + 1, True, 2.0])
+@pytest.mark.parametrize("last", [-1, P + T + 1, True, 2.0])
 def test_last_outside_the_tokens_is_refused(model_and_params, last):
   model, params = model_and_params
   tokens = _tokens(model.config.vocab_size, P + T)
