@@ -44,11 +44,11 @@ The script also prints a bound no implementation of the step can beat on
 this machine (`roofline`: the matrix-product FLOPs the step's outputs
 need, `forward_flops`, at a measured float32 product rate, the sampler's
 weight streaming at a measured bandwidth, both measured in the same run,
-under the same load) and each side's fraction of it. Beside the bound, as context only, it prints how
-fast a loop of T decode-like steps reads all of the student's weights
-(`streaming_loop_seconds`): the bound's weight streaming is timed on the
-unembedding alone, which may stay in the caches, while the sampler reads
-the whole model each token.
+under the same load) and each side's fraction of it. Beside the bound, as
+context only, it prints how fast a loop of T decode-like steps reads all
+of the student's weights (`streaming_loop_seconds`): the bound's weight
+streaming is timed on the unembedding alone, which may stay in the caches,
+while the sampler reads the whole model each token.
 
 Each side runs in its own process (the models are written once and
 shared), `--rounds` times in turn (TRL, gkdrl, TRL, gkdrl), so both see
@@ -392,10 +392,10 @@ def roofline(args) -> dict:
   layer's queries, attention output and MLP and the unembedding at the T
   completion positions only, `forward_flops`) and of the sampler's prefill
   (P tokens, one output) at the rate of a `[B (P + T), D] x [D, F]`
-  float32 product of the
-  student's shapes, and the sampler's T decode steps streaming the
-  student's float32 weights at the bandwidth of a `[V, D] x [D, B]` product
-  (its unembedding). Attention over the cache and the loss are left out.
+  float32 product of the student's shapes, and the sampler's T decode
+  steps streaming the student's float32 weights at the bandwidth of a
+  `[V, D] x [D, B]` product (its unembedding). Attention over the cache
+  and the loss are left out.
   Each rate is that of the fastest of 20 calls; `main` measures them
   before and after the runs and keeps the better of each
   (`bound_seconds`). Beside the bound it also returns

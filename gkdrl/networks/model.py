@@ -195,10 +195,10 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     remat: one of REMAT_MODES (see the module docstring).
     unroll: run the layers unrolled instead of in a scan (see the module
       docstring).
-    last: None, or Q in [1, L) without `past`, with `_split_last_layer`'s
-      parameters: the first N - 1 layers run in LAYERS and the last one in
-      LAST_LAYER, for the last Q tokens only; keys and values are then not
-      returned (None).
+    last: None, or Q in [1, L) without `past`, unrolled, with
+      `_split_last_layer`'s parameters: the first N - 1 layers run in LAYERS
+      and the last one in LAST_LAYER, for the last Q tokens only; keys and
+      values are then not returned (None).
 
   Returns:
     `(hidden [B, L or Q, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
@@ -226,28 +226,27 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
       x = x + layers.mlp(config, layers.Norm(config, name="mlp_norm")(x))
       return x, (k, v)
 
-    def remat_layer(fn):
-      if REMAT_POLICIES[remat] is None:
-        return fn
+    body = layer
+    if REMAT_POLICIES[remat] is not None:
       # Checkpointing the scan's body (not the whole stack) makes the
       # backward pass store only what the policy saves per layer and
       # rebuild one layer's intermediates at a time. Under a scan, XLA's CSE
       # cannot merge the recomputation back into the forward pass, so
       # jax.checkpoint's CSE barriers are not needed (they slow GPU code).
-      return hk.remat(fn, policy=REMAT_POLICIES[remat], prevent_cse=False)
-
+      body = hk.remat(layer, policy=REMAT_POLICIES[remat], prevent_cse=False)
     if last is None:
       stack = layer_stack(config.n_layers, unroll, with_per_layer_inputs=True)
       past_layers = () if past is None else (past[0], past[1])
-      x, (keys, values) = stack(remat_layer(layer))(x, *past_layers)
+      x, (keys, values) = stack(body)(x, *past_layers)
     else:
       if config.n_layers > 1:
         stack = layer_stack(config.n_layers - 1, unroll,
                             with_per_layer_inputs=True)
-        x, _ = stack(remat_layer(layer))(x)
-      # Not a stack: the last layer changes the carry's shape.
+        x, _ = stack(body)(x)
+      # Not a stack: the last layer changes the carry's shape. (Unrolled,
+      # so remat is "none": `check_unroll`.)
       with hk.name_scope(LAST_LAYER.split("/")[-1]):
-        x, _ = remat_layer(functools.partial(layer, queries=last))(x)
+        x, _ = layer(x, queries=last)
       keys = values = None
     x = layers.Norm(config, name="final_norm")(x)
     if config.tie_embeddings:
@@ -345,22 +344,18 @@ def make_model(config: ModelConfig) -> LanguageModel:
     chex.assert_rank(tokens, 2)
     chex.assert_equal_shape([tokens, mask, positions])
     check_last(last, tokens.shape[1])
-    if last is None:
-      return transformed.apply(params, tokens, positions, mask.astype(bool),
-                               past, remat=remat, unroll=unroll)
-    if unroll and 0 < last < tokens.shape[1]:
-      # Unrolled, each layer's weights are sliced out of the stack anyway,
-      # so moving the last layer's costs nothing. In the scan, slicing off
-      # the first N - 1 layers' weights would copy them: there the last
-      # layer runs in full and its rows are sliced below.
-      out = transformed.apply(_split_last_layer(params), tokens, positions,
-                              mask.astype(bool), past, remat=remat,
-                              unroll=unroll, last=last)
-    else:
-      out = transformed.apply(params, tokens, positions, mask.astype(bool),
-                              past, remat=remat, unroll=unroll)
-    h, keys, values, w = out
-    return h[:, h.shape[1] - last:], keys, values, w
+    # Unrolled, each layer's weights are sliced out of the stack anyway, so
+    # moving the last layer's costs nothing. In the scan, slicing off the
+    # first N - 1 layers' weights would copy them: there the last layer runs
+    # in full and its rows are sliced below.
+    split = unroll and last is not None and 0 < last < tokens.shape[1]
+    h, keys, values, w = transformed.apply(
+        _split_last_layer(params) if split else params, tokens, positions,
+        mask.astype(bool), past, remat=remat, unroll=unroll,
+        last=last if split else None)
+    if last is not None:
+      h = h[:, h.shape[1] - last:]
+    return h, keys, values, w
 
   def hidden(params: Params, tokens: Array, mask: Array | None = None, *,
              remat: str = "none", unroll: bool = False,
