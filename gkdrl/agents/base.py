@@ -224,10 +224,9 @@ def completion_hidden(model, params: Params, batch: types.Batch, *,
   - decoder-only (`LanguageModel`): the model reads the left-padded prompt
     followed by the right-padded completion; the hidden state at position
     P - 1 + t predicts completion token t. The completion's last token is
-    not read (it predicts nothing), and unrolled (the student's
-    differentiated pass) the last layer runs at the T positions alone
-    (`hidden(..., last=T)`): the prompt's rows of that layer feed nothing
-    the loss reads.
+    not read (it predicts nothing), and unless a remat mode is set the
+    last layer runs at the T positions alone (`hidden(..., last=T)`): the
+    prompt's rows of that layer feed nothing the loss reads.
   - encoder-decoder (`model.is_encoder_decoder`): the prompt is the encoder
     input and the decoder reads [decoder start, completion[:-1]] (teacher
     forcing); its hidden state t predicts completion token t. The encoder is
@@ -243,8 +242,8 @@ def completion_hidden(model, params: Params, batch: types.Batch, *,
                         tokens, mask, remat=remat, unroll=unroll)  # [B, T, D]
   completion_len = batch.completion_tokens.shape[1]
   # The last completion token predicts nothing: it is left out, and the
-  # positions wanted are then the last T (`last`: unrolled, the model's last
-  # layer works on those alone).
+  # positions wanted are then the last T (`last`: the model's last layer
+  # works on those alone, unless remat).
   tokens = jnp.concatenate(
       [batch.prompt_tokens, batch.completion_tokens[:, :-1]], axis=1)
   mask = jnp.concatenate(

@@ -42,13 +42,17 @@ Sampling (`prefill`, `decode`) never rematerialises.
 The last positions only (`last`, a static argument of `hidden` and
 `apply`). `hidden(params, tokens, mask, last=Q)` returns the rows of the
 last Q tokens alone, `hidden(params, tokens, mask)[:, -Q:]` up to float
-rounding. With `unroll`, with less work: the last layer computes keys and
-values for every token but queries, attention output and MLP for those Q
-only (the update reads the hidden states at the completion positions, so
-the prompt's share of that layer is never needed). In the scan the last
-layer runs in full: taking it out of the stack would copy the other
-layers' weights (measured: a forward pass's scratch memory grew by the
-size of the weights).
+rounding, with less work: the last layer computes keys and values for
+every token but queries, attention output and MLP for those Q only (the
+update reads the hidden states at the completion positions, so the
+prompt's share of that layer is never needed). Unrolled, the last layer
+runs after the others; in the scan, a conditional in the scan's body picks
+its work by the layer's index, so that the weights stay stacked (taking
+the last layer out of the stack copied the other layers' weights: a
+forward pass's scratch memory grew by their size). Differentiated, that
+conditional keeps the residuals of both its branches for every layer, so
+with a remat mode (the scan's differentiated passes) the last layer runs
+in full and its rows are sliced.
 
 KV cache (used by gkdrl.sampling):
 
@@ -195,10 +199,14 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     remat: one of REMAT_MODES (see the module docstring).
     unroll: run the layers unrolled instead of in a scan (see the module
       docstring).
-    last: None, or Q in [1, L) without `past`, unrolled, with
-      `_split_last_layer`'s parameters: the first N - 1 layers run in LAYERS
-      and the last one in LAST_LAYER, for the last Q tokens only; keys and
-      values are then not returned (None).
+    last: None, or Q in [1, L) without `past`: the last layer computes
+      queries, attention output and MLP for the last Q tokens only; keys
+      and values are then not returned (None). Unrolled, with
+      `_split_last_layer`'s parameters: the first N - 1 layers run in
+      LAYERS and the last one in LAST_LAYER, and `hidden` is [B, Q, D]. In
+      the scan (remat "none"), with the stacked parameters: a conditional
+      in the scan's body runs the last layer's Q rows, and the other rows
+      of `hidden` [B, L, D] are the last layer's input.
 
   Returns:
     `(hidden [B, L or Q, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
@@ -238,6 +246,26 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
       stack = layer_stack(config.n_layers, unroll, with_per_layer_inputs=True)
       past_layers = () if past is None else (past[0], past[1])
       x, (keys, values) = stack(body)(x, *past_layers)
+    elif not unroll:
+      # In the scan every layer's weights stay in the stack (slicing the
+      # last layer's off would copy the others'): the layer's index picks,
+      # in a conditional, the last layer's work at the last Q rows alone.
+      # Its other rows keep their input, never read (`_run` slices).
+      # (remat is "none": `_run`.)
+      def every_row(x):
+        return layer(x)[0]
+
+      def last_rows(x):
+        return jnp.concatenate(
+            [x[:, :x.shape[1] - last], layer(x, queries=last)[0]], axis=1)
+
+      def split_body(x, index):
+        return hk.cond(index < config.n_layers - 1, every_row, last_rows,
+                       x), None
+
+      stack = layer_stack(config.n_layers, unroll, with_per_layer_inputs=True)
+      x, _ = stack(split_body)(x, jnp.arange(config.n_layers))
+      keys = values = None
     else:
       if config.n_layers > 1:
         stack = layer_stack(config.n_layers - 1, unroll,
@@ -346,13 +374,18 @@ def make_model(config: ModelConfig) -> LanguageModel:
     check_last(last, tokens.shape[1])
     # Unrolled, each layer's weights are sliced out of the stack anyway, so
     # moving the last layer's costs nothing. In the scan, slicing off the
-    # first N - 1 layers' weights would copy them: there the last layer runs
-    # in full and its rows are sliced below.
-    split = unroll and last is not None and 0 < last < tokens.shape[1]
+    # first N - 1 layers' weights would copy them: there they stay stacked
+    # and a conditional picks the last layer's work (`_decoder`), without
+    # remat only: differentiated, the conditional keeps the residuals of
+    # both its branches for every layer (a remat mode's pass keeps its full
+    # last layer; its rows are sliced below).
+    partial = (last is not None and 0 < last < tokens.shape[1]
+               and (unroll or remat == "none"))
+    split = unroll and partial
     h, keys, values, w = transformed.apply(
         _split_last_layer(params) if split else params, tokens, positions,
         mask.astype(bool), past, remat=remat, unroll=unroll,
-        last=last if split else None)
+        last=last if partial else None)
     if last is not None:
       h = h[:, h.shape[1] - last:]
     return h, keys, values, w
@@ -364,8 +397,8 @@ def make_model(config: ModelConfig) -> LanguageModel:
 
     `remat` (REMAT_MODES) sets what a backward pass stores per layer;
     `unroll` runs the layers unrolled; `last` = Q in [0, L] returns the last
-    Q tokens' rows [B, Q, D] only, unrolled with less work (see the module
-    docstring).
+    Q tokens' rows [B, Q, D] only, with less work unless a remat mode is
+    set (see the module docstring).
     """
     _check_remat(remat)
     check_unroll(unroll, remat)

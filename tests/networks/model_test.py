@@ -120,7 +120,29 @@ def test_last_positions_copy_no_weights_in_the_scan():
   assert scratch(T) <= scratch(None) + layer_bytes // 4
 
 
-@pytest.mark.parametrize("remat, unroll", [("none", True), ("full", False)])
+@pytest.mark.parametrize("unroll", [False, True])
+def test_last_positions_run_the_last_mlp_on_those_rows(model_and_params,
+                                                        unroll):
+  # The saving itself: the last layer's MLP works on [B, T, F] activations
+  # (in the scan, inside the conditional that picks the last layer), while
+  # the full pass has only [B, P + T, F] ones.
+  model, params = model_and_params
+  tokens = _tokens(model.config.vocab_size, P + T)
+
+  def jaxpr(last, remat="none"):
+    return str(jax.make_jaxpr(lambda p: model.hidden(
+        p, tokens, FULL_MASK, last=last, unroll=unroll, remat=remat))(params))
+
+  last_rows = f"f32[{B},{T},{model.config.d_ff}]"
+  assert last_rows not in jaxpr(None)
+  assert last_rows in jaxpr(T)
+  if not unroll:  # a remat mode's scan keeps its full last layer
+    assert "cond[" in jaxpr(T) and "cond[" not in jaxpr(T, remat="full")
+    assert last_rows not in jaxpr(T, remat="full")
+
+
+@pytest.mark.parametrize("remat, unroll", [("none", True), ("none", False),
+                                           ("full", False)])
 def test_last_positions_give_the_full_pass_gradient(model_and_params, remat,
                                                     unroll):
   model, params = model_and_params
