@@ -200,13 +200,12 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
     unroll: run the layers unrolled instead of in a scan (see the module
       docstring).
     last: None, or Q in [1, L) without `past`: the last layer computes
-      queries, attention output and MLP for the last Q tokens only; keys
-      and values are then not returned (None). Unrolled, with
-      `_split_last_layer`'s parameters: the first N - 1 layers run in
-      LAYERS and the last one in LAST_LAYER, and `hidden` is [B, Q, D]. In
-      the scan (remat "none"), with the stacked parameters: a conditional
-      in the scan's body runs the last layer's Q rows, and the other rows
-      of `hidden` [B, L, D] are the last layer's input.
+      queries, attention output and MLP for the last Q tokens only, whose
+      rows alone `hidden` holds; keys and values are then not returned
+      (None). Unrolled, with `_split_last_layer`'s parameters: the first
+      N - 1 layers run in LAYERS and the last one in LAST_LAYER. In the
+      scan (remat "none"), with the stacked parameters: a conditional in
+      the scan's body runs the last layer's Q rows.
 
   Returns:
     `(hidden [B, L or Q, D], keys [N, B, L, K, Dh], values [N, B, L, K, Dh],
@@ -250,8 +249,8 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
       # In the scan every layer's weights stay in the stack (slicing the
       # last layer's off would copy the others'): the layer's index picks,
       # in a conditional, the last layer's work at the last Q rows alone.
-      # Its other rows keep their input, never read (`_run` slices).
-      # (remat is "none": `_run`.)
+      # Its other rows keep their input, sliced off after the scan. (remat
+      # is "none": `_run`.)
       def every_row(x):
         return layer(x)[0]
 
@@ -265,6 +264,7 @@ def _decoder(config: ModelConfig, tokens: Array, positions: Array,
 
       stack = layer_stack(config.n_layers, unroll, with_per_layer_inputs=True)
       x, _ = stack(split_body)(x, jnp.arange(config.n_layers))
+      x = x[:, x.shape[1] - last:]
       keys = values = None
     else:
       if config.n_layers > 1:
@@ -378,7 +378,7 @@ def make_model(config: ModelConfig) -> LanguageModel:
     # and a conditional picks the last layer's work (`_decoder`), without
     # remat only: differentiated, the conditional keeps the residuals of
     # both its branches for every layer (a remat mode's pass keeps its full
-    # last layer; its rows are sliced below).
+    # last layer, and its rows are sliced below).
     partial = (last is not None and 0 < last < tokens.shape[1]
                and (unroll or remat == "none"))
     split = unroll and partial

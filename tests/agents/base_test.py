@@ -289,9 +289,8 @@ def test_remat_reaches_only_the_student_loss_and_changes_no_update(
   assert np.isfinite(float(metrics["loss/total"]))
   # Unrolled, the student's last layer works at the completion positions
   # only (`hidden(..., last=T)`), in the remat mode's scan in full: the
-  # rounding differs,
-  # and Adam's normalised step carries it into the parameters (seen: 1.6e-5
-  # relative).
+  # rounding differs, and Adam's normalised step carries it into the
+  # parameters (seen: 1.6e-5 relative).
   for got, want in zip(jax.tree.leaves((state.params, metrics)),
                        jax.tree.leaves((want_state.params, want_metrics))):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

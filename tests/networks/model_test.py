@@ -165,14 +165,15 @@ def test_last_positions_give_the_full_pass_gradient(model_and_params, remat,
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_last_positions_of_a_one_layer_model():
+@pytest.mark.parametrize("unroll", [False, True])
+def test_last_positions_of_a_one_layer_model(unroll):
   config = hf_models.jax_config("llama_gqa_untied")
   model = networks.make_model(dataclasses.replace(config, n_layers=1))
   params = model.init(jax.random.key(0))
   tokens = _tokens(config.vocab_size, P + T)
   hidden = jax.jit(model.hidden, static_argnames=("last", "unroll"))
   np.testing.assert_allclose(
-      hidden(params, tokens, FULL_MASK, last=T, unroll=True),
+      hidden(params, tokens, FULL_MASK, last=T, unroll=unroll),
       hidden(params, tokens, FULL_MASK)[:, -T:], atol=1e-5, rtol=1e-5)
 
 
