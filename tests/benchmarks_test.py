@@ -7,6 +7,7 @@ reports, what the memory rows must show). How fast anything runs is for
 the scripts to measure, not for these tests.
 """
 
+import json
 import math
 import pathlib
 import re
@@ -58,13 +59,15 @@ def _float(cell: str) -> float:
 def test_run_all_runs_the_accelerator_suite_quick(tmp_path):
   """The GPU branch of run_all.sh (forced on the CPU): gpu_throughput.py
   --hf and gkd_step.py, each in its quick form, tables to stdout and to
-  <out>/<name>.txt; no SmolLM2-sized step in the quick suite."""
+  <out>/<name>.txt; no SmolLM2-sized step or 360M update in the quick
+  suite."""
   out = tmp_path / "results"
   stdout = _run(["bash", "benchmarks/run_all.sh", "--quick", "--out",
                  str(out)], RUN_ALL_BACKEND="gpu")
-  assert "== backend: gpu, quick=1, budget 400s" in stdout
+  assert "== backend: gpu, quick=1, budget 540s" in stdout
   assert "FAILED" not in stdout and "skipped" not in stdout
   assert "gkd_step_smollm2" not in stdout
+  assert "gpu_throughput_360m" not in stdout
   assert re.search(r"== done in \d+s", stdout)
   assert sorted(p.name for p in out.iterdir()) == [
       "env.txt", "gkd_step.txt", "gpu_throughput.txt", "stderr.log"]
@@ -72,14 +75,18 @@ def test_run_all_runs_the_accelerator_suite_quick(tmp_path):
   assert "gkdrl imports: ok" in env and "jax devices:" in env
 
   throughput = (out / "gpu_throughput.txt").read_text()
-  assert re.search(r"^what\s+impl\s+dtype\s+remat\s+s/call\s+tokens/s\s+MFU",
-                   throughput, re.MULTILINE)
+  assert re.search(r"^what\s+impl\s+dtype\s+remat\s+s/call\s+tokens/s\s+MFU"
+                   r"\s+MFU incl. teacher\s+of HBM$", throughput, re.MULTILINE)
+  assert "update: B 4 in 2 micro-batches, L 16 (64 tokens a step)" in (
+      throughput)
   for what in ("sample", "update"):
     for dtype in ("bfloat16", "float32"):
       row = re.search(rf"^{what}\s+gkdrl\s+{dtype}\s+\S+\s+({NUMBER})\s+"
-                      rf"({NUMBER})\s", throughput, re.MULTILINE)
+                      rf"({NUMBER})\s.*\s(\S+)$", throughput, re.MULTILINE)
       assert row, f"no {what} {dtype} row in:\n{throughput}"
       assert _float(row.group(1)) > 0 and _float(row.group(2)) > 0
+      # No bandwidth is known for a CPU: no share of the HBM bound.
+      assert row.group(3) == "-", row.group(0)
 
   step = (out / "gkd_step.txt").read_text()
   difference = re.search(rf"max \|diff\| ({NUMBER})", step)
@@ -155,3 +162,51 @@ def test_host_memory_refuses_a_setting_that_is_not_name_value():
       env=shared_programs.subprocess_env(PYTHON=sys.executable))
   assert result.returncode != 0
   assert "--env='A=1 B': 'B' is not NAME=VALUE" in result.stderr
+
+
+@pytest.mark.slow
+def test_gpu_throughput_share_of_the_hbm_bound(tmp_path):
+  """With a bandwidth given, a sample row's "of HBM" is the least traffic
+  (counted here token by token) read at that bandwidth over its time."""
+  out = tmp_path / "rows.json"
+  text = _run([sys.executable, "benchmarks/gpu_throughput.py", "--quick",
+               "--what=sample", "--dtypes=bfloat16,float32",
+               "--peak_gbps=50", "--json", str(out)])
+  assert "memory bandwidth 50 GB/s from --peak_gbps" in text
+  report = json.loads(out.read_text())
+  config, args = report["config"], report["args"]
+  assert [r["what"] for r in report["rows"]] == ["sample", "sample"]
+  batch, prompt, new = (args["sample_batch"], args["prompt_length"],
+                        args["new_tokens"])
+  for row in report["rows"]:
+    itemsize = {"bfloat16": 2, "float32": 4}[row["dtype"]]
+    least = 0
+    for token in range(new):
+      least += report["n"] * itemsize  # every weight, for every token
+      if token:  # a decode step: the cache of every token so far
+        cached = prompt + token
+        least += (batch * cached * config["n_layers"] * 2
+                  * config["n_kv_heads"] * config["head_dim"] * itemsize)
+    assert row["least_bytes"] == least
+    share = least / 50e9 / row["seconds"]
+    assert row["hbm_fraction"] == pytest.approx(share, rel=1e-9)
+    printed = re.search(rf"^sample\s+gkdrl\s+{row['dtype']}\s.*\s({NUMBER})%$",
+                        text, re.MULTILINE)
+    assert printed, text
+    assert float(printed.group(1)) == pytest.approx(100 * share, abs=0.051)
+  assert not re.search(r"^update", text, re.MULTILINE)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--what=sample,train"], "--what must name sample, update or both"),
+    (["--grad_accum=3"], "--grad_accum must be >= 1 and divide --train_batch "
+     "(64); got 3"),
+    (["--size=1b"], "argument --size: invalid choice: '1b'"),
+])
+def test_gpu_throughput_refuses_bad_flags(flags, message):
+  result = subprocess.run(
+      [sys.executable, "benchmarks/gpu_throughput.py", *flags], cwd=REPO,
+      capture_output=True, text=True, timeout=300,
+      env=shared_programs.subprocess_env(PYTHON=sys.executable))
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr, result.stderr
