@@ -306,12 +306,14 @@ def main():
         f"{bandwidth_source}")
   update_tokens = args.train_batch * (args.prompt_length
                                       + args.train_new_tokens)
-  print(f"# sample: B {args.sample_batch}, P {args.prompt_length}, T "
-        f"{args.new_tokens}; update: B {args.train_batch} in "
-        f"{args.grad_accum} micro-batches, L "
-        f"{args.prompt_length + args.train_new_tokens} ({update_tokens:,} "
-        f"tokens a step), teacher of the same shape; median of "
-        f"{args.repeats}; float32 matmul precision "
+  shapes = dict(
+      sample=f"sample: B {args.sample_batch}, P {args.prompt_length}, T "
+      f"{args.new_tokens}",
+      update=f"update: B {args.train_batch} in {args.grad_accum} "
+      f"micro-batches, L {args.prompt_length + args.train_new_tokens} "
+      f"({update_tokens:,} tokens a step), teacher of the same shape")
+  print(f"# {'; '.join(shapes[w] for w in what)}; median of {args.repeats}; "
+        f"float32 matmul precision "
         f"{jax.config.jax_default_matmul_precision or 'default'}", flush=True)
   mfu = lambda flops: "-" if peak is None else f"{100 * flops / peak:.1f}%"
   print(f"{'what':<8}{'impl':<7}{'dtype':<10}{'remat':<7}{'s/call':>9}"
