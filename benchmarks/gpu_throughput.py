@@ -70,6 +70,7 @@ from gkdrl import networks
 from gkdrl import sampling
 from gkdrl import types
 from gkdrl.agents import base as agents_base
+import memory_real_pairs  # beside this script: its SmolLM2-360M config
 import timing  # benchmarks/timing.py, beside this script
 
 SMOLLM2_135M = networks.ModelConfig(
@@ -77,10 +78,7 @@ SMOLLM2_135M = networks.ModelConfig(
     n_heads=9, n_kv_heads=3, d_ff=1536, max_positions=2048,
     rope_theta=100000.0, tie_embeddings=True, bos_token_id=1,
     eos_token_id=2, pad_token_id=0)
-SMOLLM2_360M = dataclasses.replace(
-    SMOLLM2_135M, d_model=960, n_layers=32, n_heads=15, n_kv_heads=5,
-    d_ff=2560, head_dim=None)
-SIZES = {"135m": SMOLLM2_135M, "360m": SMOLLM2_360M}
+SIZES = {"135m": SMOLLM2_135M, "360m": memory_real_pairs.SMOLLM2_360M}
 TINY = networks.ModelConfig(
     model_type="llama", vocab_size=8192, d_model=128, n_layers=2, n_heads=4,
     n_kv_heads=2, d_ff=256, max_positions=512, tie_embeddings=True,
