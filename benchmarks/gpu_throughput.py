@@ -120,15 +120,18 @@ BANDWIDTHS = {
 
 
 def device_peak(device, table: dict[str, float], override: float,
-                scale: float, flag: str) -> tuple[float | None, str]:
+                scale: float, flag: str,
+                figures: str = "") -> tuple[float | None, str]:
   """(peak or None, where it came from): `override * scale` if given, else
-  the entry of `table` that `device.device_kind` starts with."""
+  the entry of `table` (of `figures`, named in the source) that
+  `device.device_kind` starts with."""
   if override:
     return override * scale, flag
   kind = device.device_kind
   for prefix, value in table.items():
     if kind.startswith(prefix):
-      return value, f"table entry {prefix!r}"
+      return value, f"table entry {prefix!r}" + (f" ({figures})" if figures
+                                                 else "")
   return None, f"unknown device_kind {kind!r}: pass {flag}"
 
 
@@ -286,9 +289,7 @@ def main():
                  f"({args.train_batch}); got {args.grad_accum}")
   device = jax.devices()[0]
   peak, peak_source = device_peak(device, PEAKS, args.peak_tflops, 1e12,
-                                  "--peak_tflops")
-  if peak_source.startswith("table"):
-    peak_source += " (dense bf16)"
+                                  "--peak_tflops", figures="dense bf16")
   bandwidth, bandwidth_source = device_peak(
       device, BANDWIDTHS, args.peak_gbps, 1e9, "--peak_gbps")
   model = networks.make_model(config)
