@@ -275,7 +275,7 @@ def main():
                       help="tiny model and sizes, 1 repeat (a CPU check)")
   args = parser.parse_args()
   what = args.what.split(",")
-  if not what or set(what) - {"sample", "update"}:
+  if set(what) - {"sample", "update"}:
     parser.error(f"--what must name sample, update or both, comma-separated; "
                  f"got {args.what!r}")
   config = SIZES[args.size]
