@@ -46,13 +46,18 @@ def warn(message: str) -> None:
 
 
 def _quiet_abandoned_reads() -> None:
-  """Drops the 'Event loop is closed' reports of a failed restore's reads.
+  """Drops the reports of a failed restore's abandoned reads.
 
-  When one array of a damaged checkpoint fails to read, orbax closes its
-  event loop while the other reads still finish; each then reports this
-  RuntimeError as an unraisable exception, a traceback per array that
-  would bury the one warning that matters. Installed once per process;
-  every other unraisable exception still reaches the previous hook.
+  When one array of a checkpoint fails to read (a damaged file, or a
+  target of other shapes), orbax closes its event loop while the other
+  reads still finish; each then reports "Event loop is closed" (a
+  RuntimeError) as an unraisable exception. A read that had not finished
+  is closed when it is garbage-collected, later and anywhere in the
+  process, and reports orbax's "Encountered error while reading array
+  index" raised from the GeneratorExit of that close. Either is a
+  traceback per array that would bury the one warning that matters.
+  Installed once per process; every other unraisable exception still
+  reaches the previous hook.
   """
   previous = sys.unraisablehook
   if getattr(previous, "gkdrl_quiet_reads", False):
@@ -60,8 +65,12 @@ def _quiet_abandoned_reads() -> None:
 
   def hook(unraisable):
     error = unraisable.exc_value
-    if not (isinstance(error, RuntimeError) and
-            str(error) == "Event loop is closed"):
+    closed_loop = (isinstance(error, RuntimeError) and
+                   str(error) == "Event loop is closed")
+    collected_read = (
+        isinstance(getattr(error, "__cause__", None), GeneratorExit) and
+        str(error).startswith("Encountered error while reading array index"))
+    if not (closed_loop or collected_read):
       previous(unraisable)
 
   hook.gkdrl_quiet_reads = True

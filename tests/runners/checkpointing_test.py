@@ -1,5 +1,6 @@
 """Damaged orbax checkpoints: skipped, moved aside, never deleted."""
 
+import gc
 import logging
 import shutil
 import sys
@@ -114,6 +115,24 @@ def test_an_intact_checkpoint_of_another_state_is_not_moved(workdir):
   assert checkpointer.all_steps() == [2, 4]
 
 
+def test_a_failed_restore_leaves_no_reports_of_its_reads(workdir,
+                                                        monkeypatch):
+  # A restore into other shapes fails on one array and leaves orbax's
+  # other reads unfinished; collected later, each would print a traceback.
+  reported = []
+  monkeypatch.setattr(sys, "unraisablehook",
+                      lambda u: reported.append(u.exc_value))
+  other = base.TrainingState(params={"w": jnp.zeros(5)}, opt_state=(),
+                             step=jnp.zeros((), jnp.int32))
+  for _ in range(3):
+    checkpointer = checkpointing.Checkpointer(workdir)
+    with pytest.raises(checkpointing.CheckpointMismatchError):
+      checkpointer.restore_newest_intact(other)
+    checkpointer.close()
+    gc.collect()
+  assert reported == []
+
+
 def test_restore_params_of_a_missing_step_names_the_saved_ones(workdir):
   checkpointer = checkpointing.Checkpointer(workdir)
   with pytest.raises(FileNotFoundError,
@@ -135,14 +154,27 @@ def test_restore_params_skips_a_damaged_newest_without_moving_it(workdir):
 def test_only_the_abandoned_reads_reports_are_dropped(monkeypatch):
   # Which reads of a damaged checkpoint report is a matter of timing, so
   # the filter is tested directly: it drops exactly orbax's closed-loop
-  # report and passes every other unraisable exception on.
+  # report and a collected read's report, and passes every other
+  # unraisable exception on.
   reported = []
   monkeypatch.setattr(sys, "unraisablehook",
                       lambda u: reported.append(u.exc_value))
   checkpointing._quiet_abandoned_reads()
   checkpointing._quiet_abandoned_reads()  # installed once
-  closed, other = RuntimeError("Event loop is closed"), RuntimeError("x")
-  for error in (closed, other, KeyError("Event loop is closed")):
+
+  def raised_from(cause, message):
+    try:
+      raise Exception(message) from cause  # pylint: disable=broad-exception-raised
+    except Exception as error:  # pylint: disable=broad-except
+      return error
+
+  read = "Encountered error while reading array index: (). See full details"
+  dropped = [RuntimeError("Event loop is closed"),
+             raised_from(GeneratorExit(), read)]
+  kept = [RuntimeError("x"), KeyError("Event loop is closed"),
+          raised_from(ValueError("bad"), read),  # a read that failed
+          raised_from(GeneratorExit(), "another coroutine's error")]
+  kept.append(None)  # exc_value may be None
+  for error in dropped + kept:
     sys.unraisablehook(types.SimpleNamespace(exc_value=error))
-  assert [repr(e) for e in reported] == [
-      "RuntimeError('x')", "KeyError('Event loop is closed')"]
+  assert reported == kept
