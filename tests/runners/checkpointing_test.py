@@ -19,6 +19,12 @@ def state(value: float) -> base.TrainingState:
                             step=jnp.array(int(value), jnp.int32))
 
 
+def other_state() -> base.TrainingState:
+  """A state of other shapes than `state`'s: no checkpoint here fits it."""
+  return base.TrainingState(params={"w": jnp.zeros(5)}, opt_state=(),
+                            step=jnp.zeros((), jnp.int32))
+
+
 @pytest.fixture
 def workdir(tmp_path):
   """A workdir with intact checkpoints of steps 2 and 4 (w = step)."""
@@ -106,12 +112,10 @@ def test_every_checkpoint_damaged_starts_from_the_initial_state(workdir):
 
 
 def test_an_intact_checkpoint_of_another_state_is_not_moved(workdir):
-  other = base.TrainingState(params={"w": jnp.zeros(5)}, opt_state=(),
-                             step=jnp.zeros((), jnp.int32))
   checkpointer = checkpointing.Checkpointer(workdir)
   with pytest.raises(checkpointing.CheckpointMismatchError,
                      match="Checkpoint 4 .* does not fit"):
-    checkpointer.restore_newest_intact(other)
+    checkpointer.restore_newest_intact(other_state())
   assert checkpointer.all_steps() == [2, 4]
 
 
@@ -122,12 +126,10 @@ def test_a_failed_restore_leaves_no_reports_of_its_reads(workdir,
   reported = []
   monkeypatch.setattr(sys, "unraisablehook",
                       lambda u: reported.append(u.exc_value))
-  other = base.TrainingState(params={"w": jnp.zeros(5)}, opt_state=(),
-                             step=jnp.zeros((), jnp.int32))
   for _ in range(3):
     checkpointer = checkpointing.Checkpointer(workdir)
     with pytest.raises(checkpointing.CheckpointMismatchError):
-      checkpointer.restore_newest_intact(other)
+      checkpointer.restore_newest_intact(other_state())
     checkpointer.close()
     gc.collect()
   assert reported == []
@@ -163,18 +165,17 @@ def test_only_the_abandoned_reads_reports_are_dropped(monkeypatch):
   checkpointing._quiet_abandoned_reads()  # installed once
 
   def raised_from(cause, message):
-    try:
-      raise Exception(message) from cause  # pylint: disable=broad-exception-raised
-    except Exception as error:  # pylint: disable=broad-except
-      return error
+    error = Exception(message)  # what `raise ... from cause` leaves
+    error.__cause__ = cause
+    return error
 
   read = "Encountered error while reading array index: (). See full details"
   dropped = [RuntimeError("Event loop is closed"),
              raised_from(GeneratorExit(), read)]
   kept = [RuntimeError("x"), KeyError("Event loop is closed"),
           raised_from(ValueError("bad"), read),  # a read that failed
-          raised_from(GeneratorExit(), "another coroutine's error")]
-  kept.append(None)  # exc_value may be None
+          raised_from(GeneratorExit(), "another coroutine's error"),
+          None]  # exc_value may be None
   for error in dropped + kept:
     sys.unraisablehook(types.SimpleNamespace(exc_value=error))
   assert reported == kept
