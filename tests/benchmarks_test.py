@@ -58,9 +58,9 @@ def _float(cell: str) -> float:
 @pytest.mark.slow
 def test_run_all_runs_the_accelerator_suite_quick(tmp_path):
   """The GPU branch of run_all.sh (forced on the CPU): gpu_throughput.py
-  --hf and gkd_step.py, each in its quick form, tables to stdout and to
-  <out>/<name>.txt; no SmolLM2-sized step or 360M update in the quick
-  suite."""
+  --hf and gkd_step.py (the tiny pair), each in its quick form, tables to
+  stdout and to <out>/<name>.txt; no SmolLM2-sized step or 360M update in
+  the quick suite."""
   out = tmp_path / "results"
   stdout = _run(["bash", "benchmarks/run_all.sh", "--quick", "--out",
                  str(out)], RUN_ALL_BACKEND="gpu")
@@ -89,6 +89,7 @@ def test_run_all_runs_the_accelerator_suite_quick(tmp_path):
       assert row.group(3) == "-", row.group(0)
 
   step = (out / "gkd_step.txt").read_text()
+  assert "# tiny: V 4096," in step  # the quick suite's pair
   difference = re.search(rf"max \|diff\| ({NUMBER})", step)
   assert difference and float(difference.group(1)) < 1e-4, step
   header = _row(step, "impl")
