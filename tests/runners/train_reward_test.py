@@ -117,14 +117,16 @@ def test_missing_base_model_is_rejected_before_training(tmp_path):
 @pytest.mark.xla_optimized
 @pytest.mark.slow
 def test_learned_reward_agrees_with_the_oracle_above_chance(tmp_path):
-  # A random four-layer Llama trained on fresh built-in pairs (few repeat):
-  # on 2,400 pairs seen four times over, the same model memorises them and
-  # stays at chance on held-out ones. The pairs whose chosen summary is
+  # A random two-layer Llama trained on fresh built-in pairs (few repeat):
+  # on 2,400 pairs seen four times over, a four-layer one memorises them
+  # and stays at chance on held-out ones. The pairs whose chosen summary is
   # faithful (oracle score 1), read from a file as a user's would be: the
   # model learns to spot a wrong value in 300 steps (held-out accuracy
-  # 0.67 and 0.675 from two initialisations). On all the built-in pairs,
-  # where both summaries may be wrong, it took 600 steps on 19,200 pairs
-  # (300 steps stayed below 0.6 in the settings tried).
+  # 0.725 and 0.735 from two initialisations, in 130 s on one core; four
+  # layers reached 0.655 in 235 s; 200 steps stayed at 0.535, and
+  # d_model 32 at 0.565). On all the built-in pairs, where both summaries
+  # may be wrong, a four-layer model took 600 steps on 19,200 pairs (300
+  # steps stayed below 0.6 in the settings tried).
   rows = [r for r in tasks.facts_preference_pairs(3 * (ACCURACY_PAIRS + 200))
           if facts_oracle.check_facts(r["source"], r["chosen"]).score == 1.0]
   rows = rows[:ACCURACY_PAIRS + 200]
@@ -132,7 +134,7 @@ def test_learned_reward_agrees_with_the_oracle_above_chance(tmp_path):
   data = _write_pairs(tmp_path / "pairs.jsonl", rows)
   tokenizer = tasks.make_word_tokenizer(facts_grammar.vocabulary())
   config = networks.ModelConfig(
-      model_type="llama", vocab_size=len(tokenizer), d_model=64, n_layers=4,
+      model_type="llama", vocab_size=len(tokenizer), d_model=64, n_layers=2,
       n_heads=4, n_kv_heads=2, d_ff=192, max_positions=256, pad_token_id=0,
       tie_embeddings=False)
   model = networks.make_model(config)
