@@ -24,11 +24,7 @@ import time
 from typing import Any
 
 from absl import flags
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot  # pylint: disable=g-import-not-at-top,unused-import
-import numpy as np  # pylint: disable=g-import-not-at-top
+import numpy as np
 
 from gkdrl import evaluation
 from gkdrl import networks
@@ -36,6 +32,7 @@ from gkdrl.runners import builtin
 from gkdrl.runners import checkpointing
 from gkdrl.runners import compilation
 from gkdrl.runners import flags_lib
+from gkdrl.runners import plots
 from gkdrl.runners import setup
 from gkdrl.runners import train  # pylint: disable=unused-import (flags)
 
@@ -325,11 +322,8 @@ def claims_markdown(claims: list[dict]) -> str:
 
 
 def save_figure(fig, path) -> None:
-  """Lays out, writes (PNG) and closes a matplotlib figure."""
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  fig.clf()
-  matplotlib.pyplot.close(fig)
+  """Lays out, writes (PNG, 110 dpi) and closes a study's figure."""
+  plots.save_figure(fig, path, dpi=110)
 
 
 def write_results(out_dir, name: str, results: dict, markdown: str) -> None:
