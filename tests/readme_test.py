@@ -49,7 +49,7 @@ def test_quickstart_has_exactly_two_commands():
   # The second installs the test extras and runs the whole suite.
   install, run = test_suite.split(" && ")
   assert install == 'pip install -e ".[test]"'
-  assert run == "python -m pytest -n 2 --dist worksteal tests"
+  assert run == "python -m pytest -n 2 tests"
   # No other section tells a new user to install things another way.
   assert "## Install" not in README.read_text()
 
